@@ -1,0 +1,44 @@
+"""The platform's error tree. Third-party errors are translated where they enter.
+
+FaasError
+├── StoreUnavailable      Redis is unreachable or timed out
+├── ProtocolError         a ZeroMQ frame that is malformed or of another version
+├── InvalidPayload        not strict base64 of a well-formed pickle, or too large
+├── InvalidId             a function or task id that is not a UUID
+├── FunctionNotFound
+└── TaskNotFound
+"""
+
+from __future__ import annotations
+
+
+class FaasError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+
+class StoreUnavailable(FaasError):
+    """Redis could not be reached; the caller may retry later."""
+
+
+class ProtocolError(FaasError):
+    """A ZeroMQ message that does not follow `common.wire`."""
+
+
+class InvalidPayload(FaasError):
+    """A payload that is not base64 text of a well-formed pickle."""
+
+
+class InvalidId(FaasError):
+    """An id that is not a canonical UUID."""
+
+
+class FunctionNotFound(FaasError):
+    def __init__(self, function_id: str) -> None:
+        super().__init__(f"function {function_id} not found")
+        self.function_id = function_id
+
+
+class TaskNotFound(FaasError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id

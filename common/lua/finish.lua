@@ -1,0 +1,30 @@
+--[[ finish.lua: commit a task's outcome exactly once, fenced by its attempt.
+KEYS[1]  task hash     <p>:task:<task_id>
+KEYS[2]  queue stream  <p>:queue
+ARGV[1]  consumer group
+ARGV[2]  stream entry id that delivered this attempt
+ARGV[3]  attempt the outcome belongs to
+ARGV[4]  status: COMPLETED or FAILED
+ARGV[5]  result (raw pickle bytes)
+ARGV[6]  error text ('' when none)
+ARGV[7]  error kind ('' when none)
+ARGV[8]  now (ms since the epoch)
+ARGV[9]  TTL of the finished task in seconds (0: keep forever)
+ARGV[10] notification channel <p>:done
+ARGV[11] task_id
+Returns 1 if committed; 0 if the task is unknown, already terminal, or at another
+attempt (a late result from a worker presumed dead), in which case nothing changes.
+]]
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if not h[1] or h[1] == 'COMPLETED' or h[1] == 'FAILED' or h[2] ~= ARGV[3] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'result', ARGV[5], 'error', ARGV[6],
+  'error_kind', ARGV[7], 'finished_ms', ARGV[8])
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+if tonumber(ARGV[9]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[9])
+end
+redis.call('PUBLISH', ARGV[10], ARGV[11])
+return 1

@@ -1,0 +1,76 @@
+"""Task states, failure kinds and the records read back from the store."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from common.errors import InvalidId
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+class ErrorKind(StrEnum):
+    """Why a task FAILED; only `USER` means the user's function raised."""
+
+    USER = "user"
+    DEADLINE = "deadline"
+    WORKER_LOST = "worker_lost"
+    FUNCTION_MISSING = "function_missing"
+
+
+class DispatchMode(StrEnum):
+    LOCAL = "local"
+    PULL = "pull"
+    PUSH = "push"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(value: str, what: str) -> str:
+    """Return `value` if it is a canonical UUID, else raise InvalidId (a 400 at the gateway)."""
+    try:
+        if str(uuid.UUID(value)) == value.lower():
+            return value.lower()
+    except (ValueError, AttributeError):
+        pass
+    raise InvalidId(f"{what} must be a UUID like 123e4567-e89b-12d3-a456-426614174000")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A task as the store holds it; `result` is raw pickle bytes or None."""
+
+    task_id: str
+    function_id: str
+    status: TaskStatus
+    attempt: int
+    max_attempts: int
+    deadline_s: float
+    queued_at_ms: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    worker_id: str | None
+    error: str | None
+    error_kind: ErrorKind | None
+    result: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRecord:
+    function_id: str
+    name: str
+    created_at_ms: int
+    size_bytes: int

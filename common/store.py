@@ -1,0 +1,443 @@
+"""All Redis access. Nothing else in the project builds a key or sends a command.
+
+Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
+
+``<p>:fn:<function_id>``   hash: ``name``, ``payload`` (raw pickle bytes), ``created_ms``.
+``<p>:functions``          sorted set of function ids, scored by ``created_ms`` (listing).
+``<p>:task:<task_id>``     hash: ``function_id``, ``status``, ``attempt`` (1-based, the
+                           current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
+                           ``started_ms``, ``finished_ms``, ``worker``, ``error``,
+                           ``error_kind``, ``result`` (raw pickle bytes). Expires
+                           ``result_ttl_s`` after it ends.
+``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
+                           running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
+                           ``d`` deadline_ms, ``p`` args payload (stored only here).
+                           Consumer group ``dispatch``; the active dispatcher reads as
+                           consumer ``dispatcher``, so its pending list (PEL) is exactly
+                           the set of attempts it holds, found again after a crash.
+                           An entry is acked and deleted in the same script that ends
+                           or re-queues its task.
+``<p>:idem:<key>``         string: the task id first submitted with that idempotency key.
+``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
+``<p>:done``               pub/sub channel: a task id, published when that task ends.
+
+State changes are Lua scripts in ``common/lua/`` (each documents its KEYS and ARGV):
+submit (hash + queue entry in one step), start, finish and requeue (both fenced by the
+attempt number, so a late result can never overwrite a terminal state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from common.errors import FunctionNotFound, StoreUnavailable
+from common.models import ErrorKind, FunctionRecord, TaskRecord, TaskStatus
+
+GROUP = "dispatch"
+CONSUMER = "dispatcher"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn redis-py's connection errors into StoreUnavailable, once, here."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+
+    return wrapper
+
+
+def _load_script(name: str) -> str:
+    return resources.files("common.lua").joinpath(name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One attempt of a task as delivered by the queue."""
+
+    entry_id: str
+    task_id: str
+    attempt: int
+    function_id: str
+    deadline_s: float
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt, as the dispatcher commits it."""
+
+    task_id: str
+    entry_id: str
+    attempt: int
+    status: TaskStatus
+    result: bytes
+    error: str = ""
+    error_kind: ErrorKind | None = None
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.queue = f"{prefix}:queue"
+        self.functions = f"{prefix}:functions"
+        self.lease = f"{prefix}:lease"
+        self.done_channel = f"{prefix}:done"
+
+    def function(self, function_id: str) -> str:
+        return f"{self.prefix}:fn:{function_id}"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def _int(value: bytes | None) -> int | None:
+    return int(value) if value else None
+
+
+class Store:
+    """Async access to the platform's Redis state (see the module docstring)."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, result_ttl_s: int = 86400) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.result_ttl_s = result_ttl_s
+        self._submit = client.register_script(_load_script("submit.lua"))
+        self._start = client.register_script(_load_script("start.lua"))
+        self._finish = client.register_script(_load_script("finish.lua"))
+        self._requeue = client.register_script(_load_script("requeue.lua"))
+        self._renew = client.register_script(_RENEW_LEASE)
+        self._release = client.register_script(_RELEASE_LEASE)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str, result_ttl_s: int = 86400) -> Store:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        return cls(client, prefix=prefix, result_ttl_s=result_ttl_s)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    @_translated
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # -- functions ---------------------------------------------------------------
+
+    @_translated
+    async def register_function(self, function_id: str, name: str, payload: bytes) -> None:
+        created = now_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.function(function_id),
+                mapping={"name": name, "payload": payload, "created_ms": created},
+            )
+            pipe.zadd(self.keys.functions, {function_id: created})
+            await pipe.execute()
+
+    @_translated
+    async def get_function(self, function_id: str) -> FunctionRecord:
+        name, created, size = await self.redis.eval(
+            "local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms')"
+            " return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload')}",
+            1,
+            self.keys.function(function_id),
+        )
+        if name is None:
+            raise FunctionNotFound(function_id)
+        return FunctionRecord(function_id, name.decode(), int(created), int(size))
+
+    @_translated
+    async def list_functions(self, *, limit: int = 1000) -> list[FunctionRecord]:
+        ids = await self.redis.zrange(self.keys.functions, 0, limit - 1)
+        records = []
+        for raw in ids:
+            try:
+                records.append(await self.get_function(raw.decode()))
+            except FunctionNotFound:
+                continue
+        return records
+
+    @_translated
+    async def delete_function(self, function_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.function(function_id))
+            pipe.zrem(self.keys.functions, function_id)
+            deleted, _ = await pipe.execute()
+        if not deleted:
+            raise FunctionNotFound(function_id)
+
+    @_translated
+    async def function_payloads(self, function_ids: Iterable[str]) -> dict[str, bytes | None]:
+        ids = list(function_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for function_id in ids:
+                pipe.hget(self.keys.function(function_id), "payload")
+            return dict(zip(ids, await pipe.execute(), strict=True))
+
+    # -- submitting and reading tasks ----------------------------------------------
+
+    @_translated
+    async def submit(
+        self,
+        function_id: str,
+        tasks: Sequence[tuple[str, bytes]],
+        *,
+        deadline_s: float,
+        max_attempts: int,
+        idempotency_key: str | None = None,
+        idempotency_ttl_s: int = 86400,
+    ) -> list[str]:
+        """Queue (task_id, args payload) pairs atomically; returns the ids accepted."""
+        if idempotency_key is not None and len(tasks) != 1:
+            raise ValueError("an idempotency key goes with exactly one task")
+        keys = [
+            self.keys.queue,
+            self.keys.function(function_id),
+            self.keys.idempotency(idempotency_key or ""),
+            *(self.keys.task(task_id) for task_id, _ in tasks),
+        ]
+        args: list[Any] = [
+            function_id,
+            now_ms(),
+            int(deadline_s * 1000),
+            max_attempts,
+            idempotency_ttl_s if idempotency_key else 0,
+        ]
+        for task_id, payload in tasks:
+            args += [task_id, payload]
+        try:
+            ids = await self._submit(keys=keys, args=args)
+        except redis_errors.ResponseError as exc:
+            if "NOFUNCTION" in str(exc):
+                raise FunctionNotFound(function_id) from None
+            raise
+        return [raw.decode() for raw in ids]
+
+    _TASK_FIELDS = (
+        "function_id", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
+        "started_ms", "finished_ms", "worker", "error", "error_kind",
+    )  # fmt: skip
+
+    @_translated
+    async def get_tasks(
+        self, task_ids: Sequence[str], *, with_result: bool = True
+    ) -> list[TaskRecord | None]:
+        fields = [*self._TASK_FIELDS, "result"] if with_result else list(self._TASK_FIELDS)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), fields)
+            rows = await pipe.execute()
+        return [
+            self._task_record(task_id, row) for task_id, row in zip(task_ids, rows, strict=True)
+        ]
+
+    async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
+        return (await self.get_tasks([task_id], with_result=with_result))[0]
+
+    @staticmethod
+    def _task_record(task_id: str, row: list[bytes | None]) -> TaskRecord | None:
+        if row[1] is None:
+            return None
+        kind = _text(row[10])
+        return TaskRecord(
+            task_id=task_id,
+            function_id=row[0].decode() if row[0] else "",
+            status=TaskStatus(row[1].decode()),
+            attempt=int(row[2] or 1),
+            max_attempts=int(row[3] or 1),
+            deadline_s=int(row[4] or 0) / 1000,
+            queued_at_ms=int(row[5] or 0),
+            started_at_ms=_int(row[6]),
+            finished_at_ms=_int(row[7]),
+            worker_id=_text(row[8]),
+            error=_text(row[9]),
+            error_kind=ErrorKind(kind) if kind else None,
+            result=row[11] if len(row) > 11 else None,
+        )
+
+    # -- the dispatcher's side ---------------------------------------------------------
+
+    @_translated
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.keys.queue, GROUP, id="0", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @_translated
+    async def read_queue(
+        self, *, count: int, block_ms: int | None, pending: bool = False, after: str = "0"
+    ) -> list[QueueEntry]:
+        """Next `count` new entries (blocking up to block_ms), or with `pending` the
+        entries this dispatcher consumer already holds after id `after` (its PEL)."""
+        reply = await self.redis.xreadgroup(
+            GROUP,
+            CONSUMER,
+            {self.keys.queue: after if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+        entries = []
+        for _stream, items in reply or []:
+            for entry_id, fields in items:
+                if not fields:  # in the PEL but deleted from the stream: nothing to run
+                    await self.redis.xack(self.keys.queue, GROUP, entry_id)
+                    continue
+                entries.append(
+                    QueueEntry(
+                        entry_id=entry_id.decode(),
+                        task_id=fields[b"t"].decode(),
+                        attempt=int(fields[b"a"]),
+                        function_id=fields[b"f"].decode(),
+                        deadline_s=int(fields[b"d"]) / 1000,
+                        payload=fields[b"p"],
+                    )
+                )
+        return entries
+
+    @_translated
+    async def mark_started(self, started: Sequence[tuple[str, int, str]]) -> list[bool]:
+        """(task_id, attempt, worker_id) triples: QUEUED -> RUNNING, fenced by attempt."""
+        args: list[Any] = [now_ms()]
+        for _task_id, attempt, worker_id in started:
+            args += [attempt, worker_id]
+        flags = await self._start(keys=[self.keys.task(t) for t, _, _ in started], args=args)
+        return [bool(flag) for flag in flags]
+
+    @_translated
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Commit outcomes in one round trip; False for each that was stale."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for o in outcomes:
+                await self._finish(
+                    keys=[self.keys.task(o.task_id), self.keys.queue],
+                    args=[
+                        GROUP,
+                        o.entry_id,
+                        o.attempt,
+                        o.status.value,
+                        o.result,
+                        o.error,
+                        o.error_kind.value if o.error_kind else "",
+                        now_ms(),
+                        self.result_ttl_s,
+                        self.keys.done_channel,
+                        o.task_id,
+                    ],
+                    client=pipe,
+                )
+            return [bool(flag) for flag in await pipe.execute()]
+
+    @_translated
+    async def requeue(
+        self, entry: QueueEntry | tuple[str, str, int], *, error: str, failure: bytes
+    ) -> str:
+        """Give back a lost attempt; returns 'requeued', 'failed' or 'stale'."""
+        if isinstance(entry, QueueEntry):
+            entry = (entry.task_id, entry.entry_id, entry.attempt)
+        task_id, entry_id, attempt = entry
+        verdict = await self._requeue(
+            keys=[self.keys.task(task_id), self.keys.queue],
+            args=[
+                GROUP,
+                entry_id,
+                attempt,
+                now_ms(),
+                error,
+                failure,
+                self.result_ttl_s,
+                self.keys.done_channel,
+                task_id,
+            ],
+        )
+        return verdict.decode()
+
+    @_translated
+    async def queue_depth(self) -> tuple[int, int]:
+        """(queued, held by the dispatcher) attempts."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.keys.queue)
+            pipe.xpending(self.keys.queue, GROUP)
+            try:
+                length, pending = await pipe.execute()
+            except redis_errors.ResponseError:  # no group yet: nothing was ever queued
+                return 0, 0
+        held = int(pending["pending"])
+        return max(length - held, 0), held
+
+    # -- the dispatcher lease ------------------------------------------------------------
+
+    @_translated
+    async def acquire_lease(self, holder: str, ttl_s: float) -> bool:
+        return bool(await self.redis.set(self.keys.lease, holder, nx=True, px=int(ttl_s * 1000)))
+
+    @_translated
+    async def renew_lease(self, holder: str, ttl_s: float) -> bool:
+        return bool(await self._renew(keys=[self.keys.lease], args=[holder, int(ttl_s * 1000)]))
+
+    @_translated
+    async def release_lease(self, holder: str) -> None:
+        await self._release(keys=[self.keys.lease], args=[holder])
+
+    @_translated
+    async def lease_holder(self) -> str | None:
+        return _text(await self.redis.get(self.keys.lease))
+
+    async def completions(self) -> AsyncIterator[str | None]:
+        """Ids of tasks as they end. Yields None once subscribed: anything that ended
+        before that moment was not seen, so waiters should look again. Raises
+        StoreUnavailable when the subscription breaks."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.keys.done_channel)
+            yield None
+            while True:
+                message = await pubsub.get_message(timeout=30.0)
+                if message is not None and message["type"] == "message":
+                    yield message["data"].decode()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()

@@ -1,0 +1,1 @@
+"""Moves tasks from the durable queue to worker slots and commits their outcomes."""

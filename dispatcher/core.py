@@ -1,0 +1,483 @@
+"""The dispatcher: the one process that moves attempts from the durable queue to
+worker slots and commits what comes back.
+
+Three concurrent loops share one ROUTER socket and one Store:
+- feed:  while workers have credits, read that many queue entries (or take them
+         from the backlog), send each as a TASK, then mark them RUNNING;
+- serve: receive worker messages in batches and commit their outcomes in one
+         round trip; a lost slot's attempt is re-queued;
+- housekeep: renew the lease, heartbeat workers, declare silent workers dead and
+         re-queue their attempts, end attempts whose worker never reported their
+         deadline, and re-queue attempts held before a restart that no worker
+         claimed back.
+
+Only the holder of the Redis lease runs these loops. Local mode is the same
+machinery with one embedded worker in a thread, over inproc:// instead of TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import pickle
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import zmq
+import zmq.asyncio
+
+from common import wire
+from common.errors import ProtocolError, StoreUnavailable
+from common.models import DispatchMode, ErrorKind, TaskStatus
+from common.store import Outcome, QueueEntry, Store
+from dispatcher.registry import InFlight, Registry, WorkerState
+from dispatcher.settings import DispatcherSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_FUNCTION_CACHE_SIZE = 1024
+_MAX_BATCH = 1000
+
+
+class LeaseLost(RuntimeError):
+    """Another dispatcher holds the lease now; this one must stop dispatching."""
+
+
+def _failure(exc: BaseException) -> bytes:
+    # A builtin exception, so any client can unpickle it without our packages.
+    return pickle.dumps(exc)
+
+
+class Dispatcher:
+    def __init__(self, settings: DispatcherSettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.registry = Registry()
+        self.endpoint = ""
+        self._backlog: deque[QueueEntry] = deque()
+        self._orphans: dict[str, QueueEntry] = {}
+        self._orphans_until = 0.0
+        self._functions: OrderedDict[str, bytes] = OrderedDict()
+        self._credit = asyncio.Event()
+        self._context = zmq.asyncio.Context()
+        self._socket: zmq.asyncio.Socket | None = None
+        self._embedded: threading.Thread | None = None
+        self._embedded_stop = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait for the lease, then dispatch until `stop` is set or the lease is lost."""
+        if not await self._acquire_lease(stop):
+            return
+        try:
+            await self._retrying(self.store.ensure_group)
+            self._bind()
+            await self._recover()
+            if self.settings.mode == DispatchMode.LOCAL:
+                self._start_embedded_worker()
+            await self._run_loops(stop)
+        finally:
+            await self._shutdown()
+
+    async def _run_loops(self, stop: asyncio.Event) -> None:
+        loops = [asyncio.create_task(c) for c in (self._feed(), self._serve(), self._housekeep())]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*loops, stopper]:
+            task.cancel()
+        await asyncio.gather(*loops, stopper, return_exceptions=True)
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+    async def _acquire_lease(self, stop: asyncio.Event) -> bool:
+        waiting_logged = False
+        while not stop.is_set():
+            try:
+                if await self.store.acquire_lease(self.instance_id, self.settings.lease_ttl_s):
+                    logger.info("dispatcher %s holds the lease", self.instance_id)
+                    return True
+                if not waiting_logged:
+                    holder = await self.store.lease_holder()
+                    logger.info("dispatcher %s is active; standing by", holder)
+                    waiting_logged = True
+            except StoreUnavailable as exc:
+                logger.warning("cannot reach redis for the lease: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.lease_ttl_s / 4)
+            except TimeoutError:
+                pass
+        return False
+
+    def _bind(self) -> None:
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable worker raises, not drops
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker takes its identity back
+        if self.settings.mode == DispatchMode.LOCAL:
+            self.endpoint = f"inproc://dispatcher-{self.instance_id}"
+            sock.bind(self.endpoint)
+        else:
+            sock.bind(f"tcp://{self.settings.bind_host}:{self.settings.dispatcher_port}")
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._socket = sock
+        logger.info("dispatching in %s mode on %s", self.settings.mode, self.endpoint)
+
+    def _start_embedded_worker(self) -> None:
+        from worker.loop import WorkerLoop  # local mode only
+        from worker.settings import WorkerSettings
+
+        settings = WorkerSettings(
+            dispatcher_url=self.endpoint,
+            mode=DispatchMode.PULL,
+            slots=self.settings.slots,
+            worker_id=f"local-{self.instance_id}",
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            liveness_timeout_s=self.settings.liveness_timeout_s,
+            drain_timeout_s=0,  # the dispatcher is stopping too: nothing would commit
+        )
+        loop = WorkerLoop(settings, context=zmq.Context.shadow(self._context.underlying))
+        self._embedded = threading.Thread(
+            target=loop.run, args=(self._embedded_stop,), name="local-worker", daemon=True
+        )
+        self._embedded.start()
+
+    async def _recover(self) -> None:
+        """Attempts still in our PEL were held by a dispatcher that died. In local mode
+        its slots died with it: re-queue them now. Remote workers may still be running
+        them: wait for them to report back (HELLO) before re-queuing the rest."""
+        held: list[QueueEntry] = []
+        while True:
+            read = functools.partial(
+                self.store.read_queue, count=_MAX_BATCH, block_ms=None, pending=True,
+                after=held[-1].entry_id if held else "0",
+            )  # fmt: skip
+            batch = await self._retrying(read)
+            if not batch:
+                break
+            held += batch
+        if not held:
+            return
+        logger.info("recovering %d attempts held before this dispatcher started", len(held))
+        if self.settings.mode == DispatchMode.LOCAL:
+            for entry in held:
+                await self._requeue(entry, "the dispatcher running it stopped")
+            return
+        self._orphans = {entry.task_id: entry for entry in held}
+        self._orphans_until = time.monotonic() + self.settings.liveness_timeout_s
+
+    async def _shutdown(self) -> None:
+        if self._embedded is not None:
+            self._embedded_stop.set()
+            await asyncio.to_thread(self._embedded.join, 10)
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._context.term()
+        try:
+            await self.store.release_lease(self.instance_id)
+        except StoreUnavailable:
+            pass  # it expires by itself
+        logger.info("dispatcher %s stopped", self.instance_id)
+
+    # -- feed: queue -> workers ------------------------------------------------------------
+
+    def _update_credit(self) -> None:
+        if self.registry.credits() > 0:
+            self._credit.set()
+        else:
+            self._credit.clear()
+
+    async def _feed(self) -> None:
+        while True:
+            await self._credit.wait()
+            want = min(self.registry.credits(), self.settings.batch_size)
+            if self._backlog:
+                entries = [self._backlog.popleft() for _ in range(min(want, len(self._backlog)))]
+            else:
+                try:
+                    entries = await self.store.read_queue(count=want, block_ms=1000)
+                except StoreUnavailable as exc:
+                    logger.warning("cannot read the queue: %s", exc)
+                    await asyncio.sleep(1)
+                    continue
+            if entries:
+                await self._dispatch(entries)
+            self._update_credit()
+
+    async def _dispatch(self, entries: list[QueueEntry]) -> None:
+        functions = await self._function_payloads({e.function_id for e in entries})
+        started: list[tuple[str, int, str]] = []
+        missing: list[Outcome] = []
+        unsent: list[QueueEntry] = []
+        for entry in entries:
+            function = functions.get(entry.function_id)
+            if function is None:
+                missing.append(self._missing_function(entry))
+                continue
+            worker = self.registry.choose()
+            if worker is None or not await self._send_task(worker, entry, function):
+                unsent.append(entry)
+                continue
+            started.append((entry.task_id, entry.attempt, worker.worker_id))
+        self._backlog.extendleft(reversed(unsent))
+        if missing:
+            await self._retrying(lambda: self.store.finish(missing))
+        if started:
+            await self._retrying(lambda: self.store.mark_started(started))
+
+    async def _send_task(self, worker: WorkerState, entry: QueueEntry, function: bytes) -> bool:
+        assert self._socket is not None
+        header = {
+            "task_id": entry.task_id,
+            "attempt": entry.attempt,
+            "function_id": entry.function_id,
+            "deadline_s": entry.deadline_s,
+        }
+        frames = [worker.identity, *wire.pack(wire.Command.TASK, header, function, entry.payload)]
+        try:
+            await self._socket.send_multipart(frames, copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
+            logger.warning("worker %s unreachable (%s); forgetting it", worker.worker_id, exc)
+            for flight in self.registry.remove(worker.identity):
+                await self._requeue(flight.entry, "its worker became unreachable")
+            return False
+        deadline_at = time.monotonic() + entry.deadline_s + self.settings.deadline_grace_s
+        self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at))
+        return True
+
+    async def _function_payloads(self, ids: set[str]) -> dict[str, bytes | None]:
+        missing = [i for i in ids if i not in self._functions]
+        if missing:
+            fetched = await self._retrying(lambda: self.store.function_payloads(missing))
+            for function_id, payload in fetched.items():
+                if payload is not None:
+                    self._functions[function_id] = payload
+            while len(self._functions) > _FUNCTION_CACHE_SIZE:
+                self._functions.popitem(last=False)
+        return {i: self._functions.get(i) for i in ids}
+
+    @staticmethod
+    def _missing_function(entry: QueueEntry) -> Outcome:
+        error = f"function {entry.function_id} was deleted before the task ran"
+        return Outcome(
+            entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
+            _failure(LookupError(error)), error, ErrorKind.FUNCTION_MISSING,
+        )  # fmt: skip
+
+    # -- serve: workers -> store ---------------------------------------------------------
+
+    async def _serve(self) -> None:
+        assert self._socket is not None
+        while True:
+            batch = [await self._socket.recv_multipart(copy=True)]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(await self._socket.recv_multipart(zmq.NOBLOCK, copy=True))
+                except zmq.Again:
+                    break
+            outcomes: list[Outcome] = []
+            lost: list[tuple[QueueEntry, str]] = []
+            for frames in batch:
+                await self._handle(frames, outcomes, lost)
+            await self._settle(outcomes, lost)
+            self._update_credit()
+
+    async def _handle(
+        self, frames: list[bytes], outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]
+    ) -> None:
+        identity = frames[0]
+        try:
+            msg = wire.unpack(frames[1:])
+            worker = self.registry.workers.get(identity)
+            if msg.command == wire.Command.HELLO:
+                await self._hello(identity, msg.header, lost)
+            elif worker is None:
+                if msg.command == wire.Command.RESULT:
+                    self._result_of_orphan(msg, outcomes, lost)
+                if msg.command != wire.Command.BYE:
+                    await self._reply(identity, wire.Command.RESET)
+            else:
+                worker.last_seen = time.monotonic()
+                self._from_worker(worker, msg, outcomes, lost)
+        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+            logger.warning("dropped a message from %r: %s", identity[:64], exc)
+
+    def _from_worker(
+        self,
+        worker: WorkerState,
+        msg: wire.Message,
+        outcomes: list[Outcome],
+        lost: list[tuple[QueueEntry, str]],
+    ) -> None:
+        if msg.command == wire.Command.READY:
+            if self.settings.mode != DispatchMode.PUSH:
+                self.registry.grant(worker, int(msg.header["credits"]))
+        elif msg.command == wire.Command.RESULT:
+            task_id, attempt = str(msg.header["task_id"]), int(msg.header["attempt"])
+            self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
+            flight = worker.tasks.get(task_id)
+            if flight is None or flight.entry.attempt != attempt:
+                logger.info("ignored a result for %s from %s, which does not hold it",
+                            task_id, worker.worker_id)  # fmt: skip
+                return
+            del worker.tasks[task_id]
+            self._outcome(flight.entry, msg, outcomes, lost)
+        elif msg.command == wire.Command.BYE:
+            logger.info("worker %s left", worker.worker_id)
+            for flight in self.registry.remove(worker.identity):
+                lost.append((flight.entry, "its worker shut down"))
+        elif msg.command != wire.Command.HEARTBEAT:
+            raise ProtocolError(f"unexpected {msg.command.name} from a worker")
+
+    def _outcome(
+        self,
+        entry: QueueEntry,
+        msg: wire.Message,
+        outcomes: list[Outcome],
+        lost: list[tuple[QueueEntry, str]],
+    ) -> None:
+        kind = msg.header["outcome"]
+        error = str(msg.header.get("error") or "")
+        blob = msg.blobs[0] if msg.blobs else b""
+        base = (entry.task_id, entry.entry_id, entry.attempt)
+        if kind == "ok":
+            outcomes.append(Outcome(*base, TaskStatus.COMPLETED, blob))
+        elif kind == "error":
+            outcomes.append(Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER))
+        elif kind == "deadline":
+            failure = _failure(TimeoutError(error))
+            outcomes.append(Outcome(*base, TaskStatus.FAILED, failure, error, ErrorKind.DEADLINE))
+        else:  # "lost", or anything unknown: the attempt did not finish
+            lost.append((entry, error or f"worker reported {kind!r}"))
+
+    def _result_of_orphan(
+        self, msg: wire.Message, outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]
+    ) -> None:
+        """A result for an attempt held before a restart, from a worker that has not
+        said HELLO yet: still the right result, so commit it."""
+        entry = self._orphans.get(str(msg.header["task_id"]))
+        if entry is not None and entry.attempt == int(msg.header["attempt"]):
+            del self._orphans[entry.task_id]
+            self._outcome(entry, msg, outcomes, lost)
+
+    async def _hello(
+        self, identity: bytes, header: dict, lost: list[tuple[QueueEntry, str]]
+    ) -> None:
+        slots = int(header["slots"])
+        if slots < 1:
+            raise ProtocolError("a worker needs at least one slot")
+        reported = {str(t): int(a) for t, a in header.get("running", [])}
+        previous = self.registry.remove(identity)
+        worker = self.registry.add(identity, slots=slots, now=time.monotonic())
+        for flight in previous:
+            if reported.get(flight.entry.task_id) == flight.entry.attempt:
+                worker.tasks[flight.entry.task_id] = flight
+            else:
+                lost.append((flight.entry, "its worker restarted without it"))
+        for task_id, attempt in reported.items():
+            orphan = self._orphans.get(task_id)
+            if orphan is not None and orphan.attempt == attempt:
+                del self._orphans[task_id]
+                deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
+                worker.tasks[task_id] = InFlight(orphan, worker.worker_id, deadline_at)
+        if self.settings.mode == DispatchMode.PUSH:
+            self.registry.grant(worker, slots)
+        logger.info("worker %s joined with %d slots, running %d",
+                    worker.worker_id, slots, len(worker.tasks))  # fmt: skip
+        await self._reply(identity, wire.Command.WELCOME,
+                          {"heartbeat_interval_s": self.settings.heartbeat_interval_s})  # fmt: skip
+
+    async def _reply(
+        self, identity: bytes, command: wire.Command, header: dict | None = None
+    ) -> None:
+        assert self._socket is not None
+        try:
+            await self._socket.send_multipart([identity, *wire.pack(command, header)])
+        except zmq.ZMQError:
+            pass  # the peer is gone; it will register again when it comes back
+
+    async def _settle(self, outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
+        if outcomes:
+            committed = await self._retrying(lambda: self.store.finish(outcomes))
+            stale = committed.count(False)
+            if stale:
+                logger.info("%d late or duplicate results were not committed", stale)
+        for entry, reason in lost:
+            await self._requeue(entry, reason)
+
+    async def _requeue(self, entry: QueueEntry, reason: str) -> None:
+        error = f"WorkerFailure: {reason} (attempt {entry.attempt}, no attempts left)"
+        verdict = await self._retrying(
+            lambda: self.store.requeue(entry, error=error, failure=_failure(RuntimeError(error)))
+        )
+        logger.info("task %s attempt %d: %s; %s", entry.task_id, entry.attempt, reason, verdict)
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    async def _housekeep(self) -> None:
+        interval = min(self.settings.heartbeat_interval_s, self.settings.lease_ttl_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self._renew_lease()
+            now = time.monotonic()
+            lost: list[tuple[QueueEntry, str]] = []
+            outcomes: list[Outcome] = []
+            for worker in list(self.registry.workers.values()):
+                await self._reply(worker.identity, wire.Command.HEARTBEAT)
+            for worker in self.registry.silent_since(now - self.settings.liveness_timeout_s):
+                logger.warning("worker %s silent for %.1f s: declared dead",
+                               worker.worker_id, now - worker.last_seen)  # fmt: skip
+                for flight in self.registry.remove(worker.identity):
+                    lost.append((flight.entry, f"worker {worker.worker_id} stopped responding"))
+            for worker, flight in self.registry.overdue(now):
+                del worker.tasks[flight.entry.task_id]
+                outcomes.append(self._overdue(flight.entry))
+            if self._orphans and now >= self._orphans_until:
+                lost += [(e, "no worker reported it after a dispatcher restart")
+                         for e in self._orphans.values()]  # fmt: skip
+                self._orphans.clear()
+            await self._settle(outcomes, lost)
+            self._update_credit()
+
+    @staticmethod
+    def _overdue(entry: QueueEntry) -> Outcome:
+        error = f"WorkerFailure: task exceeded deadline of {entry.deadline_s:g} s"
+        return Outcome(
+            entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
+            _failure(TimeoutError(error)), error, ErrorKind.DEADLINE,
+        )  # fmt: skip
+
+    async def _renew_lease(self) -> None:
+        ttl = self.settings.lease_ttl_s
+        try:
+            if await self.store.renew_lease(self.instance_id, ttl):
+                return
+            # Expired (e.g. Redis restarted without it); take it back if nobody else did.
+            if await self.store.acquire_lease(self.instance_id, ttl):
+                logger.warning("lease had expired; re-acquired it")
+                return
+        except StoreUnavailable as exc:
+            logger.warning("cannot renew the lease: %s", exc)
+            return
+        raise LeaseLost(f"dispatcher {await self.store.lease_holder()} took the lease")
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry a store call while Redis is unreachable: an outcome must not be dropped."""
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                logger.warning("redis unavailable, retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

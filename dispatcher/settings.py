@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from common.models import DispatchMode
+from common.settings import BaseFaasSettings
+
+
+class DispatcherSettings(BaseFaasSettings):
+    mode: DispatchMode = DispatchMode.LOCAL
+    """local: run tasks in this process's own slots; pull/push: on ZeroMQ workers."""
+    dispatcher_port: int = Field(default=5556, ge=1, le=65535)
+    """TCP port of the ROUTER socket workers connect to (pull and push modes)."""
+    bind_host: str = "0.0.0.0"
+    slots: int = Field(default=4, ge=1, le=1024)
+    """Slot processes in local mode."""
+    lease_ttl_s: float = Field(default=5.0, gt=0)
+    """Only the holder of this Redis lease dispatches; a crashed holder's lease
+    expires after this long and a waiting dispatcher takes over."""
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    liveness_timeout_s: float = Field(default=3.0, gt=0)
+    """A worker silent this long is declared dead and its tasks are re-queued."""
+    deadline_grace_s: float = Field(default=2.0, ge=0)
+    """After a task's deadline, how long the dispatcher waits for the worker's own
+    deadline report before ending the task itself."""
+    batch_size: int = Field(default=256, ge=1)
+    """Most queue entries read in one round trip."""

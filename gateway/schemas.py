@@ -1,0 +1,97 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.models import ErrorKind, TaskStatus
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterFunction(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    payload: str = Field(description="base64 text of the pickled function")
+
+
+class TaskOptions(_Strict):
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="seconds the task may run; the server default if unset"
+    )
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="executions allowed if workers die"
+    )
+
+
+class ExecuteFunction(TaskOptions):
+    function_id: str
+    payload: str = Field(description="base64 text of the pickled ((args...), {kwargs})")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a second submit with the same key returns the first task",
+    )
+
+
+class ExecuteBatch(TaskOptions):
+    function_id: str
+    payloads: list[str] = Field(min_length=1)
+
+
+class WaitForTasks(_Strict):
+    task_ids: list[str] = Field(min_length=1)
+    wait: float = Field(default=0, ge=0, description="seconds to wait for all to end")
+
+
+class FunctionCreated(BaseModel):
+    function_id: str
+
+
+class FunctionView(BaseModel):
+    function_id: str
+    name: str
+    created_at_ms: int
+    size_bytes: int
+
+
+class TaskCreated(BaseModel):
+    task_id: str
+
+
+class BatchCreated(BaseModel):
+    task_ids: list[str]
+
+
+class StatusView(BaseModel):
+    task_id: str
+    status: TaskStatus
+
+
+class ResultView(StatusView):
+    result: str | None = Field(
+        description="base64 pickle of the value (or of the exception) once the task ended"
+    )
+
+
+class TaskView(ResultView):
+    function_id: str
+    attempt: int
+    max_attempts: int
+    deadline_s: float
+    queued_at_ms: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    worker_id: str | None
+    error: str | None = Field(description="traceback or failure reason when FAILED")
+    error_kind: ErrorKind | None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskView]
+
+
+class ErrorBody(BaseModel):
+    detail: str

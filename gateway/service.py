@@ -1,0 +1,108 @@
+"""What the routes do, apart from HTTP: check payloads, apply defaults, submit,
+read tasks back and wait for them to end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from common import payloads
+from common.errors import InvalidPayload, TaskNotFound
+from common.models import FunctionRecord, TaskRecord, check_id, new_id
+from common.store import Store
+from gateway.completions import CompletionHub
+from gateway.settings import GatewaySettings
+
+
+class TaskService:
+    def __init__(self, settings: GatewaySettings, store: Store, hub: CompletionHub) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+
+    def decode(self, text: str) -> bytes:
+        return payloads.decode(text, max_bytes=self.settings.max_payload_bytes)
+
+    async def register(self, name: str, payload: str) -> str:
+        function_id = new_id()
+        await self.store.register_function(function_id, name, self.decode(payload))
+        return function_id
+
+    async def get_function(self, function_id: str) -> FunctionRecord:
+        return await self.store.get_function(check_id(function_id, "function_id"))
+
+    async def submit(
+        self,
+        function_id: str,
+        texts: Sequence[str],
+        *,
+        deadline_s: float | None,
+        max_attempts: int | None,
+        idempotency_key: str | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        function_id = check_id(function_id, "function_id")
+        if len(texts) > self.settings.max_batch_size:
+            raise InvalidPayload(f"a batch holds at most {self.settings.max_batch_size} tasks")
+        deadline = deadline_s or self.settings.default_deadline_s
+        if deadline > self.settings.max_deadline_s:
+            raise InvalidPayload(f"deadline_s is at most {self.settings.max_deadline_s:g}")
+        args = [self.decode(text) for text in texts]
+        ids = list(task_ids) if task_ids is not None else [new_id() for _ in texts]
+        return await self.store.submit(
+            function_id,
+            list(zip(ids, args, strict=True)),
+            deadline_s=deadline,
+            max_attempts=max_attempts or self.settings.default_max_attempts,
+            idempotency_key=idempotency_key,
+            idempotency_ttl_s=self.settings.idempotency_ttl_s,
+        )
+
+    async def get(self, task_id: str, *, with_result: bool = True) -> TaskRecord:
+        task_id = check_id(task_id, "task_id")
+        record = await self.store.get_task(task_id, with_result=with_result)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
+
+    def clamp_wait(self, wait_s: float) -> float:
+        return max(0.0, min(wait_s, self.settings.max_wait_s))
+
+    async def wait(self, task_id: str, wait_s: float) -> TaskRecord:
+        """The task once it ended, or as it is after `wait_s`."""
+        task_id = check_id(task_id, "task_id")
+        if wait_s <= 0:
+            return await self.get(task_id)
+        (record,) = await self.wait_many([task_id], wait_s)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
+
+    async def wait_many(
+        self, task_ids: Sequence[str], wait_s: float, *, known_pending: bool = False
+    ) -> list[TaskRecord | None]:
+        """Records of `task_ids` once all ended (or are unknown), or after `wait_s`.
+        Only tasks not yet ended are read again after each wake-up."""
+        ids = [check_id(t, "task_id") for t in task_ids]
+        deadline = time.monotonic() + self.clamp_wait(wait_s)
+        found: dict[str, TaskRecord | None] = {}
+        pending = list(dict.fromkeys(ids))
+        with self.hub.watch(pending) as ended:
+            while True:
+                ended.clear()
+                if known_pending:
+                    known_pending = False  # just submitted: nothing can have ended yet
+                else:
+                    records = await self.store.get_tasks(pending)
+                    for task_id, record in zip(pending, records, strict=True):
+                        found[task_id] = record
+                    pending = [t for t in pending if (r := found[t]) and not r.status.terminal]
+                remaining = deadline - time.monotonic()
+                if not pending or remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(ended.wait(), remaining)
+                except TimeoutError:
+                    pass
+        return [found.get(t) for t in ids]

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from common.settings import BaseFaasSettings
+
+
+class GatewaySettings(BaseFaasSettings):
+    gateway_host: str = "0.0.0.0"
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    gateway_workers: int = Field(default=1, ge=1)
+    """Gateway server processes."""
+    max_payload_bytes: int = Field(default=16 * 2**20, ge=1)
+    """Largest function or arguments pickle accepted (decoded size)."""
+    max_request_bytes: int = Field(default=64 * 2**20, ge=1)
+    """Largest HTTP request body; larger ones get 413."""
+    max_batch_size: int = Field(default=10_000, ge=1)
+    default_deadline_s: float = Field(default=300.0, gt=0)
+    """Deadline of a task that does not set its own."""
+    max_deadline_s: float = Field(default=86_400.0, gt=0)
+    default_max_attempts: int = Field(default=3, ge=1, le=100)
+    """Executions of a task whose worker keeps dying before it FAILS."""
+    max_wait_s: float = Field(default=60.0, ge=0)
+    """Longest long-poll (`?wait=`) the gateway holds a request for."""
+    idempotency_ttl_s: int = Field(default=86_400, ge=1)
+    api_key: SecretStr | None = None
+    """If set, every call but the health checks needs `Authorization: Bearer <key>`."""

@@ -1,0 +1,1 @@
+"""Executes tasks: pre-started slot processes driven by one ZeroMQ loop."""

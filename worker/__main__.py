@@ -1,0 +1,37 @@
+"""`python -m worker --mode pull|push -n SLOTS tcp://HOST:PORT` (also `faas-worker`).
+Every option also reads a FAAS_* environment variable; the command line wins.
+SIGTERM drains: no new work, running tasks may finish for FAAS_DRAIN_TIMEOUT_S."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from common.logs import configure_logging
+from common.models import DispatchMode
+from worker.loop import WorkerLoop
+from worker.settings import WorkerSettings
+
+
+def parse_settings(argv: list[str] | None) -> WorkerSettings:
+    parser = argparse.ArgumentParser(prog="faas-worker", description="Run tasks for a dispatcher.")
+    parser.add_argument("dispatcher_url", nargs="?", help="e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("--mode", choices=[DispatchMode.PULL.value, DispatchMode.PUSH.value])
+    parser.add_argument("-n", "--slots", type=int, help="tasks run at once (default 4)")
+    parser.add_argument("--id", dest="worker_id", help="unique worker id (default host-pid)")
+    args = parser.parse_args(argv)
+    return WorkerSettings(**{k: v for k, v in vars(args).items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    WorkerLoop(settings).run(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The worker's event loop: one DEALER socket to the dispatcher and the pipes of
+its slot processes, multiplexed by one zmq.Poller in one thread.
+
+It registers (HELLO, listing any attempts it still runs so the dispatcher adopts
+them), announces credits in pull mode, runs TASKs in free slots, reports RESULTs,
+enforces deadlines through the pool, and heartbeats. When the dispatcher has been
+silent for `liveness_timeout_s` it reconnects with a fresh socket after an
+exponential backoff (the Paranoid Pirate pattern). Local mode runs this same loop
+in a thread of the dispatcher, over inproc://.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+import zmq
+
+from common import wire
+from common.errors import ProtocolError
+from common.models import DispatchMode
+from worker.pool import Job, JobResult, SlotPool
+from worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+_MAX_POLL_MS = 100
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        context: zmq.Context | None = None,
+        pool: SlotPool | None = None,
+    ) -> None:
+        self.settings = settings
+        self._context = context or zmq.Context.instance()
+        self._pool = pool or SlotPool(settings.slots)
+        self._waiting: deque[Job] = deque()  # assigned beyond free slots (should not happen)
+        self._socket: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+        self._polled_fds: set[int] = set()
+        self._last_heard = 0.0
+        self._last_sent = 0.0
+        self._backoff_s = 0.1
+        self.draining = False
+
+    # -- connection ------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, self.settings.worker_id.encode())
+        sock.connect(self.settings.dispatcher_url)
+        self._socket = sock
+        self._poller.register(sock, zmq.POLLIN)
+        self._last_heard = time.monotonic()
+        running = [[job.task_id, job.attempt] for job in self._pool.jobs()]
+        self._send(
+            wire.Command.HELLO,
+            {"worker_id": self.settings.worker_id, "slots": self._pool.size, "running": running},
+        )
+        self._announce_credits()
+        logger.info(
+            "worker %s connected to %s", self.settings.worker_id, self.settings.dispatcher_url
+        )
+
+    def _disconnect(self) -> None:
+        if self._socket is not None:
+            self._poller.unregister(self._socket)
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _announce_credits(self) -> None:
+        free = self._pool.idle() - len(self._waiting)
+        if self.settings.mode == DispatchMode.PULL and free > 0 and not self.draining:
+            self._send(wire.Command.READY, {"credits": free})
+
+    def _send(self, command: wire.Command, header: dict | None = None, *blobs: bytes) -> None:
+        assert self._socket is not None
+        self._socket.send_multipart(wire.pack(command, header, *blobs), copy=False)
+        self._last_sent = time.monotonic()
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; then hand back what still runs and close."""
+        self._connect()
+        try:
+            while not stop.is_set():
+                self._step()
+            self._drain()
+        finally:
+            self._finish()
+
+    def _drain(self) -> None:
+        """Take no new work; let running tasks finish for up to drain_timeout_s.
+        Whatever still runs after that is handed back by BYE."""
+        self.draining = True
+        until = time.monotonic() + self.settings.drain_timeout_s
+        if self._pool.jobs():
+            logger.info("draining %d running tasks", len(self._pool.jobs()))
+        while self._pool.jobs() and time.monotonic() < until:
+            self._step()
+
+    def _step(self) -> None:
+        self._sync_polled_fds()
+        events = dict(self._poller.poll(self._poll_timeout_ms()))
+        now = time.monotonic()
+        if self._socket in events:
+            self._receive_all()
+        for fd in self._pool.fds():
+            if fd in events:
+                result = self._pool.collect(fd)
+                if result is not None:
+                    self._report(result)
+        for result in self._pool.expire(now):
+            self._report(result)
+        self._start_waiting()
+        self._keep_alive(now)
+
+    def _sync_polled_fds(self) -> None:
+        """Slots are replaced when they die, so the set of pipes to poll changes."""
+        current = set(self._pool.fds())
+        for fd in self._polled_fds - current:
+            self._poller.unregister(fd)
+        for fd in current - self._polled_fds:
+            self._poller.register(fd, zmq.POLLIN)
+        self._polled_fds = current
+
+    def _poll_timeout_ms(self) -> int:
+        timeout = _MAX_POLL_MS / 1000
+        deadline = self._pool.next_deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - time.monotonic(), 0))
+        return int(timeout * 1000) + 1
+
+    def _receive_all(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._last_heard = time.monotonic()
+            try:
+                self._handle(wire.unpack(frames))
+            except ProtocolError as exc:
+                logger.warning("dropped a message from the dispatcher: %s", exc)
+
+    def _handle(self, msg: wire.Message) -> None:
+        if msg.command == wire.Command.TASK:
+            h = msg.header
+            if len(msg.blobs) != 2:
+                raise ProtocolError("TASK needs a function and an args frame")
+            job = Job(
+                task_id=str(h["task_id"]),
+                attempt=int(h["attempt"]),
+                function_id=str(h["function_id"]),
+                function=msg.blobs[0],
+                args=msg.blobs[1],
+                deadline_s=float(h["deadline_s"]),
+            )
+            self._waiting.append(job)
+            self._start_waiting()
+        elif msg.command == wire.Command.RESET:
+            logger.info("dispatcher does not know this worker: registering again")
+            self._disconnect()
+            self._connect()
+        elif msg.command in (wire.Command.HEARTBEAT, wire.Command.WELCOME):
+            self._backoff_s = 0.1
+        else:
+            raise ProtocolError(f"unexpected {msg.command.name} from the dispatcher")
+
+    def _start_waiting(self) -> None:
+        while self._waiting and self._pool.idle():
+            self._pool.run(self._waiting.popleft())
+
+    def _report(self, result: JobResult) -> None:
+        job = result.job
+        header = {
+            "task_id": job.task_id,
+            "attempt": job.attempt,
+            "outcome": result.outcome,
+            "error": result.error,
+        }
+        self._send(wire.Command.RESULT, header, result.result)
+
+    def _keep_alive(self, now: float) -> None:
+        if now - self._last_heard > self.settings.liveness_timeout_s:
+            logger.warning(
+                "no word from the dispatcher for %.1f s: reconnecting in %.1f s",
+                now - self._last_heard,
+                self._backoff_s,
+            )
+            self._disconnect()
+            time.sleep(self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_max_backoff_s)
+            self._connect()
+        elif now - self._last_sent >= self.settings.heartbeat_interval_s:
+            self._send(wire.Command.HEARTBEAT)
+
+    def _finish(self) -> None:
+        try:
+            if self._socket is not None:
+                self._send(wire.Command.BYE)
+        finally:
+            self._disconnect()
+            self._pool.close()

@@ -1,0 +1,158 @@
+"""A fixed number of pre-started slot processes, replaced when one dies or is
+killed at its deadline. Driven by one thread (the worker loop), which polls
+`fds()` and calls `collect(fd)` when one is readable."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+from worker import slot
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Job:
+    task_id: str
+    attempt: int
+    function_id: str
+    function: bytes
+    args: bytes
+    deadline_s: float
+    started_at: float = field(default=0.0)
+
+    @property
+    def deadline_at(self) -> float:
+        return self.started_at + self.deadline_s
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    job: Job
+    outcome: str  # one of common.wire.OUTCOMES
+    result: bytes
+    error: str
+
+
+@dataclass(slots=True)
+class _Slot:
+    process: BaseProcess
+    conn: Connection
+    job: Job | None = None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # A fork server forks slots from a clean, single-threaded process with the
+    # heavy imports already done: replacing a slot takes milliseconds, and the
+    # worker's own threads (ZeroMQ, asyncio) are never forked.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["worker.slot"])
+    return ctx
+
+
+class SlotPool:
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one slot")
+        self._ctx = _context()
+        self._slots: dict[int, _Slot] = {}
+        for _ in range(size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=slot.serve, args=(child,), daemon=True)
+        process.start()
+        child.close()
+        self._slots[parent.fileno()] = _Slot(process, parent)
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
+
+    def idle(self) -> int:
+        return sum(1 for s in self._slots.values() if s.job is None)
+
+    def jobs(self) -> list[Job]:
+        return [s.job for s in self._slots.values() if s.job is not None]
+
+    def fds(self) -> list[int]:
+        return list(self._slots)
+
+    def run(self, job: Job) -> None:
+        for s in self._slots.values():
+            if s.job is None:
+                job.started_at = time.monotonic()
+                s.job = job
+                s.conn.send((job.task_id, job.function_id, job.function, job.args))
+                return
+        raise RuntimeError("no idle slot")
+
+    def collect(self, fd: int) -> JobResult | None:
+        """Read what slot `fd` sent; None if it sent nothing about a job."""
+        s = self._slots[fd]
+        try:
+            task_id, outcome, blob, error = s.conn.recv()
+        except (EOFError, OSError):
+            return self._replace(fd, "lost", self._death_reason(s))
+        job, s.job = s.job, None
+        if job is None or job.task_id != task_id:
+            logger.warning("slot sent a result for %s it was not running", task_id)
+            return None
+        return JobResult(job, outcome, blob, error)
+
+    def expire(self, now: float) -> list[JobResult]:
+        overdue = [
+            fd for fd, s in self._slots.items() if s.job is not None and now >= s.job.deadline_at
+        ]
+        results = []
+        for fd in overdue:
+            s = self._slots[fd]
+            s.process.kill()
+            error = f"WorkerFailure: task exceeded deadline of {s.job.deadline_s:g} s"
+            result = self._replace(fd, "deadline", error)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def next_deadline(self) -> float | None:
+        deadlines = [s.job.deadline_at for s in self._slots.values() if s.job is not None]
+        return min(deadlines, default=None)
+
+    def _replace(self, fd: int, outcome: str, error: str) -> JobResult | None:
+        s = self._slots.pop(fd)
+        s.conn.close()
+        s.process.join(timeout=5)
+        self._spawn()
+        if s.job is None:
+            logger.warning("idle slot process %s died (%s); replaced", s.process.pid, error)
+            return None
+        logger.info("task %s: %s; slot replaced", s.job.task_id, error)
+        return JobResult(s.job, outcome, b"", error)
+
+    @staticmethod
+    def _death_reason(s: _Slot) -> str:
+        s.process.join(timeout=5)
+        code = s.process.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        return f"WorkerFailure: slot process died while running the task ({how})"
+
+    def close(self) -> None:
+        for s in self._slots.values():
+            s.process.kill()
+        for s in self._slots.values():
+            s.process.join(timeout=5)
+            s.conn.close()
+        self._slots.clear()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+
+from common.models import DispatchMode
+from common.settings import BaseFaasSettings
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(BaseFaasSettings):
+    dispatcher_url: str = "tcp://127.0.0.1:5556"
+    """ZeroMQ endpoint of the dispatcher's ROUTER socket."""
+    mode: DispatchMode = DispatchMode.PULL
+    """pull: announce free slots and wait for work; push: let the dispatcher assign."""
+    slots: int = Field(default=4, ge=1, le=1024)
+    """Slot processes, i.e. tasks this worker runs at once."""
+    worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
+    """Unique name of this worker; on Kubernetes the pod name."""
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    liveness_timeout_s: float = Field(default=3.0, gt=0)
+    """Silence from the dispatcher after which the worker reconnects."""
+    reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
+    drain_timeout_s: float = Field(default=25.0, ge=0)
+    """On SIGTERM: how long running tasks may finish before they are handed back."""
