@@ -324,13 +324,16 @@ class Dispatcher:
                 self.registry.grant(worker, int(msg.header["credits"]))
         elif msg.command == wire.Command.RESULT:
             task_id, attempt = str(msg.header["task_id"]), int(msg.header["attempt"])
-            self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
             flight = worker.tasks.get(task_id)
-            if flight is None or flight.entry.attempt != attempt:
+            held = flight is not None and flight.entry.attempt == attempt
+            if held:
+                del worker.tasks[task_id]
+            self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
+            if not held:
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
                 return
-            del worker.tasks[task_id]
+            assert flight is not None
             self._outcome(flight.entry, msg, outcomes, lost)
         elif msg.command == wire.Command.BYE:
             logger.info("worker %s left", worker.worker_id)

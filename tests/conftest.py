@@ -1,0 +1,113 @@
+"""Fixtures shared by the suites. Integration tests run the real platform (real
+redis-server, real processes, real sockets) through `faas.platform`."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dill
+import httpx
+import pytest
+
+from common.models import DispatchMode
+from faas.platform import LocalPlatform, PlatformConfig, free_port
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+MODES = [DispatchMode.LOCAL]
+
+# Short timers so failure-detection tests finish quickly.
+FAST_TIMERS = {
+    "FAAS_LEASE_TTL_S": "1.5",
+    "FAAS_HEARTBEAT_INTERVAL_S": "0.2",
+    "FAAS_LIVENESS_TIMEOUT_S": "1.0",
+    "FAAS_DEADLINE_GRACE_S": "1.0",
+}
+
+
+def serialize(obj: Any) -> str:
+    """The course helper: base64 text of a dill pickle, with its line breaks."""
+    return codecs.encode(dill.dumps(obj), "base64").decode()
+
+
+def deserialize(text: str) -> Any:
+    return dill.loads(codecs.decode(text.encode(), "base64"))
+
+
+def make_platform(
+    tmp: Path, mode: DispatchMode = DispatchMode.LOCAL, **overrides: Any
+) -> LocalPlatform:
+    env = {"PYTHONPATH": str(INTEGRATION_DIR), **FAST_TIMERS, **overrides.pop("env", {})}
+    config = PlatformConfig(
+        mode=mode,
+        port=free_port(),
+        data_dir=tmp / "data",
+        log_dir=tmp / "logs",
+        env=env,
+        **{"workers": 2, "slots": 4, **overrides},
+    )
+    return LocalPlatform(config)
+
+
+@pytest.fixture(scope="session", params=MODES, ids=lambda m: f"{m.value}-mode")
+def platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalPlatform]:
+    tmp = tmp_path_factory.mktemp(f"platform-{request.param.value}")
+    with make_platform(tmp, request.param) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def http(platform: LocalPlatform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.url, timeout=60) as client:
+        yield client
+
+
+def register(http: httpx.Client, fn: Callable[..., Any], name: str | None = None) -> str:
+    response = http.post(
+        "/register_function", json={"name": name or fn.__name__, "payload": serialize(fn)}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["function_id"]
+
+
+def execute(http: httpx.Client, function_id: str, *args: Any, **kwargs: Any) -> str:
+    body = {"function_id": function_id, "payload": serialize((args, kwargs))}
+    response = http.post("/execute_function", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["task_id"]
+
+
+def wait_result(http: httpx.Client, task_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """Long-poll until the task ends; fails the test if it does not within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        wait = min(10.0, max(deadline - time.monotonic(), 0.1))
+        body = http.get(f"/result/{task_id}", params={"wait": wait}).json()
+        if body["status"] in ("COMPLETED", "FAILED"):
+            return body
+    raise AssertionError(f"task {task_id} did not end within {timeout_s} s")
+
+
+def wait_all(
+    http: httpx.Client, task_ids: list[str], timeout_s: float = 60
+) -> dict[str, dict[str, Any]]:
+    """Every task's final view, via the batch long-poll; fails if any is still open."""
+    deadline = time.monotonic() + timeout_s
+    views: dict[str, dict[str, Any]] = {}
+    pending = list(task_ids)
+    while pending and time.monotonic() < deadline:
+        wait = min(10.0, max(deadline - time.monotonic(), 0.1))
+        for chunk in (pending[i : i + 1000] for i in range(0, len(pending), 1000)):
+            response = http.post("/v1/tasks/wait", json={"task_ids": chunk, "wait": wait})
+            assert response.status_code == 200, response.text
+            for view in response.json()["tasks"]:
+                if view["status"] in ("COMPLETED", "FAILED"):
+                    views[view["task_id"]] = view
+        pending = [t for t in pending if t not in views]
+    assert not pending, f"{len(pending)} tasks did not end within {timeout_s} s, e.g. {pending[:3]}"
+    return views

@@ -1,0 +1,166 @@
+"""The store's Lua scripts against a real redis-server: atomic submit, fenced
+commits, re-queue accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from common.errors import FunctionNotFound
+from common.models import ErrorKind, TaskStatus
+from common.store import Outcome, QueueEntry, Store
+from faas.platform import LocalPlatform, PlatformConfig
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    platform = LocalPlatform(PlatformConfig(data_dir=tmp_path_factory.mktemp("redis")))
+    platform.start_redis()
+    try:
+        yield platform.redis_url
+    finally:
+        platform.stop()
+
+
+def run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        store = Store.from_url(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}", result_ttl_s=60)
+        try:
+            await store.ensure_group()
+            await scenario(store)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def submit_one(store: Store, max_attempts: int = 3) -> QueueEntry:
+    function_id = str(uuid.uuid4())
+    await store.register_function(function_id, "f", pickle.dumps(len))
+    (task_id,) = await store.submit(
+        function_id, [(str(uuid.uuid4()), b"args")], deadline_s=5, max_attempts=max_attempts
+    )
+    (entry,) = await store.read_queue(count=10, block_ms=100)
+    assert entry.task_id == task_id and entry.payload == b"args"
+    return entry
+
+
+def done(entry: QueueEntry, value: object, attempt: int | None = None) -> Outcome:
+    return Outcome(
+        entry.task_id,
+        entry.entry_id,
+        attempt or entry.attempt,
+        TaskStatus.COMPLETED,
+        pickle.dumps(value),
+    )
+
+
+def test_submit_to_an_unknown_function_adds_nothing(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        with pytest.raises(FunctionNotFound):
+            await store.submit(str(uuid.uuid4()), [("t", b"")], deadline_s=1, max_attempts=1)
+        assert await store.queue_depth() == (0, 0)
+
+    run(redis_url, scenario)
+
+
+def test_a_result_is_committed_once_and_a_late_one_is_refused(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        entry = await submit_one(store)
+        assert await store.mark_started([(entry.task_id, 1, "w1")]) == [True]
+        assert await store.finish([done(entry, "first")]) == [True]
+        assert await store.finish([done(entry, "second")]) == [False]
+        record = await store.get_task(entry.task_id)
+        assert record is not None and record.status is TaskStatus.COMPLETED
+        assert pickle.loads(record.result) == "first"
+        assert await store.queue_depth() == (0, 0), "the entry is acked and deleted"
+
+    run(redis_url, scenario)
+
+
+def test_a_result_from_a_presumed_dead_worker_never_overwrites(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        entry = await submit_one(store)
+        await store.mark_started([(entry.task_id, 1, "w1")])
+        # w1 is declared dead: the task goes back at attempt 2 and runs on w2
+        assert await store.requeue(entry, error="lost", failure=b"") == "requeued"
+        (retry,) = await store.read_queue(count=10, block_ms=100)
+        assert (retry.attempt, retry.payload) == (2, b"args")
+        await store.mark_started([(retry.task_id, 2, "w2")])
+        # w1's late result for attempt 1 is refused; w2's is committed
+        assert await store.finish([done(entry, "late")]) == [False]
+        assert await store.finish([done(retry, "right")]) == [True]
+        record = await store.get_task(entry.task_id)
+        assert record is not None and pickle.loads(record.result) == "right"
+        assert (record.attempt, record.worker_id) == (2, "w2")
+
+    run(redis_url, scenario)
+
+
+def test_an_attempt_that_never_started_is_not_counted(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        entry = await submit_one(store, max_attempts=1)
+        assert await store.requeue(entry, error="lost", failure=b"") == "requeued"
+        (again,) = await store.read_queue(count=10, block_ms=100)
+        assert again.attempt == 1
+
+    run(redis_url, scenario)
+
+
+def test_a_task_whose_workers_keep_dying_fails_after_max_attempts(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        entry = await submit_one(store, max_attempts=2)
+        for attempt in (1, 2):
+            await store.mark_started([(entry.task_id, attempt, "w")])
+            verdict = await store.requeue(
+                entry, error="WorkerFailure: gone", failure=pickle.dumps(RuntimeError("gone"))
+            )
+            if attempt == 1:
+                assert verdict == "requeued"
+                (entry,) = await store.read_queue(count=10, block_ms=100)
+        assert verdict == "failed"
+        record = await store.get_task(entry.task_id)
+        assert record is not None and record.status is TaskStatus.FAILED
+        assert record.error_kind is ErrorKind.WORKER_LOST
+        assert isinstance(pickle.loads(record.result), RuntimeError)
+        assert await store.queue_depth() == (0, 0)
+
+    run(redis_url, scenario)
+
+
+def test_the_pending_list_is_found_again_after_a_crash(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        entry = await submit_one(store)
+        held = await store.read_queue(count=10, block_ms=None, pending=True)
+        assert [e.task_id for e in held] == [entry.task_id]
+        assert await store.queue_depth() == (0, 1)
+
+    run(redis_url, scenario)
+
+
+def test_the_lease_has_one_holder(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        assert await store.acquire_lease("a", 5)
+        assert not await store.acquire_lease("b", 5)
+        assert not await store.renew_lease("b", 5)
+        assert await store.renew_lease("a", 5)
+        await store.release_lease("a")
+        assert await store.acquire_lease("b", 5)
+
+    run(redis_url, scenario)
+
+
+def test_completions_are_published(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        stream = store.completions()
+        assert await anext(stream) is None  # subscribed
+        entry = await submit_one(store)
+        await store.finish([done(entry, 1)])
+        assert await asyncio.wait_for(anext(stream), 5) == entry.task_id
+        await stream.aclose()
+
+    run(redis_url, scenario)

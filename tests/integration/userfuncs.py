@@ -1,0 +1,64 @@
+"""Module-level functions the integration tests register with dill, which pickles
+them by reference: the platform's processes get this folder on PYTHONPATH, just
+as the README tells users to do with their own modules."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+
+def double(x):
+    return x * 2
+
+
+def add(a, b, c=0, *, scale=1):
+    return (a + b + c) * scale
+
+
+def echo(value):
+    return value
+
+
+def matmul(n):
+    import numpy as np
+
+    a = np.arange(n * n, dtype=float).reshape(n, n)
+    return a @ a
+
+
+class Rejected(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def boom(code):
+    raise Rejected(code, "no")
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def die(code):
+    os._exit(code)
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def record(path, i, seconds=0.0):
+    """Append `i` to `path` (one line per execution) so tests can count executions."""
+    if seconds:
+        time.sleep(seconds)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{i}\n".encode())
+    finally:
+        os.close(fd)
+    return i

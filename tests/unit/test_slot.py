@@ -1,0 +1,58 @@
+"""The code inside a slot process, called directly."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections import OrderedDict
+
+import cloudpickle
+import pytest
+
+from worker.slot import dump_exception, run_call, split_call
+
+
+def call(fn, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    return run_call(OrderedDict(), "f", cloudpickle.dumps(fn), pickle.dumps((args, kwargs or {})))
+
+
+def test_a_value_comes_back_pickled() -> None:
+    outcome, blob, error = call(lambda a, b=0: a + b, (1,), {"b": 2})
+    assert (outcome, pickle.loads(blob), error) == ("ok", 3, "")
+
+
+def test_an_exception_comes_back_as_itself_with_its_traceback() -> None:
+    outcome, blob, error = call(lambda: {}["missing"])
+    assert outcome == "error"
+    assert isinstance(pickle.loads(blob), KeyError)
+    assert "KeyError" in error and "Traceback" in error
+
+
+def test_an_unpicklable_result_is_a_clear_error() -> None:
+    outcome, blob, _ = call(lambda: threading.Lock())
+    assert outcome == "error"
+    assert "cannot be pickled" in str(pickle.loads(blob))
+
+
+def test_an_exception_that_cannot_round_trip_becomes_a_runtime_error() -> None:
+    class Odd(Exception):
+        def __init__(self, a, b):  # type: ignore[no-untyped-def]
+            super().__init__(a)
+            self.lock = threading.Lock()
+
+    restored = pickle.loads(dump_exception(Odd(1, 2)))
+    assert isinstance(restored, RuntimeError)
+    assert "Odd" in str(restored)
+
+
+def test_functions_are_unpickled_once_per_slot() -> None:
+    cache: OrderedDict = OrderedDict()
+    fn = cloudpickle.dumps(lambda: 1)
+    run_call(cache, "f", fn, pickle.dumps(((), {})))
+    assert run_call(cache, "f", b"not used", pickle.dumps(((), {})))[0] == "ok"
+
+
+@pytest.mark.parametrize("call_payload", [[1, 2], ((1,),), ({}, ()), "x"])
+def test_the_arguments_must_be_args_and_kwargs(call_payload) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match=r"\(\(args\.\.\.\), \{kwargs\}\)"):
+        split_call(call_payload)
