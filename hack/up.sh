@@ -10,5 +10,6 @@ if [ ! -x .venv/bin/python ]; then
   echo "+ creating .venv"
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e . 2>&1 \
+  | sed '/^WARNING: Location/d'
 exec .venv/bin/faas up "$@"

@@ -1,0 +1,319 @@
+"""`python -m bench [--modes local,pull,push]`: start the platform, run the
+workloads, print a summary and write JSON to bench/results/ (with machine and date).
+
+W0  round trip of a bare FastAPI echo endpoint (the baseline), same client
+W1  sequential submit-and-wait of a no-op: one synchronous request (POST /v1/tasks?wait),
+    and the course way (POST /execute_function, then GET /result?wait)
+W2  2,000 no-op tasks end to end: batch submit, and one HTTP request per task
+W3  20 x sleep(0.5) on 4 slots: makespan
+W4  echo of a 1 MB bytes argument: latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import json
+import os
+import platform as pyplatform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from bench import workloads
+from bench.http import AsyncJSON, SyncJSON
+from common.models import DispatchMode
+from faas.client import pickle_function
+from faas.platform import LocalPlatform, PlatformConfig, free_port
+
+RESULTS_DIR = Path(__file__).parent / "results"
+HOST = "127.0.0.1"
+
+
+def b64(obj: object) -> str:
+    return base64.b64encode(cloudpickle.dumps(obj)).decode()
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples_s)
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "p90_ms": round(ms[int(len(ms) * 0.90) - 1], 3),
+        "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def timed(fn, n: int, warmup: int) -> list[float]:  # type: ignore[no-untyped-def]
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+# -- W0 ---------------------------------------------------------------------------------------
+
+
+def echo_baseline(n: int) -> dict[str, float]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.echo_server", str(port)])
+    try:
+        client = _connect(port)
+        body = {"function_id": "00000000-0000-4000-8000-000000000000", "payload": b64(((), {}))}
+        result = percentiles(timed(lambda: client.request("POST", "/echo", body), n, 200))
+        client.close()
+        return result
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _connect(port: int) -> SyncJSON:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client = SyncJSON(HOST, port)
+            client.request("GET", "/openapi.json")
+            return client
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# -- the platform workloads -------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.http = SyncJSON(HOST, port)
+
+    def register(self, fn: Any) -> str:
+        payload = base64.b64encode(pickle_function(fn)).decode()
+        status, body = self.http.request(
+            "POST", "/register_function", {"name": fn.__name__, "payload": payload}
+        )
+        assert status == 201, body
+        return body["function_id"]
+
+    def wait_all(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        views: dict[str, dict[str, Any]] = {}
+        pending = list(task_ids)
+        while pending:
+            for chunk in (pending[i : i + 1000] for i in range(0, len(pending), 1000)):
+                status, body = self.http.request(
+                    "POST", "/v1/tasks/wait", {"task_ids": chunk, "wait": 30}
+                )
+                assert status == 200, body
+                for view in body["tasks"]:
+                    if view["status"] in ("COMPLETED", "FAILED"):
+                        views[view["task_id"]] = view
+            pending = [t for t in pending if t not in views]
+        return [views[t] for t in task_ids]
+
+    def w1(self, n: int) -> dict[str, Any]:
+        fid = self.register(workloads.noop)
+        body = {"function_id": fid, "payload": b64(((), {}))}
+
+        def sync_call() -> None:
+            status, view = self.http.request("POST", "/v1/tasks?wait=30", body)
+            assert status == 201 and view["status"] == "COMPLETED", view
+
+        def course_call() -> None:
+            _, created = self.http.request("POST", "/execute_function", body)
+            _, view = self.http.request("GET", f"/result/{created['task_id']}?wait=30")
+            assert view["status"] == "COMPLETED", view
+
+        return {
+            "one_request": percentiles(timed(sync_call, n, 100)),
+            "execute_then_result": percentiles(timed(course_call, n // 2, 50)),
+        }
+
+    def w2_batch(self, n: int) -> dict[str, Any]:
+        fid = self.register(workloads.identity)
+        payloads = [b64(((i,), {})) for i in range(n)]
+        t0 = time.perf_counter()
+        task_ids: list[str] = []
+        for start in range(0, n, 500):
+            status, body = self.http.request(
+                "POST",
+                "/v1/tasks/batch",
+                {"function_id": fid, "payloads": payloads[start : start + 500]},
+            )
+            assert status == 201, body
+            task_ids += body["task_ids"]
+        views = self.wait_all(task_ids)
+        elapsed = time.perf_counter() - t0
+        return {
+            "tasks": n,
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(n / elapsed),
+            **_audit(views, n),
+        }
+
+    def w2_per_request(self, n: int, concurrency: int = 32) -> dict[str, Any]:
+        fid = self.register(workloads.identity)
+        payloads = [b64(((i,), {})) for i in range(n)]
+
+        async def submit_all() -> list[str]:
+            clients = [AsyncJSON(HOST, self.port) for _ in range(concurrency)]
+            ids: list[str | None] = [None] * n
+
+            async def run(k: int) -> None:
+                for i in range(k, n, concurrency):
+                    status, body = await clients[k].request(
+                        "POST", "/execute_function", {"function_id": fid, "payload": payloads[i]}
+                    )
+                    assert status == 201, body
+                    ids[i] = body["task_id"]
+
+            await asyncio.gather(*(run(k) for k in range(concurrency)))
+            for c in clients:
+                await c.close()
+            return [i for i in ids if i is not None]
+
+        t0 = time.perf_counter()
+        task_ids = asyncio.run(submit_all())
+        submitted = time.perf_counter() - t0
+        views = self.wait_all(task_ids)
+        elapsed = time.perf_counter() - t0
+        return {
+            "tasks": n,
+            "concurrency": concurrency,
+            "submit_seconds": round(submitted, 3),
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(n / elapsed),
+            **_audit(views, n),
+        }
+
+    def w3(self, count: int = 20, seconds: float = 0.5) -> dict[str, Any]:
+        fid = self.register(workloads.nap)
+        t0 = time.perf_counter()
+        _, body = self.http.request(
+            "POST",
+            "/v1/tasks/batch",
+            {"function_id": fid, "payloads": [b64(((seconds,), {}))] * count},
+        )
+        views = self.wait_all(body["task_ids"])
+        makespan = time.perf_counter() - t0
+        assert all(v["status"] == "COMPLETED" for v in views)
+        return {"tasks": count, "sleep_s": seconds, "makespan_s": round(makespan, 3)}
+
+    def w4(self, n: int = 30) -> dict[str, Any]:
+        fid = self.register(workloads.echo)
+        blob = os.urandom(2**20)
+        body = {"function_id": fid, "payload": b64(((blob,), {}))}
+        views: list[dict[str, Any]] = []
+
+        def call() -> None:
+            status, view = self.http.request("POST", "/v1/tasks?wait=30", body)
+            assert status == 201 and view["status"] == "COMPLETED", view
+            views.append(view)
+
+        result = percentiles(timed(call, n, 3))
+        assert cloudpickle.loads(base64.b64decode(views[-1]["result"])) == blob
+        return {"bytes": len(blob), **result}
+
+
+def _audit(views: list[dict[str, Any]], n: int) -> dict[str, int]:
+    values = [
+        cloudpickle.loads(base64.b64decode(v["result"]))
+        for v in views
+        if v["status"] == "COMPLETED"
+    ]
+    return {
+        "lost": n - len(set(values) & set(range(n))),
+        "duplicated_results": len(values) - len(set(values)),
+        "retried": sum(1 for v in views if v["attempt"] > 1),
+    }
+
+
+def run_mode(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    config = PlatformConfig(
+        mode=mode, workers=args.workers, slots=args.slots, port=free_port(),
+        data_dir=log_dir / f"data-{mode.value}", log_dir=log_dir / mode.value,
+        gateway_workers=args.gateway_workers,
+    )  # fmt: skip
+    with LocalPlatform(config) as p:
+        bench = Bench(config.port)
+        print(f"[{mode}] W1 ...", flush=True)
+        results: dict[str, Any] = {"W1_submit_and_wait": bench.w1(args.w1)}
+        print(f"[{mode}] W2 ...", flush=True)
+        results["W2_batch"] = bench.w2_batch(args.w2)
+        results["W2_per_request"] = bench.w2_per_request(args.w2)
+        print(f"[{mode}] W3, W4 ...", flush=True)
+        results["W3_sleep_makespan"] = bench.w3()
+        results["W4_echo_1MB"] = bench.w4()
+        bench.http.close()
+        del p
+    return results
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "host": pyplatform.node(),
+        "cpus": os.cpu_count(),
+        "platform": pyplatform.platform(),
+        "python": pyplatform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--modes", default="local", help="comma-separated: local,pull,push")
+    parser.add_argument("--slots", type=int, default=4, help="slots (local) or per worker")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (pull/push)")
+    parser.add_argument("--gateway-workers", type=int, default=1)
+    parser.add_argument("--w1", type=int, default=1000, help="W1 sequential calls")
+    parser.add_argument("--w2", type=int, default=2000, help="W2 tasks")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()  # fmt: skip
+    modes = [DispatchMode(m) for m in args.modes.split(",")]
+    stamp = datetime.datetime.now(datetime.UTC)
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"faas-bench-{stamp:%Y%m%d%H%M%S}"
+    print("W0 echo baseline ...", flush=True)
+    report: dict[str, Any] = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "settings": {
+            "slots": args.slots,
+            "workers": args.workers,
+            "gateway_workers": args.gateway_workers,
+        },
+        "W0_echo_baseline": echo_baseline(args.w1),
+        "modes": {},
+    }
+    for mode in modes:
+        report["modes"][mode.value] = run_mode(mode, args, log_dir)
+    base = report["W0_echo_baseline"]["p50_ms"]
+    for results in report["modes"].values():
+        results["W1_ratio_to_echo_p50"] = round(
+            results["W1_submit_and_wait"]["one_request"]["p50_ms"] / base, 2
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{stamp:%Y-%m-%dT%H%M%S}-{'-'.join(m.value for m in modes)}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The functions the benchmarks run (shipped by value, like any SDK user's)."""
+
+from __future__ import annotations
+
+import time
+
+
+def noop():
+    return None
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def echo(value):
+    return value
+
+
+def identity(i):
+    return i
