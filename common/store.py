@@ -19,7 +19,9 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            or re-queues its task.
 ``<p>:idem:<key>``         string: the task id first submitted with that idempotency key.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
-``<p>:done``               pub/sub channel: a task id, published when that task ends.
+``<p>:done``               pub/sub channel: when a task ends, a msgpack array of its id
+                           and its hash's fields (``result`` only if small), so waiters
+                           need not read it again.
 
 State changes are Lua scripts in ``common/lua/`` (each documents its KEYS and ARGV):
 submit (hash + queue entry in one step), start, finish and requeue (both fenced by the
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
+import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
@@ -66,8 +69,10 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def _load_script(name: str) -> str:
-    return resources.files("common.lua").joinpath(name).read_text()
+def _load_script(name: str, *, publishes: bool = False) -> str:
+    lua = resources.files("common.lua")
+    text = lua.joinpath(name).read_text()
+    return lua.joinpath("publish_ended.lua").read_text() + text if publishes else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +143,17 @@ def _int(value: bytes | None) -> int | None:
 class Store:
     """Async access to the platform's Redis state (see the module docstring)."""
 
+    inline_result_bytes = 64 * 1024
+    """Results up to this size travel inside the completion message."""
+
     def __init__(self, client: aioredis.Redis, *, prefix: str, result_ttl_s: int = 86400) -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
         self._submit = client.register_script(_load_script("submit.lua"))
         self._start = client.register_script(_load_script("start.lua"))
-        self._finish = client.register_script(_load_script("finish.lua"))
-        self._requeue = client.register_script(_load_script("requeue.lua"))
+        self._finish = client.register_script(_load_script("finish.lua", publishes=True))
+        self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
 
@@ -268,32 +276,12 @@ class Store:
                 pipe.hmget(self.keys.task(task_id), fields)
             rows = await pipe.execute()
         return [
-            self._task_record(task_id, row) for task_id, row in zip(task_ids, rows, strict=True)
+            _task_record(task_id, dict(zip(fields, row, strict=True)))
+            for task_id, row in zip(task_ids, rows, strict=True)
         ]
 
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
-
-    @staticmethod
-    def _task_record(task_id: str, row: list[bytes | None]) -> TaskRecord | None:
-        if row[1] is None:
-            return None
-        kind = _text(row[10])
-        return TaskRecord(
-            task_id=task_id,
-            function_id=row[0].decode() if row[0] else "",
-            status=TaskStatus(row[1].decode()),
-            attempt=int(row[2] or 1),
-            max_attempts=int(row[3] or 1),
-            deadline_s=int(row[4] or 0) / 1000,
-            queued_at_ms=int(row[5] or 0),
-            started_at_ms=_int(row[6]),
-            finished_at_ms=_int(row[7]),
-            worker_id=_text(row[8]),
-            error=_text(row[9]),
-            error_kind=ErrorKind(kind) if kind else None,
-            result=row[11] if len(row) > 11 else None,
-        )
 
     # -- the dispatcher's side ---------------------------------------------------------
 
@@ -364,6 +352,7 @@ class Store:
                         self.result_ttl_s,
                         self.keys.done_channel,
                         o.task_id,
+                        self.inline_result_bytes,
                     ],
                     client=pipe,
                 )
@@ -389,6 +378,7 @@ class Store:
                 self.result_ttl_s,
                 self.keys.done_channel,
                 task_id,
+                self.inline_result_bytes,
             ],
         )
         return verdict.decode()
@@ -424,9 +414,9 @@ class Store:
     async def lease_holder(self) -> str | None:
         return _text(await self.redis.get(self.keys.lease))
 
-    async def completions(self) -> AsyncIterator[str | None]:
-        """Ids of tasks as they end. Yields None once subscribed: anything that ended
-        before that moment was not seen, so waiters should look again. Raises
+    async def completions(self) -> AsyncIterator[Ended | None]:
+        """Tasks as they end. Yields None once subscribed: anything that ended before
+        that moment was not seen, so waiters should look again. Raises
         StoreUnavailable when the subscription breaks."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
@@ -435,9 +425,48 @@ class Store:
             while True:
                 message = await pubsub.get_message(timeout=30.0)
                 if message is not None and message["type"] == "message":
-                    yield message["data"].decode()
+                    yield _ended(message["data"])
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"redis unavailable: {exc}") from exc
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A task that just ended, as published; `record` is None if its result was too
+    large to travel in the message (read it from the store then)."""
+
+    task_id: str
+    record: TaskRecord | None
+
+
+def _ended(data: bytes) -> Ended:
+    items = msgpack.unpackb(data, raw=True)  # Lua strings arrive as msgpack str: keep bytes
+    task_id = items[0].decode()
+    fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
+    record = _task_record(task_id, fields) if "result" in fields else None
+    return Ended(task_id, record)
+
+
+def _task_record(task_id: str, fields: dict[str, bytes | None]) -> TaskRecord | None:
+    status = fields.get("status")
+    if status is None:
+        return None
+    kind = _text(fields.get("error_kind"))
+    return TaskRecord(
+        task_id=task_id,
+        function_id=_text(fields.get("function_id")) or "",
+        status=TaskStatus(status.decode()),
+        attempt=_int(fields.get("attempt")) or 1,
+        max_attempts=_int(fields.get("max_attempts")) or 1,
+        deadline_s=(_int(fields.get("deadline_ms")) or 0) / 1000,
+        queued_at_ms=_int(fields.get("queued_ms")) or 0,
+        started_at_ms=_int(fields.get("started_ms")),
+        finished_at_ms=_int(fields.get("finished_ms")),
+        worker_id=_text(fields.get("worker")),
+        error=_text(fields.get("error")),
+        error_kind=ErrorKind(kind) if kind else None,
+        result=fields.get("result"),
+    )

@@ -80,29 +80,36 @@ class TaskService:
         return record
 
     async def wait_many(
-        self, task_ids: Sequence[str], wait_s: float, *, known_pending: bool = False
+        self, task_ids: Sequence[str], wait_s: float, *, just_submitted: bool = False
     ) -> list[TaskRecord | None]:
         """Records of `task_ids` once all ended (or are unknown), or after `wait_s`.
-        Only tasks not yet ended are read again after each wake-up."""
-        ids = [check_id(t, "task_id") for t in task_ids]
+        Ended tasks arrive through the watch; a task is read from the store only at
+        the start (unless `just_submitted`), when its result was too large to be
+        published, or after the subscription was lost."""
+        wanted = [check_id(t, "task_id") for t in task_ids]
+        ids = list(dict.fromkeys(wanted))
         deadline = time.monotonic() + self.clamp_wait(wait_s)
         found: dict[str, TaskRecord | None] = {}
-        pending = list(dict.fromkeys(ids))
-        with self.hub.watch(pending) as ended:
+        with self.hub.watch(ids) as watch:
+            to_read = [] if just_submitted else ids
             while True:
-                ended.clear()
-                if known_pending:
-                    known_pending = False  # just submitted: nothing can have ended yet
-                else:
-                    records = await self.store.get_tasks(pending)
-                    for task_id, record in zip(pending, records, strict=True):
-                        found[task_id] = record
-                    pending = [t for t in pending if (r := found[t]) and not r.status.terminal]
+                if to_read:
+                    records = await self.store.get_tasks(to_read)
+                    found.update(zip(to_read, records, strict=True))
+                pending = [t for t in ids if t not in found or _open(found[t])]
                 remaining = deadline - time.monotonic()
                 if not pending or remaining <= 0:
                     break
-                try:
-                    await asyncio.wait_for(ended.wait(), remaining)
-                except TimeoutError:
-                    pass
-        return [found.get(t) for t in ids]
+                if not watch.event.is_set():
+                    try:
+                        await asyncio.wait_for(watch.event.wait(), remaining)
+                    except TimeoutError:
+                        pass
+                ended, stale = watch.take()
+                found.update((t, r) for t, r in ended.items() if r is not None)
+                to_read = pending if stale else [t for t, r in ended.items() if r is None]
+        return [found.get(t) for t in wanted]
+
+
+def _open(record: TaskRecord | None) -> bool:
+    return record is not None and not record.status.terminal

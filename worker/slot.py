@@ -32,8 +32,10 @@ _PR_SET_PDEATHSIG = 1
 def serve(conn: Connection) -> None:
     """Slot main loop: (task_id, function_id, function, args) in, outcome out."""
     _die_with_parent()
-    # Ctrl-C reaches the whole process group; the owning worker decides what to stop.
+    # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
+    # when a slot stops (it kills it), and PR_SET_PDEATHSIG covers the owner dying.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
     while True:
         try:

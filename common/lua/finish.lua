@@ -12,6 +12,7 @@ ARGV[8]  now (ms since the epoch)
 ARGV[9]  TTL of the finished task in seconds (0: keep forever)
 ARGV[10] notification channel <p>:done
 ARGV[11] task_id
+ARGV[12] largest result published inline (bytes)
 Returns 1 if committed; 0 if the task is unknown, already terminal, or at another
 attempt (a late result from a worker presumed dead), in which case nothing changes.
 ]]
@@ -26,5 +27,5 @@ redis.call('XDEL', KEYS[2], ARGV[2])
 if tonumber(ARGV[9]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[9])
 end
-redis.call('PUBLISH', ARGV[10], ARGV[11])
+publish_ended(KEYS[1], ARGV[10], ARGV[11], tonumber(ARGV[12]))
 return 1

@@ -10,6 +10,7 @@ ARGV[6]  result to store then (a pickled exception)
 ARGV[7]  TTL of a finished task in seconds (0: keep forever)
 ARGV[8]  notification channel <p>:done
 ARGV[9]  task_id
+ARGV[10] largest result published inline (bytes)
 A task that was RUNNING used up an attempt: it goes back to the queue at attempt + 1,
 or ends FAILED (kind worker_lost) when max_attempts is reached. A task still QUEUED
 never started, so it goes back at the same attempt. The old entry is acknowledged and
@@ -34,7 +35,7 @@ if h[1] == 'RUNNING' and attempt >= tonumber(h[3]) or #entry == 0 then
   if tonumber(ARGV[7]) > 0 then
     redis.call('EXPIRE', KEYS[1], ARGV[7])
   end
-  redis.call('PUBLISH', ARGV[8], ARGV[9])
+  publish_ended(KEYS[1], ARGV[8], ARGV[9], tonumber(ARGV[10]))
   return 'failed'
 end
 if h[1] == 'RUNNING' then

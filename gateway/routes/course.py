@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from gateway.deps import Service
+from gateway.deps import service as get_service
 from gateway.routes import FastJSON
 from gateway.schemas import (
     ErrorBody,
@@ -23,16 +23,18 @@ _ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": 
 
 @router.post("/register_function", status_code=201, response_model=FunctionCreated,
              responses=_ERRORS)  # fmt: skip
-async def register_function(body: RegisterFunction, service: Service) -> FastJSON:
+async def register_function(body: RegisterFunction, request: Request) -> FastJSON:
     """Register a function: `payload` is base64 text of its pickle (dill or cloudpickle)."""
+    service = get_service(request)
     function_id = await service.register(body.name, body.payload)
     return FastJSON({"function_id": function_id}, status_code=201)
 
 
 @router.post("/execute_function", status_code=201, response_model=TaskCreated,
              responses=_ERRORS)  # fmt: skip
-async def execute_function(body: ExecuteFunction, service: Service) -> FastJSON:
+async def execute_function(body: ExecuteFunction, request: Request) -> FastJSON:
     """Queue one call: `payload` is base64 text of the pickled `((args...), {kwargs})`."""
+    service = get_service(request)
     (task_id,) = await service.submit(
         body.function_id,
         [body.payload],
@@ -44,16 +46,18 @@ async def execute_function(body: ExecuteFunction, service: Service) -> FastJSON:
 
 
 @router.get("/status/{task_id}", response_model=StatusView, responses=_ERRORS)
-async def get_status(task_id: str, service: Service) -> FastJSON:
+async def get_status(task_id: str, request: Request) -> FastJSON:
+    service = get_service(request)
     return FastJSON(status_view(await service.get(task_id, with_result=False)))
 
 
 @router.get("/result/{task_id}", response_model=ResultView, responses=_ERRORS)
 async def get_result(
     task_id: str,
-    service: Service,
+    request: Request,
     wait: float = Query(0, ge=0, description="seconds to wait for the task to end"),
 ) -> FastJSON:
     """Status and, once the task ended, its result. With `wait`, answers the moment
     the task ends (or after `wait` seconds with the current status)."""
+    service = get_service(request)
     return FastJSON(result_view(await service.wait(task_id, service.clamp_wait(wait))))

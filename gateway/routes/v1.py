@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from common.errors import TaskNotFound
 from common.models import new_id
-from gateway.deps import Service
+from gateway.deps import service as get_service
 from gateway.routes import FastJSON
 from gateway.schemas import (
     BatchCreated,
@@ -26,26 +26,30 @@ _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
 
 
 @router.get("/functions", response_model=list[FunctionView])
-async def list_functions(service: Service) -> FastJSON:
+async def list_functions(request: Request) -> FastJSON:
+    service = get_service(request)
     return FastJSON([function_view(f) for f in await service.store.list_functions()])
 
 
 @router.get("/functions/{function_id}", response_model=FunctionView, responses=_ERRORS)
-async def get_function(function_id: str, service: Service) -> FastJSON:
+async def get_function(function_id: str, request: Request) -> FastJSON:
+    service = get_service(request)
     return FastJSON(function_view(await service.get_function(function_id)))
 
 
 @router.delete("/functions/{function_id}", status_code=204, responses=_ERRORS)
-async def delete_function(function_id: str, service: Service) -> Response:
+async def delete_function(function_id: str, request: Request) -> Response:
     """Forget a function; tasks already queued for it may still run."""
+    service = get_service(request)
     record = await service.get_function(function_id)
     await service.store.delete_function(record.function_id)
     return Response(status_code=204)
 
 
 @router.post("/tasks", status_code=201, response_model=TaskView, responses=_ERRORS)
-async def submit_task(body: ExecuteFunction, service: Service, wait: float = _WAIT) -> FastJSON:
+async def submit_task(body: ExecuteFunction, request: Request, wait: float = _WAIT) -> FastJSON:
     """Queue one call; with `wait`, answer when it ended: a synchronous call in one request."""
+    service = get_service(request)
     task_id = new_id()
     wait_s = service.clamp_wait(wait)
     with service.hub.watch([task_id]):  # listen before submitting: the end cannot be missed
@@ -58,15 +62,16 @@ async def submit_task(body: ExecuteFunction, service: Service, wait: float = _WA
             task_ids=[task_id],
         )
         fresh = accepted == task_id  # else an idempotency key returned an older task
-        (record,) = await service.wait_many([accepted], wait_s, known_pending=fresh and wait_s > 0)
+        (record,) = await service.wait_many([accepted], wait_s, just_submitted=fresh and wait_s > 0)
     if record is None:
         raise TaskNotFound(accepted)
     return FastJSON(task_view(record), status_code=201)
 
 
 @router.post("/tasks/batch", status_code=201, response_model=BatchCreated, responses=_ERRORS)
-async def submit_batch(body: ExecuteBatch, service: Service) -> FastJSON:
+async def submit_batch(body: ExecuteBatch, request: Request) -> FastJSON:
     """Queue many calls of one function in one atomic step."""
+    service = get_service(request)
     task_ids = await service.submit(
         body.function_id, body.payloads, deadline_s=body.deadline_s, max_attempts=body.max_attempts
     )
@@ -74,14 +79,16 @@ async def submit_batch(body: ExecuteBatch, service: Service) -> FastJSON:
 
 
 @router.get("/tasks/{task_id}", response_model=TaskView, responses=_ERRORS)
-async def get_task(task_id: str, service: Service, wait: float = _WAIT) -> FastJSON:
+async def get_task(task_id: str, request: Request, wait: float = _WAIT) -> FastJSON:
     """Everything about a task: status, result, attempts, timestamps, worker, error."""
+    service = get_service(request)
     return FastJSON(task_view(await service.wait(task_id, service.clamp_wait(wait))))
 
 
 @router.post("/tasks/wait", response_model=TaskList, responses=_ERRORS)
-async def wait_for_tasks(body: WaitForTasks, service: Service) -> FastJSON:
+async def wait_for_tasks(body: WaitForTasks, request: Request) -> FastJSON:
     """The tasks once all ended, or as they are after `wait` seconds. Unknown ids are 404."""
+    service = get_service(request)
     records = await service.wait_many(body.task_ids, body.wait)
     for task_id, record in zip(body.task_ids, records, strict=True):
         if record is None:

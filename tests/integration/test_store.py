@@ -160,7 +160,14 @@ def test_completions_are_published(redis_url: str) -> None:
         assert await anext(stream) is None  # subscribed
         entry = await submit_one(store)
         await store.finish([done(entry, 1)])
-        assert await asyncio.wait_for(anext(stream), 5) == entry.task_id
+        ended = await asyncio.wait_for(anext(stream), 5)
+        assert ended is not None and ended.task_id == entry.task_id
+        assert ended.record is not None and ended.record.status is TaskStatus.COMPLETED
+        assert pickle.loads(ended.record.result) == 1, "a small result travels in the message"
+        big = await submit_one(store)
+        await store.finish([done(big, b"x" * (store.inline_result_bytes + 1))])
+        ended = await asyncio.wait_for(anext(stream), 5)
+        assert ended is not None and (ended.task_id, ended.record) == (big.task_id, None)
         await stream.aclose()
 
     run(redis_url, scenario)
