@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 
 from gateway.deps import service as get_service
-from gateway.routes import FastJSON
+from gateway.routes import FastJSON, FastRoute
 from gateway.schemas import (
     ErrorBody,
     ExecuteFunction,
@@ -17,7 +17,7 @@ from gateway.schemas import (
 )
 from gateway.views import result_view, status_view
 
-router = APIRouter(tags=["core"])
+router = APIRouter(tags=["core"], route_class=FastRoute)
 _ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 

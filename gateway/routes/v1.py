@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from common.errors import TaskNotFound
 from common.models import new_id
 from gateway.deps import service as get_service
-from gateway.routes import FastJSON
+from gateway.routes import FastJSON, FastRoute
 from gateway.schemas import (
     BatchCreated,
     ErrorBody,
@@ -20,7 +20,7 @@ from gateway.schemas import (
 )
 from gateway.views import function_view, task_view
 
-router = APIRouter(prefix="/v1", tags=["v1"])
+router = APIRouter(prefix="/v1", tags=["v1"], route_class=FastRoute)
 _ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
 
