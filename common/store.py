@@ -19,6 +19,10 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            or re-queues its task.
 ``<p>:idem:<key>``         string: the task id first submitted with that idempotency key.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
+``<p>:lost-workers``       list of ``<worker_id> <ms>``: workers another component (the
+                           Kubernetes controller) saw die; the dispatcher re-queues their
+                           attempts at once, ignoring reports older than the worker's
+                           latest registration.
 ``<p>:done``               pub/sub channel: when a task ends, a msgpack array of its id
                            and its hash's fields (``result`` only if small), so waiters
                            need not read it again.
@@ -106,6 +110,7 @@ class Keys:
         self.queue = f"{prefix}:queue"
         self.functions = f"{prefix}:functions"
         self.lease = f"{prefix}:lease"
+        self.lost_workers = f"{prefix}:lost-workers"
         self.done_channel = f"{prefix}:done"
 
     def function(self, function_id: str) -> str:
@@ -395,6 +400,21 @@ class Store:
                 return 0, 0
         held = int(pending["pending"])
         return max(length - held, 0), held
+
+    # -- lost workers reported from outside ---------------------------------------------
+
+    @_translated
+    async def report_lost_worker(self, worker_id: str) -> None:
+        await self.redis.rpush(self.keys.lost_workers, f"{worker_id} {now_ms()}")
+
+    @_translated
+    async def next_lost_worker(self, *, timeout_s: float) -> tuple[str, int] | None:
+        """(worker_id, reported at ms), waiting up to timeout_s for a report."""
+        item = await self.redis.blpop([self.keys.lost_workers], timeout=timeout_s)
+        if item is None:
+            return None
+        worker_id, _, reported = item[1].decode().rpartition(" ")
+        return worker_id, int(reported)
 
     # -- the dispatcher lease ------------------------------------------------------------
 

@@ -90,7 +90,8 @@ class Dispatcher:
             await self._shutdown()
 
     async def _run_loops(self, stop: asyncio.Event) -> None:
-        loops = [asyncio.create_task(c) for c in (self._feed(), self._serve(), self._housekeep())]
+        coroutines = (self._feed(), self._serve(), self._housekeep(), self._watch_lost_workers())
+        loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in [*loops, stopper]:
@@ -450,6 +451,30 @@ class Dispatcher:
                          for e in self._orphans.values()]  # fmt: skip
                 self._orphans.clear()
             await self._settle(outcomes, lost)
+            self._update_credit()
+
+    async def _watch_lost_workers(self) -> None:
+        """Reports from outside (the Kubernetes controller sees a pod die before the
+        heartbeat timeout does): forget the worker and re-queue its attempts now."""
+        while True:
+            try:
+                report = await self.store.next_lost_worker(timeout_s=1.0)
+            except StoreUnavailable as exc:
+                logger.warning("cannot read lost-worker reports: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            if report is None:
+                continue
+            worker_id, reported_ms = report
+            worker = self.registry.workers.get(worker_id.encode())
+            if worker is None or reported_ms < worker.joined_at_ms:
+                logger.info("ignored a loss report for %s (unknown, or joined since)", worker_id)
+                continue
+            logger.warning("worker %s reported lost: re-queuing its %d tasks",
+                           worker_id, len(worker.tasks))  # fmt: skip
+            lost = [(f.entry, f"worker {worker_id} was reported lost")
+                    for f in self.registry.remove(worker.identity)]  # fmt: skip
+            await self._settle([], lost)
             self._update_credit()
 
     @staticmethod

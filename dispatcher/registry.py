@@ -8,6 +8,7 @@ the worker with the most credits, which in push mode is the least loaded one.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from common.store import QueueEntry
@@ -25,6 +26,7 @@ class WorkerState:
     identity: bytes
     slots: int
     last_seen: float
+    joined_at_ms: int
     credits: int = 0
     tasks: dict[str, InFlight] = field(default_factory=dict)
 
@@ -41,7 +43,8 @@ class Registry:
         return sum(w.credits for w in self.workers.values())
 
     def add(self, identity: bytes, *, slots: int, now: float) -> WorkerState:
-        worker = WorkerState(identity=identity, slots=slots, last_seen=now)
+        joined = int(time.time() * 1000)
+        worker = WorkerState(identity=identity, slots=slots, last_seen=now, joined_at_ms=joined)
         self.workers[identity] = worker
         return worker
 

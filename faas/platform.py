@@ -128,6 +128,7 @@ class LocalPlatform:
         self.dispatcher: Process | None = None
         self.gateway: Process | None = None
         self.workers: list[Process] = []
+        self.worker_ids: dict[str, Process] = {}
         self.redis_url = config.redis_url or ""
         self.dispatcher_port = config.dispatcher_port or free_port()
         self.url = f"http://{config.host}:{config.port}"
@@ -170,10 +171,12 @@ class LocalPlatform:
         c = self.config
         index = len(self.workers) if index is None else index
         endpoint = f"tcp://127.0.0.1:{self.dispatcher_port}"
+        worker_id = f"worker-{index}-{os.getpid()}"
         argv = [sys.executable, "-m", "worker", "--mode", c.mode.value, "-n", str(c.slots),
-                "--id", f"worker-{index}-{os.getpid()}", endpoint]  # fmt: skip
+                "--id", worker_id, endpoint]  # fmt: skip
         proc = Process(f"worker-{index}", argv, self._env(), c.log_dir).start()
         self.workers.append(proc)
+        self.worker_ids[worker_id] = proc
         return proc
 
     def start_gateway(self) -> None:

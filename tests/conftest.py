@@ -17,7 +17,7 @@ from common.models import DispatchMode
 from faas.platform import LocalPlatform, PlatformConfig, free_port
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
-MODES = [DispatchMode.LOCAL]
+MODES = [DispatchMode.LOCAL, DispatchMode.PULL, DispatchMode.PUSH]
 
 # Short timers so failure-detection tests finish quickly.
 FAST_TIMERS = {

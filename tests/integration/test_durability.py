@@ -145,25 +145,25 @@ def _wait_until(predicate, timeout_s: float, message: str) -> None:  # type: ign
 
 def test_a_second_dispatcher_stands_by_and_takes_over(fresh) -> None:  # type: ignore[no-untyped-def]
     # Given a second dispatcher started by mistake
-    platform, http, _ = fresh
+    platform, http, tmp = fresh
+    log = tmp / "executions.log"
     first = platform.dispatcher
     second = platform.start_dispatcher()
-    function_id = register(http, userfuncs.double)
-    # Then work still runs exactly once (the first holds the lease)
-    task_ids = [
-        http.post(
-            "/execute_function", json={"function_id": function_id, "payload": serialize(((i,), {}))}
-        ).json()["task_id"]
-        for i in range(20)
-    ]
+    function_id = register(http, userfuncs.record)
+    # Then every task still runs exactly once (only the lease holder dispatches)
+    payloads = [serialize(((str(log), i), {})) for i in range(40)]
+    task_ids = http.post(
+        "/v1/tasks/batch", json={"function_id": function_id, "payloads": payloads}
+    ).json()["task_ids"]
     views = wait_all(http, task_ids)
-    assert all(v["status"] == "COMPLETED" for v in views.values())
-    assert len({v["worker_id"] for v in views.values()}) == 1
+    assert all(v["status"] == "COMPLETED" and v["attempt"] == 1 for v in views.values())
+    assert executions(log) == Counter(range(40))
     # When the first dies, the second takes over
     assert first is not None
     first.kill()
     task_id = http.post(
-        "/execute_function", json={"function_id": function_id, "payload": serialize(((5,), {}))}
+        "/execute_function",
+        json={"function_id": function_id, "payload": serialize(((str(log), 99), {}))},
     ).json()["task_id"]
-    assert deserialize(wait_result(http, task_id, timeout_s=30)["result"]) == 10
+    assert deserialize(wait_result(http, task_id, timeout_s=30)["result"]) == 99
     assert second.alive()

@@ -1,0 +1,217 @@
+"""Remote workers (pull and push): failure detection by heartbeat, the lost-worker
+signal from outside, adoption after a dispatcher restart, and a dispatcher that
+shrugs off malformed or forged messages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+import userfuncs
+import zmq
+
+from common import wire
+from common.models import DispatchMode
+from common.store import Store
+from tests.conftest import (
+    deserialize,
+    execute,
+    make_platform,
+    register,
+    wait_all,
+    wait_result,
+)
+
+REMOTE = [DispatchMode.PULL, DispatchMode.PUSH]
+
+
+def start(tmp: Path, mode: DispatchMode, **env: str):  # type: ignore[no-untyped-def]
+    return make_platform(tmp, mode, workers=2, slots=1, env=env)
+
+
+def running_on(http: httpx.Client, task_id: str, timeout_s: float = 20) -> dict:
+    """The task's view once it is RUNNING (polls, bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = http.get(f"/v1/tasks/{task_id}").json()
+        if view["status"] == "RUNNING" and view["worker_id"]:
+            return view
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} never started")
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_a_silent_worker_is_declared_dead_and_its_task_runs_elsewhere(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    with start(tmp_path, mode) as platform, httpx.Client(base_url=platform.url, timeout=60) as http:
+        # Given a task running on one of two workers
+        task_id = execute(http, register(http, userfuncs.nap), 2)
+        first = running_on(http, task_id)
+        frozen = platform.worker_ids[first["worker_id"]]
+        # When that worker falls silent (SIGSTOP: no heartbeats, socket still open)
+        stopped_ms = time.time() * 1000
+        frozen.signal(signal.SIGSTOP)
+        try:
+            # Then the task is re-queued after the liveness timeout and completes elsewhere
+            result = wait_result(http, task_id, timeout_s=30)
+            view = http.get(f"/v1/tasks/{task_id}").json()
+            assert result["status"] == "COMPLETED"
+            assert view["attempt"] == 2
+            assert view["worker_id"] != first["worker_id"]
+            recovery_s = (view["started_at_ms"] - stopped_ms) / 1000
+            print(f"recovery after a silent worker: {recovery_s:.2f} s")
+            assert recovery_s < 1.0 + 1.5  # liveness timeout (1 s in tests) + checks + slack
+        finally:
+            frozen.signal(signal.SIGCONT)
+        # And the worker that woke up rejoins by itself and serves again
+        nap = register(http, userfuncs.nap)
+        task_ids = [execute(http, nap, 0.5) for _ in range(2)]
+        views = wait_all(http, task_ids, timeout_s=30)
+        assert {v["worker_id"] for v in views.values()} == set(platform.worker_ids)
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_a_worker_reported_lost_has_its_tasks_requeued_at_once(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    # A long liveness timeout: only the report can explain a fast recovery.
+    with (
+        start(tmp_path, mode, FAAS_LIVENESS_TIMEOUT_S="20") as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        task_id = execute(http, register(http, userfuncs.nap), 2)
+        first = running_on(http, task_id)
+        frozen = platform.worker_ids[first["worker_id"]]
+        frozen.signal(signal.SIGSTOP)
+        try:
+            reported_ms = time.time() * 1000
+            asyncio.run(_report_lost(platform.redis_url, first["worker_id"]))
+            result = wait_result(http, task_id, timeout_s=15)
+            view = http.get(f"/v1/tasks/{task_id}").json()
+            assert result["status"] == "COMPLETED" and view["attempt"] == 2
+            reaction_s = (view["started_at_ms"] - reported_ms) / 1000
+            print(f"re-queued {reaction_s:.3f} s after the report")
+            assert reaction_s < 1.0
+        finally:
+            frozen.signal(signal.SIGCONT)
+
+
+async def _report_lost(redis_url: str, worker_id: str) -> None:
+    store = Store.from_url(redis_url, prefix="faas")
+    try:
+        await store.report_lost_worker(worker_id)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_a_task_running_through_a_dispatcher_restart_is_adopted_not_rerun(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    with start(tmp_path, mode) as platform, httpx.Client(base_url=platform.url, timeout=60) as http:
+        task_id = execute(http, register(http, userfuncs.nap), 3)
+        running_on(http, task_id)
+        assert platform.dispatcher is not None
+        platform.dispatcher.kill()
+        platform.start_dispatcher()
+        result = wait_result(http, task_id, timeout_s=30)
+        view = http.get(f"/v1/tasks/{task_id}").json()
+        assert result["status"] == "COMPLETED"
+        assert view["attempt"] == 1, "the worker reported it on rejoining; it was not run again"
+
+
+class RogueWorker:
+    """A hand-driven DEALER speaking (or mangling) the protocol."""
+
+    def __init__(self, port: int, identity: bytes) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.IDENTITY, identity)
+        self.socket.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, *frames: bytes) -> None:
+        self.socket.send_multipart(list(frames))
+
+    def close(self) -> None:
+        self.socket.close(0)
+        self.context.term()
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_garbage_duplicates_and_forged_results_change_nothing(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    with start(tmp_path, mode) as platform, httpx.Client(base_url=platform.url, timeout=60) as http:
+        # Given a real task running on a real worker
+        task_id = execute(http, register(http, userfuncs.nap), 1)
+        view = running_on(http, task_id)
+        rogue = RogueWorker(platform.dispatcher_port, b"rogue")
+        try:
+            hello = msgpack.packb({"worker_id": "rogue", "slots": 1, "running": [[task_id, 1]]})
+            # When a peer sends junk, unknown commands, bad headers, double HELLOs,
+            # and a forged result for the running task
+            for frames in (
+                [b"junk"],
+                [b"GET / HTTP/1.1\r\n\r\n"],
+                [wire.PROTOCOL, b"\x99", msgpack.packb({})],
+                [wire.PROTOCOL, wire.Command.HELLO.value, b"\xc1\xc1"],
+                [wire.PROTOCOL, wire.Command.HELLO.value, msgpack.packb({"slots": "many"})],
+                [wire.PROTOCOL, wire.Command.HELLO.value, msgpack.packb({"slots": 0})],
+                [wire.PROTOCOL, wire.Command.READY.value, msgpack.packb({"credits": -5})],
+                [wire.PROTOCOL, wire.Command.HELLO.value, hello],
+                [wire.PROTOCOL, wire.Command.HELLO.value, hello],
+                [
+                    *wire.pack(
+                        wire.Command.RESULT,
+                        {"task_id": task_id, "attempt": 1, "outcome": "ok", "error": ""},
+                    ),
+                    pickle.dumps("forged"),
+                ],
+                [
+                    *wire.pack(
+                        wire.Command.RESULT,
+                        {"task_id": str(uuid.uuid4()), "attempt": 1, "outcome": "ok"},
+                    ),
+                    b"",
+                ],
+                [*wire.pack(wire.Command.RESULT, {"task_id": task_id}), b""],
+            ):
+                rogue.send(*frames)
+        finally:
+            rogue.close()
+        # Then the real result is the one committed, and the platform still works
+        result = wait_result(http, task_id)
+        assert deserialize(result["result"]) == 1
+        assert http.get(f"/v1/tasks/{task_id}").json()["worker_id"] == view["worker_id"]
+        assert platform.dispatcher is not None and platform.dispatcher.alive()
+        fresh = wait_result(http, execute(http, register(http, userfuncs.double), 21))
+        assert deserialize(fresh["result"]) == 42
+
+
+def test_workers_start_from_the_command_line_with_env_settings(tmp_path: Path) -> None:
+    # `python -m worker --help` documents the options; a bad mode is refused clearly.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "--mode", "sideways"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+    env = {**os.environ, "FAAS_SLOTS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "tcp://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode != 0 and "slots" in done.stderr
