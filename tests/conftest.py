@@ -111,3 +111,12 @@ def wait_all(
         pending = [t for t in pending if t not in views]
     assert not pending, f"{len(pending)} tasks did not end within {timeout_s} s, e.g. {pending[:3]}"
     return views
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the long chaos variant")
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--soak"))

@@ -62,3 +62,20 @@ def record(path, i, seconds=0.0):
     finally:
         os.close(fd)
     return i
+
+
+def chaos_task(log, i, kind, arg):
+    """One task of the chaos mix. Logs its start, so repeated executions can be counted."""
+    record(log, i)
+    if kind == "sleep":
+        time.sleep(arg)
+        return i
+    if kind == "cpu":
+        return sum(range(arg)) and i
+    if kind == "raise":
+        raise Rejected(i, "designed to fail")
+    if kind == "numpy":
+        import numpy as np
+
+        return int(np.arange(arg).sum()) and i
+    return i
