@@ -4,12 +4,14 @@ real process. `faas up`, the integration tests and the benchmarks all use this.
 
 Every child runs in its own session so that stopping the platform can kill each
 process group whole (a gateway with several server processes, a worker with its
-slots) and leave nothing behind.
+slots) and leave nothing behind; and each asks Linux for SIGTERM should the
+launcher die first, so even a kill -9 of `faas up` leaves nothing running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -83,7 +85,7 @@ class Process:
             out = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115
         self.popen = subprocess.Popen(
             self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_term_with_parent,
         )  # fmt: skip
         if out is not None:
             out.close()
@@ -119,6 +121,12 @@ class Process:
             self.popen.wait(timeout=5)
 
 
+def _term_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM it when the launcher dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class LocalPlatform:
     """`with LocalPlatform(config) as p: httpx.get(p.url + "/healthz")`."""
 
@@ -128,6 +136,7 @@ class LocalPlatform:
         self.dispatcher: Process | None = None
         self.gateway: Process | None = None
         self.workers: list[Process] = []
+        self.dispatchers: list[Process] = []  # every one started, e.g. a standby
         self.worker_ids: dict[str, Process] = {}
         self.redis_url = config.redis_url or ""
         self.dispatcher_port = config.dispatcher_port or free_port()
@@ -165,6 +174,7 @@ class LocalPlatform:
                 "-p", str(self.dispatcher_port)]  # fmt: skip
         env = {**self._env(), "FAAS_BIND_HOST": "127.0.0.1"}
         self.dispatcher = Process("dispatcher", argv, env, self.config.log_dir).start()
+        self.dispatchers.append(self.dispatcher)
         return self.dispatcher
 
     def start_worker(self, index: int | None = None) -> Process:
@@ -204,7 +214,7 @@ class LocalPlatform:
         return self
 
     def processes(self) -> list[Process]:
-        procs = [self.gateway, *self.workers, self.dispatcher, self.redis]
+        procs = [self.gateway, *self.workers, *self.dispatchers, self.redis]
         return [p for p in procs if p is not None]
 
     def stop(self) -> None:
