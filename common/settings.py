@@ -16,6 +16,8 @@ class BaseFaasSettings(BaseSettings):
     key_prefix: str = "faas"
     """Prefix of every Redis key, so several platforms (or tests) can share one Redis."""
     log_level: str = "INFO"
+    health_port: int = 0
+    """Port of the /healthz and /readyz endpoint of the dispatcher and workers; 0: none."""
     log_json: bool = False
     """Log JSON lines (for a cluster's log collector) instead of plain text."""
     result_ttl_s: int = 86400

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 
+from common.health import HealthServer
 from common.logs import configure_logging
 from common.models import DispatchMode
 from common.store import Store
@@ -50,9 +52,19 @@ async def serve(settings: DispatcherSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    dispatcher = Dispatcher(settings, store)
+    health = None
+    if settings.health_port:
+        health = HealthServer(
+            settings.health_port,
+            live=lambda: time.monotonic() - dispatcher.last_tick < 10,
+            ready=lambda: dispatcher.active,
+        ).start()
     try:
-        await Dispatcher(settings, store).run(stop)
+        await dispatcher.run(stop)
     finally:
+        if health is not None:
+            health.stop()
         await store.close()
 
 

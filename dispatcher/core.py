@@ -72,6 +72,9 @@ class Dispatcher:
         self._socket: zmq.asyncio.Socket | None = None
         self._embedded: threading.Thread | None = None
         self._embedded_stop = threading.Event()
+        self._pending: set[asyncio.Future[object]] = set()  # background writes in flight
+        self.active = False  # holds the lease and dispatches
+        self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -79,6 +82,7 @@ class Dispatcher:
         """Wait for the lease, then dispatch until `stop` is set or the lease is lost."""
         if not await self._acquire_lease(stop):
             return
+        self.active = True
         try:
             await self._retrying(self.store.ensure_group)
             self._bind()
@@ -104,6 +108,7 @@ class Dispatcher:
     async def _acquire_lease(self, stop: asyncio.Event) -> bool:
         waiting_logged = False
         while not stop.is_set():
+            self.last_tick = time.monotonic()
             try:
                 if await self.store.acquire_lease(self.instance_id, self.settings.lease_ttl_s):
                     logger.info("dispatcher %s holds the lease", self.instance_id)
@@ -178,6 +183,9 @@ class Dispatcher:
         self._orphans_until = time.monotonic() + self.settings.liveness_timeout_s
 
     async def _shutdown(self) -> None:
+        self.active = False
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
         if self._embedded is not None:
             self._embedded_stop.set()
             await asyncio.to_thread(self._embedded.join, 10)
@@ -234,7 +242,10 @@ class Dispatcher:
         if missing:
             await self._retrying(lambda: self.store.finish(missing))
         if started:
-            await self._retrying(lambda: self.store.mark_started(started))
+            # Off the critical path: start.lua only moves a task still QUEUED at that
+            # attempt, so it cannot race a commit; a crash before it lands leaves the
+            # task QUEUED in the PEL, which recovery handles.
+            self._background(self._retrying(lambda: self.store.mark_started(started)))
 
     async def _send_task(self, worker: WorkerState, entry: QueueEntry, function: bytes) -> bool:
         assert self._socket is not None
@@ -290,8 +301,8 @@ class Dispatcher:
             lost: list[tuple[QueueEntry, str]] = []
             for frames in batch:
                 await self._handle(frames, outcomes, lost)
+            self._update_credit()  # freed slots get work while the outcomes commit
             await self._settle(outcomes, lost)
-            self._update_credit()
 
     async def _handle(
         self, frames: list[bytes], outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]
@@ -429,15 +440,21 @@ class Dispatcher:
     # -- housekeeping ---------------------------------------------------------------------
 
     async def _housekeep(self) -> None:
-        interval = min(self.settings.heartbeat_interval_s, self.settings.lease_ttl_s / 3)
+        # Liveness and deadlines are checked on a fine tick, so a dead worker is found
+        # within ~0.1 s of its liveness timeout; heartbeats and the lease on their own.
+        tick = min(0.1, self.settings.heartbeat_interval_s / 2)
+        renew_every = min(self.settings.heartbeat_interval_s, self.settings.lease_ttl_s / 3)
+        last_beat = 0.0
         while True:
-            await asyncio.sleep(interval)
-            await self._renew_lease()
-            now = time.monotonic()
+            await asyncio.sleep(tick)
+            now = self.last_tick = time.monotonic()
+            if now - last_beat >= renew_every:
+                last_beat = now
+                await self._renew_lease()
+                for worker in list(self.registry.workers.values()):
+                    await self._reply(worker.identity, wire.Command.HEARTBEAT)
             lost: list[tuple[QueueEntry, str]] = []
             outcomes: list[Outcome] = []
-            for worker in list(self.registry.workers.values()):
-                await self._reply(worker.identity, wire.Command.HEARTBEAT)
             for worker in self.registry.silent_since(now - self.settings.liveness_timeout_s):
                 logger.warning("worker %s silent for %.1f s: declared dead",
                                worker.worker_id, now - worker.last_seen)  # fmt: skip
@@ -498,6 +515,11 @@ class Dispatcher:
             logger.warning("cannot renew the lease: %s", exc)
             return
         raise LeaseLost(f"dispatcher {await self.store.lease_holder()} took the lease")
+
+    def _background(self, work: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry a store call while Redis is unreachable: an outcome must not be dropped."""

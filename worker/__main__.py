@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 
+from common.health import HealthServer
 from common.logs import configure_logging
 from common.models import DispatchMode
 from worker.loop import WorkerLoop
@@ -30,7 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    WorkerLoop(settings).run(stop)
+    loop = WorkerLoop(settings)
+    if settings.health_port:
+        HealthServer(
+            settings.health_port,
+            live=lambda: time.monotonic() - loop.last_tick < 10,
+            ready=lambda: loop.connected and not loop.draining,
+        ).start()
+    loop.run(stop)
 
 
 if __name__ == "__main__":

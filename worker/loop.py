@@ -48,6 +48,7 @@ class WorkerLoop:
         self._last_sent = 0.0
         self._backoff_s = 0.1
         self.draining = False
+        self.last_tick = time.monotonic()  # the loop's heartbeat, for /healthz
 
     # -- connection ------------------------------------------------------------------
 
@@ -107,7 +108,13 @@ class WorkerLoop:
         while self._pool.jobs() and time.monotonic() < until:
             self._step()
 
+    @property
+    def connected(self) -> bool:
+        """Heard from the dispatcher within the liveness timeout (for /readyz)."""
+        return time.monotonic() - self._last_heard < self.settings.liveness_timeout_s
+
     def _step(self) -> None:
+        self.last_tick = time.monotonic()
         self._sync_polled_fds()
         events = dict(self._poller.poll(self._poll_timeout_ms()))
         now = time.monotonic()

@@ -215,3 +215,54 @@ def test_workers_start_from_the_command_line_with_env_settings(tmp_path: Path) -
         env=env,
     )
     assert done.returncode != 0 and "slots" in done.stderr
+
+
+def _health(port: int, path: str) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def _eventually(predicate, timeout_s: float = 15) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_health_endpoints_tell_live_from_ready(tmp_path: Path) -> None:
+    import sys
+
+    from faas.platform import Process, free_port
+
+    with start(tmp_path, DispatchMode.PULL) as platform:
+        worker_port, standby_port = free_port(), free_port()
+        env = {**platform._env(), "FAAS_HEALTH_PORT": str(worker_port)}
+        endpoint = f"tcp://127.0.0.1:{platform.dispatcher_port}"
+        worker = Process(
+            "probed-worker",
+            [sys.executable, "-m", "worker", "--id", "probed", endpoint],
+            env,
+            tmp_path,
+        ).start()
+        env = {
+            **platform._env(),
+            "FAAS_HEALTH_PORT": str(standby_port),
+            "FAAS_BIND_HOST": "127.0.0.1",
+        }
+        argv = [sys.executable, "-m", "dispatcher", "-m", "pull", "-p", str(free_port())]
+        standby = Process("standby", argv, env, tmp_path).start()
+        try:
+            # A connected worker is live and ready
+            assert _eventually(lambda: _health(worker_port, "/readyz") == 200)
+            assert _health(worker_port, "/healthz") == 200
+            assert _health(worker_port, "/nope") == 404
+            # A standby dispatcher (no lease) is live but not ready
+            assert _eventually(lambda: _health(standby_port, "/healthz") == 200)
+            assert _health(standby_port, "/readyz") == 503
+        finally:
+            worker.stop()
+            standby.stop()

@@ -1,0 +1,102 @@
+{{/* Names */}}
+{{- define "faas.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "faas.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels. Selectors use only name, instance and component: labels that never
+change on upgrade (a selector is immutable). Call with (dict "ctx" $ "component" "gateway"). */}}
+{{- define "faas.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "faas.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "faas.labels" -}}
+{{ include "faas.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: faas
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
+{{- end -}}
+
+{{- define "faas.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "faas.redisUrl" -}}
+{{- if .Values.redis.enabled -}}
+redis://{{ include "faas.fullname" . }}-redis-0.{{ include "faas.fullname" . }}-redis:6379/0
+{{- else -}}
+{{ .Values.externalRedis.url }}
+{{- end -}}
+{{- end -}}
+
+{{- define "faas.dispatcherUrl" -}}
+tcp://{{ include "faas.fullname" . }}-dispatcher:{{ .Values.dispatcher.port }}
+{{- end -}}
+
+{{- define "faas.apiKeySecret" -}}
+{{- .Values.apiKey.existingSecret | default (printf "%s-api-key" (include "faas.fullname" .)) -}}
+{{- end -}}
+
+{{/* Hardening shared by every pod: non-root, read-only root, no privileges. */}}
+{{- define "faas.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "faas.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/* Environment every platform process reads (see common/settings.py). */}}
+{{- define "faas.commonEnv" -}}
+- name: FAAS_KEY_PREFIX
+  value: {{ .Values.keyPrefix | quote }}
+- name: FAAS_LOG_JSON
+  value: {{ .Values.logJson | quote }}
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- end -}}
+
+{{- define "faas.redisEnv" -}}
+- name: FAAS_REDIS_URL
+  value: {{ include "faas.redisUrl" . | quote }}
+{{- end -}}
+
+{{/* Refuse contradictory values at render time. */}}
+{{- define "faas.validateValues" -}}
+{{- if and .Values.redis.enabled .Values.externalRedis.url -}}
+{{- fail "set either redis.enabled=true or externalRedis.url, not both" -}}
+{{- end -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) -}}
+{{- fail "redis.enabled=false needs externalRedis.url" -}}
+{{- end -}}
+{{- if gt (int .Values.workerPool.minReplicas) (int .Values.workerPool.maxReplicas) -}}
+{{- fail "workerPool.minReplicas must not exceed workerPool.maxReplicas" -}}
+{{- end -}}
+{{- if le (int .Values.worker.terminationGracePeriodSeconds) (int .Values.worker.drainTimeoutSeconds) -}}
+{{- fail "worker.terminationGracePeriodSeconds must exceed worker.drainTimeoutSeconds, or draining workers are killed" -}}
+{{- end -}}
+{{- if and .Values.apiKey.existingSecret (not .Values.apiKey.enabled) -}}
+{{- fail "apiKey.existingSecret is set but apiKey.enabled=false" -}}
+{{- end -}}
+{{- if and .Values.gateway.ingress.tls.enabled (not .Values.gateway.ingress.tls.secretName) -}}
+{{- fail "gateway.ingress.tls.enabled needs gateway.ingress.tls.secretName" -}}
+{{- end -}}
+{{- end -}}
