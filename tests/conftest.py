@@ -113,6 +113,27 @@ def wait_all(
     return views
 
 
+def running_on(http: httpx.Client, task_id: str, timeout_s: float = 20) -> dict:
+    """The task's view once it is RUNNING (polls, bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = http.get(f"/v1/tasks/{task_id}").json()
+        if view["status"] == "RUNNING" and view["worker_id"]:
+            return view
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} never started")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    platform = LocalPlatform(PlatformConfig(data_dir=tmp_path_factory.mktemp("redis")))
+    platform.start_redis()
+    try:
+        yield platform.redis_url
+    finally:
+        platform.stop()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run the long chaos variant")
 

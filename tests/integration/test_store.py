@@ -6,24 +6,12 @@ from __future__ import annotations
 import asyncio
 import pickle
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from common.errors import FunctionNotFound
 from common.models import ErrorKind, TaskStatus
 from common.store import Outcome, QueueEntry, Store
-from faas.platform import LocalPlatform, PlatformConfig
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    platform = LocalPlatform(PlatformConfig(data_dir=tmp_path_factory.mktemp("redis")))
-    platform.start_redis()
-    try:
-        yield platform.redis_url
-    finally:
-        platform.stop()
 
 
 def run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ from tests.conftest import (
     execute,
     make_platform,
     register,
+    running_on,
     wait_all,
     wait_result,
 )
@@ -35,17 +36,6 @@ REMOTE = [DispatchMode.PULL, DispatchMode.PUSH]
 
 def start(tmp: Path, mode: DispatchMode, **env: str):  # type: ignore[no-untyped-def]
     return make_platform(tmp, mode, workers=2, slots=1, env=env)
-
-
-def running_on(http: httpx.Client, task_id: str, timeout_s: float = 20) -> dict:
-    """The task's view once it is RUNNING (polls, bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view = http.get(f"/v1/tasks/{task_id}").json()
-        if view["status"] == "RUNNING" and view["worker_id"]:
-            return view
-        time.sleep(0.02)
-    raise AssertionError(f"task {task_id} never started")
 
 
 @pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")

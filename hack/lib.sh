@@ -1,0 +1,15 @@
+# Sourced by the other scripts: strict mode, logging, the local tools folder.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOOLS="$ROOT/.tools/bin"
+export PATH="$TOOLS:$PATH"
+CLUSTER=${FAAS_KIND_CLUSTER:-faas}
+NAMESPACE=${FAAS_NAMESPACE:-faas}
+RELEASE=${FAAS_RELEASE:-faas}
+IMAGE=${FAAS_IMAGE:-faas:dev}
+GATEWAY_URL=${FAAS_E2E_URL:-http://127.0.0.1:8080}
+
+say() { printf '\033[1m+ %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null || die "$1 is not installed (try hack/tools.sh)"; }
+python_bin() { if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"; else echo python3; fi; }

@@ -1,0 +1,103 @@
+"""Cross-checks of rendered manifests. Each returns a list of problems (empty when
+the manifests agree), so a test can also show them catching a broken chart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Doc = dict[str, Any]
+WORKLOADS = {"Deployment", "StatefulSet"}
+
+
+def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def pod_spec(doc: Doc) -> Doc:
+    return doc["spec"]["template"]["spec"] if doc["kind"] in WORKLOADS else doc["spec"]
+
+
+def pod_labels(doc: Doc) -> dict[str, str]:
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def selector_problems(docs: list[Doc]) -> list[str]:
+    problems = []
+    for doc in docs:
+        if doc["kind"] in WORKLOADS:
+            wanted = doc["spec"]["selector"]["matchLabels"]
+            labels = pod_labels(doc)
+            if any(labels.get(k) != v for k, v in wanted.items()):
+                problems.append(
+                    f"{doc['kind']}/{doc['metadata']['name']}: selector {wanted} misses pod labels"
+                )
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        wanted = pdb["spec"]["selector"]["matchLabels"]
+        if not any(
+            all(pod_labels(w).get(k) == v for k, v in wanted.items())
+            for w in docs
+            if w["kind"] in WORKLOADS
+        ):
+            problems.append(f"PodDisruptionBudget/{pdb['metadata']['name']} selects no pods")
+    return problems
+
+
+def service_problems(docs: list[Doc]) -> list[str]:
+    """Every Service selects a workload, and each targetPort is one of its container ports."""
+    problems = []
+    for service in by_kind(docs, "Service"):
+        wanted = service["spec"]["selector"]
+        targets = [
+            w
+            for w in docs
+            if w["kind"] in WORKLOADS and all(pod_labels(w).get(k) == v for k, v in wanted.items())
+        ]
+        name = service["metadata"]["name"]
+        if not targets:
+            problems.append(f"Service/{name} selects no workload")
+            continue
+        ports = {
+            p.get("name") or p["containerPort"]
+            for w in targets
+            for c in pod_spec(w)["containers"]
+            for p in c.get("ports", [])
+        } | {
+            p["containerPort"]
+            for w in targets
+            for c in pod_spec(w)["containers"]
+            for p in c.get("ports", [])
+        }
+        for port in service["spec"]["ports"]:
+            if port.get("targetPort", port["port"]) not in ports:
+                problems.append(
+                    f"Service/{name}: targetPort {port.get('targetPort')} is no container port"
+                )
+    return problems
+
+
+def probe_problems(docs: list[Doc]) -> list[str]:
+    """Every HTTP probe points at a named port its container has."""
+    problems = []
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        for container in pod_spec(doc)["containers"]:
+            names = {p.get("name") for p in container.get("ports", [])}
+            for kind in ("livenessProbe", "readinessProbe"):
+                probe = container.get(kind, {}).get("httpGet")
+                if probe and probe["port"] not in names:
+                    problems.append(
+                        f"{doc['metadata']['name']}/{container['name']}: {kind} port {probe['port']}"
+                    )
+    return problems
+
+
+def env_of(docs: list[Doc], component: str) -> dict[str, Any]:
+    for doc in docs:
+        if (
+            doc["kind"] in WORKLOADS
+            and pod_labels(doc).get("app.kubernetes.io/component") == component
+        ):
+            (container,) = pod_spec(doc)["containers"]
+            return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+    raise KeyError(component)
