@@ -256,3 +256,39 @@ def test_health_endpoints_tell_live_from_ready(tmp_path: Path) -> None:
         finally:
             worker.stop()
             standby.stop()
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_sigterm_drains_running_tasks_and_hands_back_what_cannot_finish(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    """What a scale-down does to a worker pod: nothing is stranded or lost."""
+    with (
+        start(tmp_path, mode, FAAS_DRAIN_TIMEOUT_S="2", FAAS_LIVENESS_TIMEOUT_S="20") as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        nap = register(http, userfuncs.nap)
+        # A short task on a worker that is told to stop: it finishes there
+        short = execute(http, nap, 1)
+        worker = platform.worker_ids[running_on(http, short)["worker_id"]]
+        assert worker.popen is not None
+        os.kill(worker.popen.pid, signal.SIGTERM)  # as Kubernetes does: PID 1 only
+        view = wait_result(http, short, timeout_s=15)
+        details = http.get(f"/v1/tasks/{short}").json()
+        assert view["status"] == "COMPLETED" and details["attempt"] == 1
+        assert worker.popen is not None and worker.popen.wait(timeout=10) == 0
+        # A long task on the other worker, stopped: handed back at the drain timeout
+        # (not after the 20 s liveness timeout) and run again by a new worker
+        long = execute(http, nap, 5)
+        other_id = running_on(http, long)["worker_id"]
+        other = platform.worker_ids[other_id]
+        platform.start_worker()
+        stopped = time.monotonic()
+        assert other.popen is not None
+        os.kill(other.popen.pid, signal.SIGTERM)
+        view = wait_result(http, long, timeout_s=30)
+        details = http.get(f"/v1/tasks/{long}").json()
+        assert view["status"] == "COMPLETED" and details["attempt"] == 2
+        assert (
+            details["worker_id"] != running_on.__name__ and time.monotonic() - stopped < 2 + 5 + 5
+        )
