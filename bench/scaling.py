@@ -14,7 +14,6 @@ Writes JSON (and a PNG if matplotlib is installed) to bench/results/.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import datetime
 import json
@@ -26,7 +25,6 @@ from typing import Any
 from bench import workloads
 from bench.__main__ import RESULTS_DIR, Bench, b64, machine
 from common.models import DispatchMode
-from common.store import Store
 from faas.client import pickle_function
 from faas.platform import LocalPlatform, PlatformConfig, free_port
 
@@ -95,7 +93,7 @@ def recovery(mode: DispatchMode, tmp: Path, *, report: bool, trials: int) -> dic
             killed_ms = time.time() * 1000
             victim.kill()
             if report:
-                asyncio.run(_report(platform.redis_url, view["worker_id"]))
+                platform.report_lost_worker(view["worker_id"])
             again = _until(bench, task_id, lambda v: v["attempt"] == 2 and v["status"] == "RUNNING")
             samples.append((again["started_at_ms"] - killed_ms) / 1000)
             _until(bench, task_id, lambda v: v["status"] == "COMPLETED")  # frees its slot
@@ -117,14 +115,6 @@ def _until(bench: Bench, task_id: str, predicate, timeout_s: float = 30) -> dict
             return view
         time.sleep(0.005)
     raise TimeoutError(task_id)
-
-
-async def _report(redis_url: str, worker_id: str) -> None:
-    store = Store.from_url(redis_url, prefix="faas")
-    try:
-        await store.report_lost_worker(worker_id)
-    finally:
-        await store.close()
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:

@@ -12,18 +12,23 @@ Three concurrent loops share one ROUTER socket and one Store:
          claimed back.
 
 Only the holder of the Redis lease runs these loops. Local mode is the same
-machinery with one embedded worker in a thread, over inproc:// instead of TCP.
+machinery with one worker child process of its own, over ipc:// instead of TCP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import functools
 import logging
 import os
 import pickle
+import signal
 import socket
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -56,6 +61,20 @@ def _failure(exc: BaseException) -> bytes:
     return pickle.dumps(exc)
 
 
+def _failed(entry: QueueEntry, error: BaseException, kind: ErrorKind) -> Outcome:
+    """A FAILED outcome decided here (not by user code): the result is `error`."""
+    return Outcome(
+        entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
+        _failure(error), str(error), kind,
+    )  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    """Runs in the local worker between fork and exec."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Dispatcher:
     def __init__(self, settings: DispatcherSettings, store: Store) -> None:
         self.settings = settings
@@ -70,8 +89,7 @@ class Dispatcher:
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
-        self._embedded: threading.Thread | None = None
-        self._embedded_stop = threading.Event()
+        self._local_worker: subprocess.Popen[bytes] | None = None
         self._pending: set[asyncio.Future[object]] = set()  # background writes in flight
         self.active = False  # holds the lease and dispatches
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
@@ -88,13 +106,15 @@ class Dispatcher:
             self._bind()
             await self._recover()
             if self.settings.mode == DispatchMode.LOCAL:
-                self._start_embedded_worker()
+                self._start_local_worker()
             await self._run_loops(stop)
         finally:
             await self._shutdown()
 
     async def _run_loops(self, stop: asyncio.Event) -> None:
-        coroutines = (self._feed(), self._serve(), self._housekeep(), self._watch_lost_workers())
+        coroutines = [self._feed(), self._serve(), self._housekeep(), self._watch_lost_workers()]
+        if self._local_worker is not None:
+            coroutines.append(self._watch_local_worker())
         loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -131,7 +151,8 @@ class Dispatcher:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable worker raises, not drops
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker takes its identity back
         if self.settings.mode == DispatchMode.LOCAL:
-            self.endpoint = f"inproc://dispatcher-{self.instance_id}"
+            path = os.path.join(tempfile.gettempdir(), f"faas-{self.instance_id}.sock")
+            self.endpoint = f"ipc://{path}"
             sock.bind(self.endpoint)
         else:
             sock.bind(f"tcp://{self.settings.bind_host}:{self.settings.dispatcher_port}")
@@ -139,24 +160,32 @@ class Dispatcher:
         self._socket = sock
         logger.info("dispatching in %s mode on %s", self.settings.mode, self.endpoint)
 
-    def _start_embedded_worker(self) -> None:
-        from worker.loop import WorkerLoop  # local mode only
-        from worker.settings import WorkerSettings
+    def _start_local_worker(self) -> None:
+        """Local mode's slots belong to a worker process of our own, over ipc://: the
+        code of a remote worker, without sharing this event loop's GIL (a worker
+        thread here cost about 1 ms per task). It dies with us (PR_SET_PDEATHSIG)."""
+        argv = [
+            sys.executable, "-m", "worker", "--mode", "pull", "-n", str(self.settings.slots),
+            "--id", f"local-{self.instance_id}", self.endpoint,
+        ]  # fmt: skip
+        env = {**os.environ, "FAAS_DRAIN_TIMEOUT_S": "0", "FAAS_HEALTH_PORT": "0"}
+        self._local_worker = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
 
-        settings = WorkerSettings(
-            dispatcher_url=self.endpoint,
-            mode=DispatchMode.PULL,
-            slots=self.settings.slots,
-            worker_id=f"local-{self.instance_id}",
-            heartbeat_interval_s=self.settings.heartbeat_interval_s,
-            liveness_timeout_s=self.settings.liveness_timeout_s,
-            drain_timeout_s=0,  # the dispatcher is stopping too: nothing would commit
-        )
-        loop = WorkerLoop(settings, context=zmq.Context.shadow(self._context.underlying))
-        self._embedded = threading.Thread(
-            target=loop.run, args=(self._embedded_stop,), name="local-worker", daemon=True
-        )
-        self._embedded.start()
+    async def _watch_local_worker(self) -> None:
+        """Restart local mode's worker if it dies; its attempts go back at once."""
+        while self._local_worker is not None:
+            await asyncio.sleep(0.2)
+            code = self._local_worker.poll()
+            if code is None:
+                continue
+            logger.error("local worker exited with code %s; restarting it", code)
+            identity = f"local-{self.instance_id}".encode()
+            lost = [
+                (f.entry, "the local worker process died") for f in self.registry.remove(identity)
+            ]
+            await self._settle([], lost)
+            self._update_credit()
+            self._start_local_worker()
 
     async def _recover(self) -> None:
         """Attempts still in our PEL were held by a dispatcher that died. In local mode
@@ -186,9 +215,13 @@ class Dispatcher:
         self.active = False
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
-        if self._embedded is not None:
-            self._embedded_stop.set()
-            await asyncio.to_thread(self._embedded.join, 10)
+        if self._local_worker is not None:
+            worker, self._local_worker = self._local_worker, None
+            worker.terminate()  # it drains for 0 s and says BYE
+            try:
+                await asyncio.to_thread(worker.wait, 5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         if self._socket is not None:
             self._socket.close(linger=0)
         self._context.term()
@@ -280,11 +313,8 @@ class Dispatcher:
 
     @staticmethod
     def _missing_function(entry: QueueEntry) -> Outcome:
-        error = f"function {entry.function_id} was deleted before the task ran"
-        return Outcome(
-            entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
-            _failure(LookupError(error)), error, ErrorKind.FUNCTION_MISSING,
-        )  # fmt: skip
+        error = LookupError(f"function {entry.function_id} was deleted before the task ran")
+        return _failed(entry, error, ErrorKind.FUNCTION_MISSING)
 
     # -- serve: workers -> store ---------------------------------------------------------
 
@@ -370,8 +400,7 @@ class Dispatcher:
         elif kind == "error":
             outcomes.append(Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER))
         elif kind == "deadline":
-            failure = _failure(TimeoutError(error))
-            outcomes.append(Outcome(*base, TaskStatus.FAILED, failure, error, ErrorKind.DEADLINE))
+            outcomes.append(_failed(entry, TimeoutError(error), ErrorKind.DEADLINE))
         else:  # "lost", or anything unknown: the attempt did not finish
             lost.append((entry, error or f"worker reported {kind!r}"))
 
@@ -496,11 +525,8 @@ class Dispatcher:
 
     @staticmethod
     def _overdue(entry: QueueEntry) -> Outcome:
-        error = f"WorkerFailure: task exceeded deadline of {entry.deadline_s:g} s"
-        return Outcome(
-            entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
-            _failure(TimeoutError(error)), error, ErrorKind.DEADLINE,
-        )  # fmt: skip
+        error = TimeoutError(f"WorkerFailure: task exceeded deadline of {entry.deadline_s:g} s")
+        return _failed(entry, error, ErrorKind.DEADLINE)
 
     async def _renew_lease(self) -> None:
         ttl = self.settings.lease_ttl_s

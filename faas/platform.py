@@ -10,6 +10,7 @@ launcher die first, so even a kill -9 of `faas up` leaves nothing running.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from common.models import DispatchMode
+from common.store import Store
 
 
 def free_port() -> int:
@@ -212,6 +214,18 @@ class LocalPlatform:
             self.stop()
             raise
         return self
+
+    def report_lost_worker(self, worker_id: str) -> None:
+        """What the Kubernetes controller does when a worker pod dies."""
+
+        async def report() -> None:
+            store = Store.from_url(self.redis_url, prefix=self.config.key_prefix)
+            try:
+                await store.report_lost_worker(worker_id)
+            finally:
+                await store.close()
+
+        asyncio.run(report())
 
     def processes(self) -> list[Process]:
         procs = [self.gateway, *self.workers, *self.dispatchers, self.redis]

@@ -12,6 +12,7 @@ from common.errors import InvalidPayload, TaskNotFound
 from common.models import FunctionRecord, TaskRecord, check_id, new_id
 from common.store import Store
 from gateway.completions import CompletionHub
+from gateway.schemas import ExecuteFunction
 from gateway.settings import GatewaySettings
 
 
@@ -58,6 +59,19 @@ class TaskService:
             idempotency_key=idempotency_key,
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
         )
+
+    async def submit_call(self, body: ExecuteFunction, *, task_id: str | None = None) -> str:
+        """Queue one call as the API describes it; returns its task id (an earlier
+        task's when the idempotency key was seen before)."""
+        (accepted,) = await self.submit(
+            body.function_id,
+            [body.payload],
+            deadline_s=body.deadline_s,
+            max_attempts=body.max_attempts,
+            idempotency_key=body.idempotency_key,
+            task_ids=None if task_id is None else [task_id],
+        )
+        return accepted
 
     async def get(self, task_id: str, *, with_result: bool = True) -> TaskRecord:
         task_id = check_id(task_id, "task_id")

@@ -13,3 +13,14 @@ say() { printf '\033[1m+ %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null || die "$1 is not installed (try hack/tools.sh)"; }
 python_bin() { if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"; else echo python3; fi; }
+
+# Create .venv if needed and install the project with the given extras (e.g. "[dev]").
+ensure_venv() {
+  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    say "creating .venv"
+    "${PYTHON:-python3}" -m venv "$ROOT/.venv"
+  fi
+  say "installing the project$1"
+  "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT$1" 2>&1 \
+    | sed '/^WARNING: Location/d'
+}

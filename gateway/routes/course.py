@@ -35,13 +35,7 @@ async def register_function(body: RegisterFunction, request: Request) -> FastJSO
 async def execute_function(body: ExecuteFunction, request: Request) -> FastJSON:
     """Queue one call: `payload` is base64 text of the pickled `((args...), {kwargs})`."""
     service = get_service(request)
-    (task_id,) = await service.submit(
-        body.function_id,
-        [body.payload],
-        deadline_s=body.deadline_s,
-        max_attempts=body.max_attempts,
-        idempotency_key=body.idempotency_key,
-    )
+    task_id = await service.submit_call(body)
     return FastJSON({"task_id": task_id}, status_code=201)
 
 

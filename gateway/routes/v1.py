@@ -53,14 +53,7 @@ async def submit_task(body: ExecuteFunction, request: Request, wait: float = _WA
     task_id = new_id()
     wait_s = service.clamp_wait(wait)
     with service.hub.watch([task_id]):  # listen before submitting: the end cannot be missed
-        (accepted,) = await service.submit(
-            body.function_id,
-            [body.payload],
-            deadline_s=body.deadline_s,
-            max_attempts=body.max_attempts,
-            idempotency_key=body.idempotency_key,
-            task_ids=[task_id],
-        )
+        accepted = await service.submit_call(body, task_id=task_id)
         fresh = accepted == task_id  # else an idempotency key returned an older task
         (record,) = await service.wait_many([accepted], wait_s, just_submitted=fresh and wait_s > 0)
     if record is None:

@@ -14,11 +14,14 @@ import httpx
 import pytest
 import userfuncs
 
+from common.models import DispatchMode
 from tests.conftest import (
     MODES,
     deserialize,
+    execute,
     make_platform,
     register,
+    running_on,
     serialize,
     wait_all,
     wait_result,
@@ -167,3 +170,35 @@ def test_a_second_dispatcher_stands_by_and_takes_over(fresh) -> None:  # type: i
     ).json()["task_id"]
     assert deserialize(wait_result(http, task_id, timeout_s=30)["result"]) == 99
     assert second.alive()
+
+
+def test_local_mode_replaces_its_worker_process_if_it_dies(tmp_path: Path) -> None:
+    with (
+        make_platform(tmp_path, DispatchMode.LOCAL) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        # Given a task running in local mode's worker process
+        task_id = http.post(
+            "/execute_function",
+            json={"function_id": register(http, userfuncs.nap), "payload": serialize(((1,), {}))},
+        ).json()["task_id"]
+        running_on(http, task_id)
+        assert platform.dispatcher is not None and platform.dispatcher.popen is not None
+        children = subprocess.run(
+            ["pgrep", "-P", str(platform.dispatcher.popen.pid), "-f", "python.* -m worker"],
+            capture_output=True,
+            text=True,
+        )
+        (worker_pid,) = [int(p) for p in children.stdout.split()]
+        # When that process is killed
+        os.kill(worker_pid, signal.SIGKILL)
+        # Then the task runs again in a new worker process and completes
+        result = wait_result(http, task_id, timeout_s=30)
+        assert result["status"] == "COMPLETED"
+        assert http.get(f"/v1/tasks/{task_id}").json()["attempt"] == 2
+        assert (
+            deserialize(
+                wait_result(http, execute(http, register(http, userfuncs.double), 2))["result"]
+            )
+            == 4
+        )

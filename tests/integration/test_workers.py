@@ -4,7 +4,6 @@ shrugs off malformed or forged messages."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
 import signal
@@ -20,7 +19,6 @@ import zmq
 
 from common import wire
 from common.models import DispatchMode
-from common.store import Store
 from tests.conftest import (
     deserialize,
     execute,
@@ -84,7 +82,7 @@ def test_a_worker_reported_lost_has_its_tasks_requeued_at_once(
         frozen.signal(signal.SIGSTOP)
         try:
             reported_ms = time.time() * 1000
-            asyncio.run(_report_lost(platform.redis_url, first["worker_id"]))
+            platform.report_lost_worker(first["worker_id"])
             result = wait_result(http, task_id, timeout_s=15)
             view = http.get(f"/v1/tasks/{task_id}").json()
             assert result["status"] == "COMPLETED" and view["attempt"] == 2
@@ -93,14 +91,6 @@ def test_a_worker_reported_lost_has_its_tasks_requeued_at_once(
             assert reaction_s < 1.0
         finally:
             frozen.signal(signal.SIGCONT)
-
-
-async def _report_lost(redis_url: str, worker_id: str) -> None:
-    store = Store.from_url(redis_url, prefix="faas")
-    try:
-        await store.report_lost_worker(worker_id)
-    finally:
-        await store.close()
 
 
 @pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
