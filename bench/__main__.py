@@ -21,6 +21,7 @@ import platform as pyplatform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,8 @@ def main() -> None:
     args = parser.parse_args()  # fmt: skip
     modes = [DispatchMode(m) for m in args.modes.split(",")]
     stamp = datetime.datetime.now(datetime.UTC)
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"faas-bench-{stamp:%Y%m%d%H%M%S}"
+    scratch = tempfile.TemporaryDirectory(prefix="faas-bench-")  # Redis data and logs
+    log_dir = Path(scratch.name)
     print("W0 echo baseline ...", flush=True)
     report: dict[str, Any] = {
         "date": stamp.isoformat(timespec="seconds"),
@@ -313,6 +315,7 @@ def main() -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(f"written to {path}")
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

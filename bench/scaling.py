@@ -18,6 +18,7 @@ import base64
 import datetime
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()  # fmt: skip
     stamp = datetime.datetime.now(datetime.UTC)
-    tmp = Path("/tmp") / f"faas-scaling-{stamp:%Y%m%d%H%M%S}"
+    scratch = tempfile.TemporaryDirectory(prefix="faas-scaling-")  # Redis data and logs
+    tmp = Path(scratch.name)
     modes = [DispatchMode(m) for m in args.modes.split(",")]
     report: dict[str, Any] = {
         "date": stamp.isoformat(timespec="seconds"),
@@ -193,6 +195,7 @@ def main() -> None:
     if plot(report, stem.with_suffix(".png")):
         print(f"plot: {stem.with_suffix('.png')}")
     print(f"written to {stem.with_suffix('.json')}")
+    scratch.cleanup()
 
 
 if __name__ == "__main__":
