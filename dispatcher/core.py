@@ -18,16 +18,10 @@ machinery with one worker child process of its own, over ipc:// instead of TCP.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import functools
 import logging
 import os
-import pickle
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -40,8 +34,10 @@ import zmq.asyncio
 
 from common import wire
 from common.errors import ProtocolError, StoreUnavailable
-from common.models import DispatchMode, ErrorKind, TaskStatus
+from common.models import DispatchMode
 from common.store import Outcome, QueueEntry, Store
+from dispatcher import outcomes
+from dispatcher.local import LocalWorker
 from dispatcher.registry import InFlight, Registry, WorkerState
 from dispatcher.settings import DispatcherSettings
 
@@ -54,25 +50,6 @@ _MAX_BATCH = 1000
 
 class LeaseLost(RuntimeError):
     """Another dispatcher holds the lease now; this one must stop dispatching."""
-
-
-def _failure(exc: BaseException) -> bytes:
-    # A builtin exception, so any client can unpickle it without our packages.
-    return pickle.dumps(exc)
-
-
-def _failed(entry: QueueEntry, error: BaseException, kind: ErrorKind) -> Outcome:
-    """A FAILED outcome decided here (not by user code): the result is `error`."""
-    return Outcome(
-        entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
-        _failure(error), str(error), kind,
-    )  # fmt: skip
-
-
-def _die_with_parent() -> None:
-    """Runs in the local worker between fork and exec."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Dispatcher:
@@ -89,7 +66,7 @@ class Dispatcher:
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
-        self._local_worker: subprocess.Popen[bytes] | None = None
+        self._local_worker: LocalWorker | None = None
         self._pending: set[asyncio.Future[object]] = set()  # background writes in flight
         self.active = False  # holds the lease and dispatches
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
@@ -106,7 +83,12 @@ class Dispatcher:
             self._bind()
             await self._recover()
             if self.settings.mode == DispatchMode.LOCAL:
-                self._start_local_worker()
+                self._local_worker = LocalWorker(
+                    endpoint=self.endpoint,
+                    slots=self.settings.slots,
+                    worker_id=f"local-{self.instance_id}",
+                )
+                self._local_worker.start()
             await self._run_loops(stop)
         finally:
             await self._shutdown()
@@ -114,7 +96,7 @@ class Dispatcher:
     async def _run_loops(self, stop: asyncio.Event) -> None:
         coroutines = [self._feed(), self._serve(), self._housekeep(), self._watch_lost_workers()]
         if self._local_worker is not None:
-            coroutines.append(self._watch_local_worker())
+            coroutines.append(self._watch_local_worker(self._local_worker))
         loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -160,32 +142,18 @@ class Dispatcher:
         self._socket = sock
         logger.info("dispatching in %s mode on %s", self.settings.mode, self.endpoint)
 
-    def _start_local_worker(self) -> None:
-        """Local mode's slots belong to a worker process of our own, over ipc://: the
-        code of a remote worker, without sharing this event loop's GIL (a worker
-        thread here cost about 1 ms per task). It dies with us (PR_SET_PDEATHSIG)."""
-        argv = [
-            sys.executable, "-m", "worker", "--mode", "pull", "-n", str(self.settings.slots),
-            "--id", f"local-{self.instance_id}", self.endpoint,
-        ]  # fmt: skip
-        env = {**os.environ, "FAAS_DRAIN_TIMEOUT_S": "0", "FAAS_HEALTH_PORT": "0"}
-        self._local_worker = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
-
-    async def _watch_local_worker(self) -> None:
+    async def _watch_local_worker(self, worker: LocalWorker) -> None:
         """Restart local mode's worker if it dies; its attempts go back at once."""
-        while self._local_worker is not None:
+        while True:
             await asyncio.sleep(0.2)
-            code = self._local_worker.poll()
+            code = worker.exit_code()
             if code is None:
                 continue
             logger.error("local worker exited with code %s; restarting it", code)
-            identity = f"local-{self.instance_id}".encode()
-            lost = [
-                (f.entry, "the local worker process died") for f in self.registry.remove(identity)
-            ]
-            await self._settle([], lost)
+            gone = self.registry.remove(worker.worker_id.encode())
+            await self._settle([], [(f.entry, "the local worker process died") for f in gone])
             self._update_credit()
-            self._start_local_worker()
+            worker.start()
 
     async def _recover(self) -> None:
         """Attempts still in our PEL were held by a dispatcher that died. In local mode
@@ -216,12 +184,7 @@ class Dispatcher:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
         if self._local_worker is not None:
-            worker, self._local_worker = self._local_worker, None
-            worker.terminate()  # it drains for 0 s and says BYE
-            try:
-                await asyncio.to_thread(worker.wait, 5)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            await self._local_worker.stop()
         if self._socket is not None:
             self._socket.close(linger=0)
         self._context.term()
@@ -264,7 +227,7 @@ class Dispatcher:
         for entry in entries:
             function = functions.get(entry.function_id)
             if function is None:
-                missing.append(self._missing_function(entry))
+                missing.append(outcomes.function_missing(entry))
                 continue
             worker = self.registry.choose()
             if worker is None or not await self._send_task(worker, entry, function):
@@ -311,11 +274,6 @@ class Dispatcher:
                 self._functions.popitem(last=False)
         return {i: self._functions.get(i) for i in ids}
 
-    @staticmethod
-    def _missing_function(entry: QueueEntry) -> Outcome:
-        error = LookupError(f"function {entry.function_id} was deleted before the task ran")
-        return _failed(entry, error, ErrorKind.FUNCTION_MISSING)
-
     # -- serve: workers -> store ---------------------------------------------------------
 
     async def _serve(self) -> None:
@@ -327,15 +285,15 @@ class Dispatcher:
                     batch.append(await self._socket.recv_multipart(zmq.NOBLOCK, copy=True))
                 except zmq.Again:
                     break
-            outcomes: list[Outcome] = []
+            ended: list[Outcome] = []
             lost: list[tuple[QueueEntry, str]] = []
             for frames in batch:
-                await self._handle(frames, outcomes, lost)
+                await self._handle(frames, ended, lost)
             self._update_credit()  # freed slots get work while the outcomes commit
-            await self._settle(outcomes, lost)
+            await self._settle(ended, lost)
 
     async def _handle(
-        self, frames: list[bytes], outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]
+        self, frames: list[bytes], ended: list[Outcome], lost: list[tuple[QueueEntry, str]]
     ) -> None:
         identity = frames[0]
         try:
@@ -345,12 +303,12 @@ class Dispatcher:
                 await self._hello(identity, msg.header, lost)
             elif worker is None:
                 if msg.command == wire.Command.RESULT:
-                    self._result_of_orphan(msg, outcomes, lost)
+                    self._result_of_orphan(msg, ended, lost)
                 if msg.command != wire.Command.BYE:
                     await self._reply(identity, wire.Command.RESET)
             else:
                 worker.last_seen = time.monotonic()
-                self._from_worker(worker, msg, outcomes, lost)
+                self._from_worker(worker, msg, ended, lost)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             logger.warning("dropped a message from %r: %s", identity[:64], exc)
 
@@ -358,7 +316,7 @@ class Dispatcher:
         self,
         worker: WorkerState,
         msg: wire.Message,
-        outcomes: list[Outcome],
+        ended: list[Outcome],
         lost: list[tuple[QueueEntry, str]],
     ) -> None:
         if msg.command == wire.Command.READY:
@@ -376,7 +334,7 @@ class Dispatcher:
                             task_id, worker.worker_id)  # fmt: skip
                 return
             assert flight is not None
-            self._outcome(flight.entry, msg, outcomes, lost)
+            self._outcome(flight.entry, msg, ended, lost)
         elif msg.command == wire.Command.BYE:
             logger.info("worker %s left", worker.worker_id)
             for flight in self.registry.remove(worker.identity):
@@ -384,35 +342,28 @@ class Dispatcher:
         elif msg.command != wire.Command.HEARTBEAT:
             raise ProtocolError(f"unexpected {msg.command.name} from a worker")
 
+    @staticmethod
     def _outcome(
-        self,
         entry: QueueEntry,
         msg: wire.Message,
-        outcomes: list[Outcome],
+        committed: list[Outcome],
         lost: list[tuple[QueueEntry, str]],
     ) -> None:
-        kind = msg.header["outcome"]
-        error = str(msg.header.get("error") or "")
-        blob = msg.blobs[0] if msg.blobs else b""
-        base = (entry.task_id, entry.entry_id, entry.attempt)
-        if kind == "ok":
-            outcomes.append(Outcome(*base, TaskStatus.COMPLETED, blob))
-        elif kind == "error":
-            outcomes.append(Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER))
-        elif kind == "deadline":
-            outcomes.append(_failed(entry, TimeoutError(error), ErrorKind.DEADLINE))
-        else:  # "lost", or anything unknown: the attempt did not finish
-            lost.append((entry, error or f"worker reported {kind!r}"))
+        result = outcomes.from_result(entry, msg.header, msg.blobs)
+        if isinstance(result, Outcome):
+            committed.append(result)
+        else:
+            lost.append((entry, result))
 
     def _result_of_orphan(
-        self, msg: wire.Message, outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]
+        self, msg: wire.Message, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]
     ) -> None:
         """A result for an attempt held before a restart, from a worker that has not
         said HELLO yet: still the right result, so commit it."""
         entry = self._orphans.get(str(msg.header["task_id"]))
         if entry is not None and entry.attempt == int(msg.header["attempt"]):
             del self._orphans[entry.task_id]
-            self._outcome(entry, msg, outcomes, lost)
+            self._outcome(entry, msg, ended, lost)
 
     async def _hello(
         self, identity: bytes, header: dict, lost: list[tuple[QueueEntry, str]]
@@ -450,9 +401,9 @@ class Dispatcher:
         except zmq.ZMQError:
             pass  # the peer is gone; it will register again when it comes back
 
-    async def _settle(self, outcomes: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
-        if outcomes:
-            committed = await self._retrying(lambda: self.store.finish(outcomes))
+    async def _settle(self, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
+        if ended:
+            committed = await self._retrying(lambda: self.store.finish(ended))
             stale = committed.count(False)
             if stale:
                 logger.info("%d late or duplicate results were not committed", stale)
@@ -462,7 +413,9 @@ class Dispatcher:
     async def _requeue(self, entry: QueueEntry, reason: str) -> None:
         error = f"WorkerFailure: {reason} (attempt {entry.attempt}, no attempts left)"
         verdict = await self._retrying(
-            lambda: self.store.requeue(entry, error=error, failure=_failure(RuntimeError(error)))
+            lambda: self.store.requeue(
+                entry, error=error, failure=outcomes.failure(RuntimeError(error))
+            )
         )
         logger.info("task %s attempt %d: %s; %s", entry.task_id, entry.attempt, reason, verdict)
 
@@ -483,7 +436,7 @@ class Dispatcher:
                 for worker in list(self.registry.workers.values()):
                     await self._reply(worker.identity, wire.Command.HEARTBEAT)
             lost: list[tuple[QueueEntry, str]] = []
-            outcomes: list[Outcome] = []
+            ended: list[Outcome] = []
             for worker in self.registry.silent_since(now - self.settings.liveness_timeout_s):
                 logger.warning("worker %s silent for %.1f s: declared dead",
                                worker.worker_id, now - worker.last_seen)  # fmt: skip
@@ -491,12 +444,12 @@ class Dispatcher:
                     lost.append((flight.entry, f"worker {worker.worker_id} stopped responding"))
             for worker, flight in self.registry.overdue(now):
                 del worker.tasks[flight.entry.task_id]
-                outcomes.append(self._overdue(flight.entry))
+                ended.append(outcomes.overdue(flight.entry))
             if self._orphans and now >= self._orphans_until:
                 lost += [(e, "no worker reported it after a dispatcher restart")
                          for e in self._orphans.values()]  # fmt: skip
                 self._orphans.clear()
-            await self._settle(outcomes, lost)
+            await self._settle(ended, lost)
             self._update_credit()
 
     async def _watch_lost_workers(self) -> None:
@@ -522,11 +475,6 @@ class Dispatcher:
                     for f in self.registry.remove(worker.identity)]  # fmt: skip
             await self._settle([], lost)
             self._update_credit()
-
-    @staticmethod
-    def _overdue(entry: QueueEntry) -> Outcome:
-        error = TimeoutError(f"WorkerFailure: task exceeded deadline of {entry.deadline_s:g} s")
-        return _failed(entry, error, ErrorKind.DEADLINE)
 
     async def _renew_lease(self) -> None:
         ttl = self.settings.lease_ttl_s

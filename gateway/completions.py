@@ -71,8 +71,7 @@ class CompletionHub:
                         self.subscribed.set()
                         self._mark_all_stale()
                         continue
-                    for watch in self._watches.get(ended.task_id, ()):
-                        watch.deliver(ended)
+                    self.deliver(ended)
             except StoreUnavailable as exc:
                 logger.warning("completion subscription lost: %s", exc)
             except Exception:  # a bug here must not leave every long-poll hanging
@@ -80,6 +79,10 @@ class CompletionHub:
             self.subscribed.clear()
             self._mark_all_stale()
             await asyncio.sleep(0.5)
+
+    def deliver(self, ended: Ended) -> None:
+        for watch in self._watches.get(ended.task_id, ()):
+            watch.deliver(ended)
 
     def _mark_all_stale(self) -> None:
         for watches in self._watches.values():

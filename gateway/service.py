@@ -4,6 +4,7 @@ read tasks back and wait for them to end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
 from common.models import FunctionRecord, TaskRecord, check_id, new_id
 from common.store import Store
-from gateway.completions import CompletionHub
+from gateway.completions import CompletionHub, Watch
 from gateway.schemas import ExecuteFunction
 from gateway.settings import GatewaySettings
 
@@ -94,34 +95,43 @@ class TaskService:
         return record
 
     async def wait_many(
-        self, task_ids: Sequence[str], wait_s: float, *, just_submitted: bool = False
+        self, task_ids: Sequence[str], wait_s: float, *, watch: Watch | None = None
     ) -> list[TaskRecord | None]:
-        """Records of `task_ids` once all ended (or are unknown), or after `wait_s`.
-        Ended tasks arrive through the watch; a task is read from the store only at
-        the start (unless `just_submitted`), when its result was too large to be
-        published, or after the subscription was lost."""
+        """Records of `task_ids` once all ended (or are unknown), or as they are after
+        `wait_s`. Ended tasks arrive through a watch; a task is read from the store at
+        the start, when its result was too large to be published, after the
+        subscription was lost, and at the timeout if it was never seen. Pass the
+        `watch` registered before the tasks were submitted to skip the first read: it
+        holds whatever ended since."""
         wanted = [check_id(t, "task_id") for t in task_ids]
         ids = list(dict.fromkeys(wanted))
         deadline = time.monotonic() + self.clamp_wait(wait_s)
         found: dict[str, TaskRecord | None] = {}
-        with self.hub.watch(ids) as watch:
-            to_read = [] if just_submitted else ids
+        with contextlib.ExitStack() as stack:
+            to_read = [] if watch is not None else ids
+            if watch is None:
+                watch = stack.enter_context(self.hub.watch(ids))
             while True:
-                if to_read:
-                    records = await self.store.get_tasks(to_read)
-                    found.update(zip(to_read, records, strict=True))
+                ended, stale = watch.take()
+                found.update((t, r) for t, r in ended.items() if r is not None and t in ids)
+                to_read += [t for t, r in ended.items() if r is None and t in ids]
                 pending = [t for t in ids if t not in found or _open(found[t])]
+                if stale:
+                    to_read = pending
                 remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    to_read += [t for t in ids if t not in found]  # never seen: as they are
+                if to_read:
+                    records = await self.store.get_tasks(list(dict.fromkeys(to_read)))
+                    found.update(zip(dict.fromkeys(to_read), records, strict=True))
+                    to_read = []
+                    pending = [t for t in ids if t not in found or _open(found[t])]
                 if not pending or remaining <= 0:
                     break
-                if not watch.event.is_set():
-                    try:
-                        await asyncio.wait_for(watch.event.wait(), remaining)
-                    except TimeoutError:
-                        pass
-                ended, stale = watch.take()
-                found.update((t, r) for t, r in ended.items() if r is not None)
-                to_read = pending if stale else [t for t, r in ended.items() if r is None]
+                try:
+                    await asyncio.wait_for(watch.event.wait(), remaining)
+                except TimeoutError:
+                    pass
         return [found.get(t) for t in wanted]
 
 

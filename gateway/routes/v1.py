@@ -51,11 +51,11 @@ async def submit_task(body: ExecuteFunction, request: Request, wait: float = _WA
     """Queue one call; with `wait`, answer when it ended: a synchronous call in one request."""
     service = get_service(request)
     task_id = new_id()
-    wait_s = service.clamp_wait(wait)
-    with service.hub.watch([task_id]):  # listen before submitting: the end cannot be missed
+    with service.hub.watch([task_id]) as watch:  # before submitting: the end cannot be missed
         accepted = await service.submit_call(body, task_id=task_id)
-        fresh = accepted == task_id  # else an idempotency key returned an older task
-        (record,) = await service.wait_many([accepted], wait_s, just_submitted=fresh and wait_s > 0)
+        # An idempotency key may have returned an older task: that one is read first.
+        fresh = watch if accepted == task_id else None
+        (record,) = await service.wait_many([accepted], service.clamp_wait(wait), watch=fresh)
     if record is None:
         raise TaskNotFound(accepted)
     return FastJSON(task_view(record), status_code=201)

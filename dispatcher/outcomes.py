@@ -1,0 +1,49 @@
+"""What a worker's report means for the store: an Outcome to commit, or a lost
+attempt to re-queue. Failures decided by the platform (not by user code) carry a
+builtin exception as their result, so any client can unpickle it without our
+packages."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from common.models import ErrorKind, TaskStatus
+from common.store import Outcome, QueueEntry
+
+
+def failure(error: BaseException) -> bytes:
+    return pickle.dumps(error)
+
+
+def failed(entry: QueueEntry, error: BaseException, kind: ErrorKind) -> Outcome:
+    return Outcome(
+        entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
+        failure(error), str(error), kind,
+    )  # fmt: skip
+
+
+def function_missing(entry: QueueEntry) -> Outcome:
+    error = LookupError(f"function {entry.function_id} was deleted before the task ran")
+    return failed(entry, error, ErrorKind.FUNCTION_MISSING)
+
+
+def overdue(entry: QueueEntry) -> Outcome:
+    """The worker never reported the deadline it should have enforced."""
+    error = TimeoutError(f"WorkerFailure: task exceeded deadline of {entry.deadline_s:g} s")
+    return failed(entry, error, ErrorKind.DEADLINE)
+
+
+def from_result(entry: QueueEntry, header: dict[str, Any], blobs: list[bytes]) -> Outcome | str:
+    """A RESULT message as an Outcome, or the reason its attempt was lost."""
+    kind = header["outcome"]
+    error = str(header.get("error") or "")
+    blob = blobs[0] if blobs else b""
+    base = (entry.task_id, entry.entry_id, entry.attempt)
+    if kind == "ok":
+        return Outcome(*base, TaskStatus.COMPLETED, blob)
+    if kind == "error":
+        return Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER)
+    if kind == "deadline":
+        return failed(entry, TimeoutError(error), ErrorKind.DEADLINE)
+    return error or f"worker reported {kind!r}"  # "lost", or unknown: it did not finish
