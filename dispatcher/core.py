@@ -67,7 +67,12 @@ class Dispatcher:
         self._context = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
         self._local_worker: LocalWorker | None = None
-        self._pending: set[asyncio.Future[object]] = set()  # background writes in flight
+        # Writes waiting for the writer loop: whatever accumulates while one write is
+        # in flight goes in the next, so under load they batch by themselves.
+        self._starts: list[tuple[str, int, str]] = []
+        self._ended: list[Outcome] = []
+        self._lost: list[tuple[QueueEntry, str]] = []
+        self._to_write = asyncio.Event()
         self.active = False  # holds the lease and dispatches
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
 
@@ -94,7 +99,10 @@ class Dispatcher:
             await self._shutdown()
 
     async def _run_loops(self, stop: asyncio.Event) -> None:
-        coroutines = [self._feed(), self._serve(), self._housekeep(), self._watch_lost_workers()]
+        coroutines = [
+            self._feed(), self._serve(), self._write(), self._housekeep(),
+            self._watch_lost_workers(),
+        ]  # fmt: skip
         if self._local_worker is not None:
             coroutines.append(self._watch_local_worker(self._local_worker))
         loops = [asyncio.create_task(c) for c in coroutines]
@@ -181,8 +189,13 @@ class Dispatcher:
 
     async def _shutdown(self) -> None:
         self.active = False
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=5)
+        # Entries read ahead but never sent go back now, not after a restart's grace.
+        self._lost += [(entry, "the dispatcher stopped") for entry in self._backlog]
+        self._backlog.clear()
+        try:
+            await asyncio.wait_for(self._flush(), timeout=5)
+        except TimeoutError:
+            logger.warning("stopping with unwritten outcomes: those attempts will run again")
         if self._local_worker is not None:
             await self._local_worker.stop()
         if self._socket is not None:
@@ -210,7 +223,12 @@ class Dispatcher:
                 entries = [self._backlog.popleft() for _ in range(min(want, len(self._backlog)))]
             else:
                 try:
-                    entries = await self.store.read_queue(count=want, block_ms=1000)
+                    # Read ahead a whole batch: what credits cannot take yet waits in the
+                    # backlog (still in our PEL, still QUEUED) instead of costing a round
+                    # trip per freed slot.
+                    entries = await self.store.read_queue(
+                        count=self.settings.batch_size, block_ms=1000
+                    )
                 except StoreUnavailable as exc:
                     logger.warning("cannot read the queue: %s", exc)
                     await asyncio.sleep(1)
@@ -235,13 +253,12 @@ class Dispatcher:
                 continue
             started.append((entry.task_id, entry.attempt, worker.worker_id))
         self._backlog.extendleft(reversed(unsent))
-        if missing:
-            await self._retrying(lambda: self.store.finish(missing))
-        if started:
-            # Off the critical path: start.lua only moves a task still QUEUED at that
-            # attempt, so it cannot race a commit; a crash before it lands leaves the
-            # task QUEUED in the PEL, which recovery handles.
-            self._background(self._retrying(lambda: self.store.mark_started(started)))
+        # Off the critical path: start.lua only moves a task still QUEUED at that
+        # attempt, so it cannot race a commit; a crash before it lands leaves the task
+        # QUEUED in the PEL, which recovery handles.
+        self._starts += started
+        self._ended += missing
+        self._to_write.set()
 
     async def _send_task(self, worker: WorkerState, entry: QueueEntry, function: bytes) -> bool:
         assert self._socket is not None
@@ -290,7 +307,9 @@ class Dispatcher:
             for frames in batch:
                 await self._handle(frames, ended, lost)
             self._update_credit()  # freed slots get work while the outcomes commit
-            await self._settle(ended, lost)
+            self._ended += ended
+            self._lost += lost
+            self._to_write.set()
 
     async def _handle(
         self, frames: list[bytes], ended: list[Outcome], lost: list[tuple[QueueEntry, str]]
@@ -401,6 +420,19 @@ class Dispatcher:
         except zmq.ZMQError:
             pass  # the peer is gone; it will register again when it comes back
 
+    async def _write(self) -> None:
+        while True:
+            await self._to_write.wait()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        self._to_write.clear()
+        starts, ended, lost = self._starts, self._ended, self._lost
+        self._starts, self._ended, self._lost = [], [], []
+        if starts:
+            await self._retrying(lambda: self.store.mark_started(starts))
+        await self._settle(ended, lost)
+
     async def _settle(self, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
         if ended:
             committed = await self._retrying(lambda: self.store.finish(ended))
@@ -489,11 +521,6 @@ class Dispatcher:
             logger.warning("cannot renew the lease: %s", exc)
             return
         raise LeaseLost(f"dispatcher {await self.store.lease_holder()} took the lease")
-
-    def _background(self, work: Awaitable[object]) -> None:
-        task = asyncio.ensure_future(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry a store call while Redis is unreachable: an outcome must not be dropped."""

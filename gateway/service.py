@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
@@ -104,36 +104,38 @@ class TaskService:
         `watch` registered before the tasks were submitted to skip the first read: it
         holds whatever ended since."""
         wanted = [check_id(t, "task_id") for t in task_ids]
-        ids = list(dict.fromkeys(wanted))
+        ids = set(wanted)
         deadline = time.monotonic() + self.clamp_wait(wait_s)
         found: dict[str, TaskRecord | None] = {}
+        still_open = set(ids)  # kept up to date per record: a wake-up costs O(ended), not O(ids)
+
+        def note(records: Iterable[tuple[str, TaskRecord | None]]) -> None:
+            for task_id, record in records:
+                found[task_id] = record
+                if record is None or record.status.terminal:
+                    still_open.discard(task_id)
+
         with contextlib.ExitStack() as stack:
-            to_read = [] if watch is not None else ids
+            to_read = [] if watch is not None else list(ids)
             if watch is None:
                 watch = stack.enter_context(self.hub.watch(ids))
             while True:
                 ended, stale = watch.take()
-                found.update((t, r) for t, r in ended.items() if r is not None and t in ids)
+                note((t, r) for t, r in ended.items() if r is not None and t in ids)
                 to_read += [t for t, r in ended.items() if r is None and t in ids]
-                pending = [t for t in ids if t not in found or _open(found[t])]
                 if stale:
-                    to_read = pending
+                    to_read = list(still_open)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    to_read += [t for t in ids if t not in found]  # never seen: as they are
+                    to_read += [t for t in still_open if t not in found]  # never seen: as they are
                 if to_read:
-                    records = await self.store.get_tasks(list(dict.fromkeys(to_read)))
-                    found.update(zip(dict.fromkeys(to_read), records, strict=True))
+                    unique = list(dict.fromkeys(to_read))
+                    note(zip(unique, await self.store.get_tasks(unique), strict=True))
                     to_read = []
-                    pending = [t for t in ids if t not in found or _open(found[t])]
-                if not pending or remaining <= 0:
+                if not still_open or remaining <= 0:
                     break
                 try:
                     await asyncio.wait_for(watch.event.wait(), remaining)
                 except TimeoutError:
                     pass
         return [found.get(t) for t in wanted]
-
-
-def _open(record: TaskRecord | None) -> bool:
-    return record is not None and not record.status.terminal

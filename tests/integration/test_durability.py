@@ -125,7 +125,10 @@ def test_sigkill_of_the_dispatcher_mid_run_loses_nothing(fresh) -> None:  # type
     assert set(ran) == set(range(200))
     repeated = sum(ran.values()) - 200
     print(f"repeated executions after the crash: {repeated}")
-    assert repeated <= 4 * 2, "only the attempts running at the crash may run again"
+    # What may run again: the attempts running at the crash (at most one per slot) and
+    # results that reached the dying dispatcher but not Redis (at most one per slot).
+    slots = 4 * (2 if platform.workers else 1)
+    assert repeated <= 2 * slots
 
 
 def _session_members(session: int) -> list[int]:
