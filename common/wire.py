@@ -14,6 +14,7 @@ Worker -> dispatcher
   RESULT     {task_id, attempt, outcome, error}  + [result]; frees one slot, which in
              pull mode is also one credit back
   HEARTBEAT  {}
+  DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
@@ -47,6 +48,7 @@ class Command(bytes, Enum):
     BYE = b"\x06"
     WELCOME = b"\x07"
     RESET = b"\x08"
+    DRAIN = b"\x09"
 
 
 OUTCOMES = frozenset({"ok", "error", "deadline", "lost"})

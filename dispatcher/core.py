@@ -354,6 +354,10 @@ class Dispatcher:
                 return
             assert flight is not None
             self._outcome(flight.entry, msg, ended, lost)
+        elif msg.command == wire.Command.DRAIN:
+            logger.info("worker %s drains: no more work for it", worker.worker_id)
+            worker.draining = True
+            self.registry.grant(worker, 0)
         elif msg.command == wire.Command.BYE:
             logger.info("worker %s left", worker.worker_id)
             for flight in self.registry.remove(worker.identity):

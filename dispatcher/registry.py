@@ -28,6 +28,7 @@ class WorkerState:
     last_seen: float
     joined_at_ms: int
     credits: int = 0
+    draining: bool = False  # it said DRAIN: no more work for it
     tasks: dict[str, InFlight] = field(default_factory=dict)
 
     @property
@@ -53,7 +54,10 @@ class Registry:
         return list(worker.tasks.values()) if worker else []
 
     def grant(self, worker: WorkerState, credits: int) -> None:
-        """Add credits, never beyond the worker's free slots."""
+        """Add credits, never beyond the worker's free slots; none while it drains."""
+        if worker.draining:
+            worker.credits = 0
+            return
         worker.credits = max(0, min(worker.credits + credits, worker.slots - len(worker.tasks)))
 
     def choose(self) -> WorkerState | None:

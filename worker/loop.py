@@ -66,6 +66,8 @@ class WorkerLoop:
             {"worker_id": self.settings.worker_id, "slots": self._pool.size, "running": running},
         )
         self._announce_credits()
+        if self.draining:
+            self._send(wire.Command.DRAIN)
         logger.info(
             "worker %s connected to %s", self.settings.worker_id, self.settings.dispatcher_url
         )
@@ -102,6 +104,8 @@ class WorkerLoop:
         """Take no new work; let running tasks finish for up to drain_timeout_s.
         Whatever still runs after that is handed back by BYE."""
         self.draining = True
+        if self._socket is not None:
+            self._send(wire.Command.DRAIN)  # else each result would earn new work
         until = time.monotonic() + self.settings.drain_timeout_s
         if self._pool.jobs():
             logger.info("draining %d running tasks", len(self._pool.jobs()))

@@ -282,3 +282,29 @@ def test_sigterm_drains_running_tasks_and_hands_back_what_cannot_finish(
         assert (
             details["worker_id"] != running_on.__name__ and time.monotonic() - stopped < 2 + 5 + 5
         )
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_a_draining_worker_is_sent_no_new_work(tmp_path: Path, mode: DispatchMode) -> None:
+    env = {"FAAS_DRAIN_TIMEOUT_S": "5", "FAAS_LIVENESS_TIMEOUT_S": "20"}
+    with (
+        make_platform(tmp_path, mode, workers=1, slots=2, env=env) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        # Given the only worker, busy in one of its two slots, told to stop
+        nap = register(http, userfuncs.nap)
+        long = execute(http, nap, 3)
+        draining_id = running_on(http, long)["worker_id"]
+        worker = platform.worker_ids[draining_id]
+        assert worker.popen is not None
+        os.kill(worker.popen.pid, signal.SIGTERM)
+        log = tmp_path / "logs" / "dispatcher.log"
+        assert _eventually(lambda: f"worker {draining_id} drains" in log.read_text())
+        # When new work arrives while it drains (its free slot would otherwise take it)
+        short = execute(http, nap, 0.1)
+        platform.start_worker()
+        # Then the new work runs on another worker, and the long task still finishes
+        assert wait_result(http, short, timeout_s=30)["status"] == "COMPLETED"
+        assert http.get(f"/v1/tasks/{short}").json()["worker_id"] != draining_id
+        assert wait_result(http, long, timeout_s=30)["status"] == "COMPLETED"
+        assert http.get(f"/v1/tasks/{long}").json()["attempt"] == 1

@@ -44,3 +44,12 @@ def test_silent_and_overdue_are_found() -> None:
     assert [x.identity for x in registry.silent_since(8)] == [b"w"]
     assert [f.entry.task_id for _, f in registry.overdue(7.5)] == ["t"]
     assert [f.entry.task_id for f in registry.remove(b"w")] == ["t"]
+
+
+def test_a_draining_worker_gets_no_more_credits() -> None:
+    registry = Registry()
+    w = registry.add(b"w", slots=4, now=0)
+    registry.grant(w, 4)
+    w.draining = True
+    registry.grant(w, 1)
+    assert w.credits == 0 and registry.choose() is None
