@@ -26,10 +26,17 @@ def build_registry(settings: ControllerSettings) -> kopf.OperatorRegistry:
     config = settings  # the handlers' own `settings` argument is Kopf's
     label, _, value = settings.worker_pod_selector.partition("=")
 
+    # An explicit registry lacks the login handlers Kopf puts in its default one.
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 60
+        # One fixed namespace and a namespaced Role: no listing of namespaces or CRDs.
+        settings.scanning.disabled = True
         info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
             settings=settings
         )
