@@ -201,14 +201,19 @@ class Store:
 
     @_translated
     async def list_functions(self, *, limit: int = 1000) -> list[FunctionRecord]:
-        ids = await self.redis.zrange(self.keys.functions, 0, limit - 1)
-        records = []
-        for raw in ids:
-            try:
-                records.append(await self.get_function(raw.decode()))
-            except FunctionNotFound:
-                continue
-        return records
+        ids = [raw.decode() for raw in await self.redis.zrange(self.keys.functions, 0, limit - 1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for function_id in ids:
+                pipe.hmget(self.keys.function(function_id), ["name", "created_ms"])
+                pipe.hstrlen(self.keys.function(function_id), "payload")
+            replies = await pipe.execute()
+        return [
+            FunctionRecord(function_id, name.decode(), int(created), int(size))
+            for function_id, (name, created), size in zip(
+                ids, replies[::2], replies[1::2], strict=True
+            )
+            if name is not None  # deleted meanwhile
+        ]
 
     @_translated
     async def delete_function(self, function_id: str) -> None:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,7 +259,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _wait_for(check, timeout_s: float, message: str, proc: Process) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(check: Callable[[], bool], timeout_s: float, message: str, proc: Process) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():

@@ -4,6 +4,7 @@ redis-server, real processes, real sockets) through `faas.platform`."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,6 +133,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield platform.redis_url
     finally:
         platform.stop()
+
+
+@contextlib.contextmanager
+def task_running(
+    tmp: Path, mode: DispatchMode, seconds: float, **env: str
+) -> Iterator[tuple[LocalPlatform, httpx.Client, dict[str, Any]]]:
+    """Two one-slot workers, one of them running `nap(seconds)`: (platform, client,
+    the running task's view, with its task_id and worker_id)."""
+    import userfuncs  # tests/integration, on the path of the tests that use this
+
+    with (
+        make_platform(tmp, mode, workers=2, slots=1, env=env) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        task_id = execute(http, register(http, userfuncs.nap), seconds)
+        yield platform, http, running_on(http, task_id)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

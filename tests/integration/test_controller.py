@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-import userfuncs
 
 from common.models import DispatchMode
 from common.store import Store
 from controller.kube import KubeApi, KubeError
 from controller.logic import Runtime, on_pod_event, reconcile_pool
-from tests.conftest import execute, make_platform, register, running_on, wait_result
+from tests.conftest import task_running, wait_result
 
 SCALE = re.compile(r"/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)/scale")
 
@@ -177,14 +176,8 @@ def test_a_deleted_worker_pod_has_its_tasks_requeued_faster_than_heartbeats(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
     # A 20 s liveness timeout: only the controller's report can explain a fast recovery.
-    with (
-        make_platform(
-            tmp_path, mode, workers=2, slots=1, env={"FAAS_LIVENESS_TIMEOUT_S": "20"}
-        ) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
-        task_id = execute(http, register(http, userfuncs.nap), 2)
-        first = running_on(http, task_id)
+    with task_running(tmp_path, mode, 2, FAAS_LIVENESS_TIMEOUT_S="20") as (platform, http, first):
+        task_id = first["task_id"]
         frozen = platform.worker_ids[first["worker_id"]]
         frozen.signal(signal.SIGSTOP)  # the pod is gone; its process no longer answers
         pod = {

@@ -25,6 +25,7 @@ from tests.conftest import (
     make_platform,
     register,
     running_on,
+    task_running,
     wait_all,
     wait_result,
 )
@@ -40,10 +41,9 @@ def start(tmp: Path, mode: DispatchMode, **env: str):  # type: ignore[no-untyped
 def test_a_silent_worker_is_declared_dead_and_its_task_runs_elsewhere(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with start(tmp_path, mode) as platform, httpx.Client(base_url=platform.url, timeout=60) as http:
-        # Given a task running on one of two workers
-        task_id = execute(http, register(http, userfuncs.nap), 2)
-        first = running_on(http, task_id)
+    # Given a task running on one of two workers
+    with task_running(tmp_path, mode, 2) as (platform, http, first):
+        task_id = first["task_id"]
         frozen = platform.worker_ids[first["worker_id"]]
         # When that worker falls silent (SIGSTOP: no heartbeats, socket still open)
         stopped_ms = time.time() * 1000
@@ -72,12 +72,8 @@ def test_a_worker_reported_lost_has_its_tasks_requeued_at_once(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
     # A long liveness timeout: only the report can explain a fast recovery.
-    with (
-        start(tmp_path, mode, FAAS_LIVENESS_TIMEOUT_S="20") as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
-        task_id = execute(http, register(http, userfuncs.nap), 2)
-        first = running_on(http, task_id)
+    with task_running(tmp_path, mode, 2, FAAS_LIVENESS_TIMEOUT_S="20") as (platform, http, first):
+        task_id = first["task_id"]
         frozen = platform.worker_ids[first["worker_id"]]
         frozen.signal(signal.SIGSTOP)
         try:
@@ -97,9 +93,8 @@ def test_a_worker_reported_lost_has_its_tasks_requeued_at_once(
 def test_a_task_running_through_a_dispatcher_restart_is_adopted_not_rerun(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with start(tmp_path, mode) as platform, httpx.Client(base_url=platform.url, timeout=60) as http:
-        task_id = execute(http, register(http, userfuncs.nap), 3)
-        running_on(http, task_id)
+    with task_running(tmp_path, mode, 3) as (platform, http, first):
+        task_id = first["task_id"]
         assert platform.dispatcher is not None
         platform.dispatcher.kill()
         platform.start_dispatcher()
@@ -131,10 +126,9 @@ class RogueWorker:
 def test_garbage_duplicates_and_forged_results_change_nothing(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with start(tmp_path, mode) as platform, httpx.Client(base_url=platform.url, timeout=60) as http:
-        # Given a real task running on a real worker
-        task_id = execute(http, register(http, userfuncs.nap), 1)
-        view = running_on(http, task_id)
+    # Given a real task running on a real worker
+    with task_running(tmp_path, mode, 1) as (platform, http, view):
+        task_id = view["task_id"]
         rogue = RogueWorker(platform.dispatcher_port, b"rogue")
         try:
             hello = msgpack.packb({"worker_id": "rogue", "slots": 1, "running": [[task_id, 1]]})
