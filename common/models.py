@@ -27,6 +27,7 @@ class ErrorKind(StrEnum):
     DEADLINE = "deadline"
     WORKER_LOST = "worker_lost"
     FUNCTION_MISSING = "function_missing"
+    RESULT_TOO_LARGE = "result_too_large"
 
 
 class DispatchMode(StrEnum):

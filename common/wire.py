@@ -5,29 +5,38 @@ on workers). Every message is::
 
 Headers are small msgpack maps, never pickles; blobs are opaque bytes (the user's
 function and arguments, or a result) that only a worker slot ever unpickles. The
-ROUTER side sees the worker's identity frame in front of these.
+ROUTER side sees the worker's identity frame in front of these. `unpack` checks
+every header field's type and range (`SCHEMAS`), so code past it never meets a
+malformed value; unknown fields are ignored, for forward compatibility.
 
 Worker -> dispatcher
-  HELLO      {worker_id, slots, running: [[task_id, attempt], ...]}  (re)register;
-             `running` lists the attempts it still runs, so they are adopted
+  HELLO      {worker_id, slots, running: [[task_id, attempt], ...], seq}  (re)register;
+             `running` lists the attempts it still runs or whose results are not yet
+             acknowledged, so they are adopted; `seq` is the sequence number of its
+             next RESULT (the first one it re-sends, if any)
   READY      {credits}  pull mode: may receive this many more tasks
-  RESULT     {task_id, attempt, outcome, error}  + [result]; frees one slot, which in
-             pull mode is also one credit back
+  RESULT     {task_id, attempt, outcome, error, seq}  + [result]; frees one slot, which
+             in pull mode is also one credit back
   HEARTBEAT  {}
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
   TASK       {task_id, attempt, function_id, deadline_s}  + [function, args]
-  HEARTBEAT  {}
+  HEARTBEAT  {acked}  every RESULT up to sequence number `acked` is committed: the
+             worker may forget it (until then it keeps it, to send again after a
+             reconnect, so a result is never lost with a dispatcher)
   RESET      {}  "I do not know you": the worker must send HELLO again
 
 `outcome` is one of OUTCOMES: ok, error (the function raised), deadline (the slot
-was killed at the deadline), lost (the slot process died).
+was killed at the deadline), too_large (the result exceeded the cap), lost (the
+slot process died).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -51,7 +60,83 @@ class Command(bytes, Enum):
     DRAIN = b"\x09"
 
 
-OUTCOMES = frozenset({"ok", "error", "deadline", "lost"})
+OUTCOMES = frozenset({"ok", "error", "deadline", "too_large", "lost"})
+MAX_SLOTS = 1024
+MAX_SEQ = 2**63 - 1
+_MAX_ID = 200
+_MAX_ERROR = 64 * 1024
+_MAX_ATTEMPT = 1000
+
+Check = Callable[[Any], bool]
+
+
+def _text(limit: int) -> Check:
+    return lambda v: isinstance(v, str) and len(v) <= limit
+
+
+def _whole(low: int, high: int) -> Check:
+    # bool is an int subclass; True is not a slot count
+    return lambda v: type(v) is int and low <= v <= high
+
+
+def _number(low: float, high: float) -> Check:
+    def check(v: Any) -> bool:
+        return type(v) in (int, float) and math.isfinite(v) and low <= v <= high
+
+    return check
+
+
+def _attempts(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) <= 100_000
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and _text(_MAX_ID)(p[0])
+            and _whole(1, _MAX_ATTEMPT)(p[1])
+            for p in v
+        )
+    )
+
+
+_ID = _text(_MAX_ID)
+_SEQ = _whole(0, MAX_SEQ)
+
+# Per command: required fields, optional fields, and how many blobs (min, max).
+SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]]] = {
+    Command.HELLO: (
+        {"worker_id": _ID, "slots": _whole(1, MAX_SLOTS)},
+        {"running": _attempts, "seq": _SEQ},
+        (0, 0),
+    ),
+    Command.READY: ({"credits": _whole(0, MAX_SLOTS)}, {}, (0, 0)),
+    Command.RESULT: (
+        {
+            "task_id": _ID,
+            "attempt": _whole(1, _MAX_ATTEMPT),
+            "outcome": lambda v: v in OUTCOMES,
+            "seq": _SEQ,
+        },
+        {"error": _text(_MAX_ERROR)},
+        (0, 1),
+    ),
+    Command.HEARTBEAT: ({}, {"acked": _SEQ}, (0, 0)),
+    Command.DRAIN: ({}, {}, (0, 0)),
+    Command.BYE: ({}, {}, (0, 0)),
+    Command.WELCOME: ({"heartbeat_interval_s": _number(0.001, 3600)}, {}, (0, 0)),
+    Command.TASK: (
+        {
+            "task_id": _ID,
+            "attempt": _whole(1, _MAX_ATTEMPT),
+            "function_id": _ID,
+            "deadline_s": _number(0.001, 10**7),
+        },
+        {},
+        (2, 2),
+    ),
+    Command.RESET: ({}, {}, (0, 0)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +151,8 @@ def pack(command: Command, header: dict[str, Any] | None = None, *blobs: bytes) 
 
 
 def unpack(frames: list[bytes]) -> Message:
-    """Parse frames (without a ROUTER identity); ProtocolError if anything is off."""
+    """Parse and check frames (without a ROUTER identity); ProtocolError if anything
+    is off, so a bad peer costs one dropped message and never a crash."""
     if len(frames) < 3:
         raise ProtocolError(f"expected at least 3 frames, got {len(frames)}")
     if frames[0] != PROTOCOL:
@@ -81,4 +167,16 @@ def unpack(frames: list[bytes]) -> Message:
         raise ProtocolError(f"undecodable header: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a map")
-    return Message(command, header, [bytes(f) for f in frames[3:]])
+    required, optional, (fewest, most) = SCHEMAS[command]
+    for name, check in required.items():
+        if name not in header:
+            raise ProtocolError(f"{command.name} without {name!r}")
+        if not check(header[name]):
+            raise ProtocolError(f"{command.name} with a bad {name!r}: {header[name]!r:.80}")
+    for name, check in optional.items():
+        if name in header and not check(header[name]):
+            raise ProtocolError(f"{command.name} with a bad {name!r}: {header[name]!r:.80}")
+    blobs = [bytes(f) for f in frames[3:]]
+    if not fewest <= len(blobs) <= most:
+        raise ProtocolError(f"{command.name} with {len(blobs)} blobs")
+    return Message(command, header, blobs)

@@ -18,6 +18,7 @@ machinery with one worker child process of its own, over ipc:// instead of TCP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -34,7 +35,7 @@ import zmq.asyncio
 
 from common import wire
 from common.errors import ProtocolError, StoreUnavailable
-from common.models import DispatchMode
+from common.models import DispatchMode, TaskStatus
 from common.store import Outcome, QueueEntry, Store
 from dispatcher import outcomes
 from dispatcher.local import LocalWorker
@@ -60,8 +61,12 @@ class Dispatcher:
         self.registry = Registry()
         self.endpoint = ""
         self._backlog: deque[QueueEntry] = deque()
+        # Attempts held by a previous dispatcher, until a worker claims them, and
+        # which worker the store says was running each (if it got that far).
         self._orphans: dict[str, QueueEntry] = {}
+        self._orphan_holders: dict[str, str] = {}
         self._orphans_until = 0.0
+        self._ipc_path: str | None = None
         self._functions: OrderedDict[str, bytes] = OrderedDict()
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
@@ -73,6 +78,8 @@ class Dispatcher:
         self._ended: list[Outcome] = []
         self._lost: list[tuple[QueueEntry, str]] = []
         self._to_write = asyncio.Event()
+        self._resets: list[bytes] = []  # workers to re-register after this batch
+        self._reporting: list[WorkerState] = []  # workers that sent results in this batch
         self.active = False  # holds the lease and dispatches
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
 
@@ -143,6 +150,7 @@ class Dispatcher:
         if self.settings.mode == DispatchMode.LOCAL:
             path = os.path.join(tempfile.gettempdir(), f"faas-{self.instance_id}.sock")
             self.endpoint = f"ipc://{path}"
+            self._ipc_path = path
             sock.bind(self.endpoint)
         else:
             sock.bind(f"tcp://{self.settings.bind_host}:{self.settings.dispatcher_port}")
@@ -166,7 +174,9 @@ class Dispatcher:
     async def _recover(self) -> None:
         """Attempts still in our PEL were held by a dispatcher that died. In local mode
         its slots died with it: re-queue them now. Remote workers may still be running
-        them: wait for them to report back (HELLO) before re-queuing the rest."""
+        them, or hold their unacknowledged results: each is re-queued when the worker
+        the store names as running it registers without claiming it, or after
+        `recovery_grace_s` if no worker claims it."""
         held: list[QueueEntry] = []
         while True:
             read = functools.partial(
@@ -185,7 +195,18 @@ class Dispatcher:
                 await self._requeue(entry, "the dispatcher running it stopped")
             return
         self._orphans = {entry.task_id: entry for entry in held}
-        self._orphans_until = time.monotonic() + self.settings.liveness_timeout_s
+        records = await self._retrying(
+            lambda: self.store.get_tasks([e.task_id for e in held], with_result=False)
+        )
+        self._orphan_holders = {
+            entry.task_id: record.worker_id
+            for entry, record in zip(held, records, strict=True)
+            if record is not None
+            and record.worker_id
+            and record.status == TaskStatus.RUNNING
+            and record.attempt == entry.attempt
+        }
+        self._orphans_until = time.monotonic() + self.settings.recovery_grace_s
 
     async def _shutdown(self) -> None:
         self.active = False
@@ -201,6 +222,9 @@ class Dispatcher:
         if self._socket is not None:
             self._socket.close(linger=0)
         self._context.term()
+        if self._ipc_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._ipc_path)
         try:
             await self.store.release_lease(self.instance_id)
         except StoreUnavailable:
@@ -306,9 +330,15 @@ class Dispatcher:
             lost: list[tuple[QueueEntry, str]] = []
             for frames in batch:
                 await self._handle(frames, ended, lost)
+            for identity in self._resets:  # their HELLO re-claims what they still hold
+                await self._reply(identity, wire.Command.RESET)
+            self._resets.clear()
             self._update_credit()  # freed slots get work while the outcomes commit
             self._ended += ended
             self._lost += lost
+            for worker in self._reporting:
+                worker.handed_seq = worker.next_seq - 1
+            self._reporting.clear()
             self._to_write.set()
 
     async def _handle(
@@ -342,18 +372,26 @@ class Dispatcher:
             if self.settings.mode != DispatchMode.PUSH:
                 self.registry.grant(worker, int(msg.header["credits"]))
         elif msg.command == wire.Command.RESULT:
-            task_id, attempt = str(msg.header["task_id"]), int(msg.header["attempt"])
+            seq = msg.header["seq"]
+            if seq > worker.next_seq:  # results were lost in between: start over
+                logger.warning("worker %s skipped results %d-%d: asking it to register again",
+                               worker.worker_id, worker.next_seq, seq - 1)  # fmt: skip
+                self._resets.append(worker.identity)
+                return
+            worker.next_seq = max(worker.next_seq, seq + 1)
+            self._reporting.append(worker)
+            task_id, attempt = msg.header["task_id"], msg.header["attempt"]
             flight = worker.tasks.get(task_id)
             held = flight is not None and flight.entry.attempt == attempt
             if held:
                 del worker.tasks[task_id]
             self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
-            if not held:
+            if held:
+                assert flight is not None
+                self._outcome(flight.entry, msg, ended, lost)
+            elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
-                return
-            assert flight is not None
-            self._outcome(flight.entry, msg, ended, lost)
         elif msg.command == wire.Command.DRAIN:
             logger.info("worker %s drains: no more work for it", worker.worker_id)
             worker.draining = True
@@ -380,23 +418,24 @@ class Dispatcher:
 
     def _result_of_orphan(
         self, msg: wire.Message, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]
-    ) -> None:
-        """A result for an attempt held before a restart, from a worker that has not
-        said HELLO yet: still the right result, so commit it."""
-        entry = self._orphans.get(str(msg.header["task_id"]))
-        if entry is not None and entry.attempt == int(msg.header["attempt"]):
-            del self._orphans[entry.task_id]
-            self._outcome(entry, msg, ended, lost)
+    ) -> bool:
+        """A result for an attempt held before a restart (sent before its worker's
+        HELLO, or re-sent after it): still the right result, so commit it."""
+        entry = self._orphans.get(msg.header["task_id"])
+        if entry is None or entry.attempt != msg.header["attempt"]:
+            return False
+        del self._orphans[entry.task_id]
+        self._outcome(entry, msg, ended, lost)
+        return True
 
     async def _hello(
         self, identity: bytes, header: dict, lost: list[tuple[QueueEntry, str]]
     ) -> None:
-        slots = int(header["slots"])
-        if slots < 1:
-            raise ProtocolError("a worker needs at least one slot")
-        reported = {str(t): int(a) for t, a in header.get("running", [])}
+        slots = header["slots"]
+        reported = {t: a for t, a in header.get("running", [])}
         previous = self.registry.remove(identity)
         worker = self.registry.add(identity, slots=slots, now=time.monotonic())
+        worker.next_seq = header.get("seq", 1)
         for flight in previous:
             if reported.get(flight.entry.task_id) == flight.entry.attempt:
                 worker.tasks[flight.entry.task_id] = flight
@@ -408,6 +447,12 @@ class Dispatcher:
                 del self._orphans[task_id]
                 deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
                 worker.tasks[task_id] = InFlight(orphan, worker.worker_id, deadline_at)
+        # Held before a restart by this very worker, which no longer claims them: it
+        # never got them, or they ended and were committed. Either way, not running.
+        unclaimed = [t for t, w in self._orphan_holders.items()
+                     if w == worker.worker_id and t in self._orphans]  # fmt: skip
+        for task_id in unclaimed:
+            lost.append((self._orphans.pop(task_id), "its worker registered without it"))
         if self.settings.mode == DispatchMode.PUSH:
             self.registry.grant(worker, slots)
         logger.info("worker %s joined with %d slots, running %d",
@@ -433,9 +478,17 @@ class Dispatcher:
         self._to_write.clear()
         starts, ended, lost = self._starts, self._ended, self._lost
         self._starts, self._ended, self._lost = [], [], []
+        # Every result handed over so far is in this batch or an earlier one: once it
+        # commits, workers may forget them (the acknowledgement rides on heartbeats).
+        received = [(w, w.handed_seq) for w in self.registry.workers.values()]
         if starts:
             await self._retrying(lambda: self.store.mark_started(starts))
         await self._settle(ended, lost)
+        for worker, seq in received:
+            if seq > worker.acked_seq:
+                worker.acked_seq = seq
+                if worker.draining:  # it waits for this before leaving
+                    await self._reply(worker.identity, wire.Command.HEARTBEAT, {"acked": seq})
 
     async def _settle(self, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
         if ended:
@@ -470,7 +523,9 @@ class Dispatcher:
                 last_beat = now
                 await self._renew_lease()
                 for worker in list(self.registry.workers.values()):
-                    await self._reply(worker.identity, wire.Command.HEARTBEAT)
+                    await self._reply(
+                        worker.identity, wire.Command.HEARTBEAT, {"acked": worker.acked_seq}
+                    )
             lost: list[tuple[QueueEntry, str]] = []
             ended: list[Outcome] = []
             for worker in self.registry.silent_since(now - self.settings.liveness_timeout_s):
@@ -485,6 +540,7 @@ class Dispatcher:
                 lost += [(e, "no worker reported it after a dispatcher restart")
                          for e in self._orphans.values()]  # fmt: skip
                 self._orphans.clear()
+                self._orphan_holders.clear()
             await self._settle(ended, lost)
             self._update_credit()
 

@@ -46,4 +46,6 @@ def from_result(entry: QueueEntry, header: dict[str, Any], blobs: list[bytes]) -
         return Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER)
     if kind == "deadline":
         return failed(entry, TimeoutError(error), ErrorKind.DEADLINE)
+    if kind == "too_large":
+        return failed(entry, ValueError(error), ErrorKind.RESULT_TOO_LARGE)
     return error or f"worker reported {kind!r}"  # "lost", or unknown: it did not finish

@@ -30,6 +30,9 @@ class WorkerState:
     credits: int = 0
     draining: bool = False  # it said DRAIN: no more work for it
     tasks: dict[str, InFlight] = field(default_factory=dict)
+    next_seq: int = 1  # the sequence number its next RESULT must carry
+    handed_seq: int = 0  # results up to this one are handed to the writer
+    acked_seq: int = 0  # every RESULT up to this one is committed (told in HEARTBEATs)
 
     @property
     def worker_id(self) -> str:

@@ -20,6 +20,10 @@ class DispatcherSettings(BaseFaasSettings):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     liveness_timeout_s: float = Field(default=3.0, gt=0)
     """A worker silent this long is declared dead and its tasks are re-queued."""
+    recovery_grace_s: float = Field(default=10.0, ge=0)
+    """After a restart, how long attempts held by the previous dispatcher wait for a
+    worker to claim them (in its HELLO) before they are re-queued. An attempt whose
+    worker registers without claiming it is re-queued at once."""
     deadline_grace_s: float = Field(default=2.0, ge=0)
     """After a task's deadline, how long the dispatcher waits for the worker's own
     deadline report before ending the task itself."""

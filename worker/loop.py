@@ -3,10 +3,13 @@ its slot processes, multiplexed by one zmq.Poller in one thread.
 
 It registers (HELLO, listing any attempts it still runs so the dispatcher adopts
 them), announces credits in pull mode, runs TASKs in free slots, reports RESULTs,
-enforces deadlines through the pool, and heartbeats. When the dispatcher has been
-silent for `liveness_timeout_s` it reconnects with a fresh socket after an
-exponential backoff (the Paranoid Pirate pattern). Local mode runs this same loop
-in a thread of the dispatcher, over inproc://.
+enforces deadlines through the pool, and heartbeats. Every RESULT is numbered and
+kept until the dispatcher acknowledges its commit, and re-sent after each HELLO:
+a dispatcher that dies between receiving a result and committing it costs no
+re-run. When the dispatcher has been silent for `liveness_timeout_s` the worker
+registers again on a fresh socket, at once (ZeroMQ keeps retrying the TCP
+connection every 0.1 s, so the HELLO lands as soon as a dispatcher listens).
+Local mode runs this same loop in a child process of the dispatcher.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 import zmq
 
@@ -27,6 +30,8 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 _MAX_POLL_MS = 100
+_RECONNECT_IVL_MS = 100
+_BYE_LINGER_MS = 1000
 
 
 class WorkerLoop:
@@ -39,14 +44,17 @@ class WorkerLoop:
     ) -> None:
         self.settings = settings
         self._context = context or zmq.Context.instance()
-        self._pool = pool or SlotPool(settings.slots)
+        self._pool = pool or SlotPool(settings.slots, max_result_bytes=settings.max_result_bytes)
         self._waiting: deque[Job] = deque()  # assigned beyond free slots (should not happen)
         self._socket: zmq.Socket | None = None
         self._poller = zmq.Poller()
         self._polled_fds: set[int] = set()
         self._last_heard = 0.0
         self._last_sent = 0.0
-        self._backoff_s = 0.1
+        # RESULTs by sequence number, until the dispatcher says they are committed.
+        self._next_seq = 1
+        self._unacked: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
+        self._unacked_bytes = 0
         self.draining = False
         self.last_tick = time.monotonic()  # the loop's heartbeat, for /healthz
 
@@ -55,16 +63,21 @@ class WorkerLoop:
     def _connect(self) -> None:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
         sock.setsockopt(zmq.IDENTITY, self.settings.worker_id.encode())
         sock.connect(self.settings.dispatcher_url)
         self._socket = sock
         self._poller.register(sock, zmq.POLLIN)
         self._last_heard = time.monotonic()
-        running = [[job.task_id, job.attempt] for job in self._pool.jobs()]
-        self._send(
-            wire.Command.HELLO,
-            {"worker_id": self.settings.worker_id, "slots": self._pool.size, "running": running},
-        )
+        # Attempts whose results await acknowledgement count as running: the
+        # dispatcher keeps holding them, and the re-sent RESULTs below commit them.
+        held = [[job.task_id, job.attempt] for job in self._pool.jobs()]
+        held += [[h["task_id"], h["attempt"]] for h, _ in self._unacked.values()]
+        first_seq = next(iter(self._unacked), self._next_seq)
+        hello = {"worker_id": self.settings.worker_id, "slots": self._pool.size}
+        self._send(wire.Command.HELLO, {**hello, "running": held, "seq": first_seq})
+        for header, blob in self._unacked.values():
+            self._send(wire.Command.RESULT, header, blob)
         self._announce_credits()
         if self.draining:
             self._send(wire.Command.DRAIN)
@@ -72,10 +85,10 @@ class WorkerLoop:
             "worker %s connected to %s", self.settings.worker_id, self.settings.dispatcher_url
         )
 
-    def _disconnect(self) -> None:
+    def _disconnect(self, linger_ms: int = 0) -> None:
         if self._socket is not None:
             self._poller.unregister(self._socket)
-            self._socket.close(linger=0)
+            self._socket.close(linger=linger_ms)
             self._socket = None
 
     def _announce_credits(self) -> None:
@@ -110,6 +123,11 @@ class WorkerLoop:
         if self._pool.jobs():
             logger.info("draining %d running tasks", len(self._pool.jobs()))
         while self._pool.jobs() and time.monotonic() < until:
+            self._step()
+        # A result the dispatcher never committed would run again: wait (briefly)
+        # for the acknowledgement, which a draining worker gets right after a commit.
+        until = time.monotonic() + self.settings.liveness_timeout_s
+        while self._unacked and self.connected and time.monotonic() < until:
             self._step()
 
     @property
@@ -182,10 +200,15 @@ class WorkerLoop:
             logger.info("dispatcher does not know this worker: registering again")
             self._disconnect()
             self._connect()
-        elif msg.command in (wire.Command.HEARTBEAT, wire.Command.WELCOME):
-            self._backoff_s = 0.1
-        else:
+        elif msg.command == wire.Command.HEARTBEAT:
+            self._forget_acked(msg.header.get("acked", 0))
+        elif msg.command != wire.Command.WELCOME:
             raise ProtocolError(f"unexpected {msg.command.name} from the dispatcher")
+
+    def _forget_acked(self, acked: int) -> None:
+        while self._unacked and next(iter(self._unacked)) <= acked:
+            _, (_, blob) = self._unacked.popitem(last=False)
+            self._unacked_bytes -= len(blob)
 
     def _start_waiting(self) -> None:
         while self._waiting and self._pool.idle():
@@ -198,19 +221,24 @@ class WorkerLoop:
             "attempt": job.attempt,
             "outcome": result.outcome,
             "error": result.error,
+            "seq": self._next_seq,
         }
+        self._unacked[self._next_seq] = (header, result.result)
+        self._unacked_bytes += len(result.result)
+        self._next_seq += 1
+        while self._unacked_bytes > self.settings.unacked_results_max_bytes:
+            _, (old, blob) = self._unacked.popitem(last=False)
+            self._unacked_bytes -= len(blob)
+            logger.warning("task %s: forgot an unacknowledged result (over %d bytes kept); "
+                           "it runs again if the dispatcher lost it",
+                           old["task_id"], self.settings.unacked_results_max_bytes)  # fmt: skip
         self._send(wire.Command.RESULT, header, result.result)
 
     def _keep_alive(self, now: float) -> None:
         if now - self._last_heard > self.settings.liveness_timeout_s:
-            logger.warning(
-                "no word from the dispatcher for %.1f s: reconnecting in %.1f s",
-                now - self._last_heard,
-                self._backoff_s,
-            )
+            logger.warning("no word from the dispatcher for %.1f s: registering again",
+                           now - self._last_heard)  # fmt: skip
             self._disconnect()
-            time.sleep(self._backoff_s)
-            self._backoff_s = min(self._backoff_s * 2, self.settings.reconnect_max_backoff_s)
             self._connect()
         elif now - self._last_sent >= self.settings.heartbeat_interval_s:
             self._send(wire.Command.HEARTBEAT)
@@ -220,5 +248,5 @@ class WorkerLoop:
             if self._socket is not None:
                 self._send(wire.Command.BYE)
         finally:
-            self._disconnect()
+            self._disconnect(linger_ms=_BYE_LINGER_MS)  # BYE hands back at once
             self._pool.close()

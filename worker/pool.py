@@ -51,23 +51,26 @@ def _context() -> multiprocessing.context.BaseContext:
     # A fork server forks slots from a clean, single-threaded process with the
     # heavy imports already done: replacing a slot takes milliseconds, and the
     # worker's own threads (ZeroMQ, asyncio) are never forked.
+    # The guard makes the fork server die with this worker (and the slots with it).
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["worker.slot"])
+    ctx.set_forkserver_preload(["worker.forkserver_guard", "worker.slot"])
     return ctx
 
 
 class SlotPool:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, max_result_bytes: int = 16 * 2**20) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one slot")
         self._ctx = _context()
+        self._max_result_bytes = max_result_bytes
         self._slots: dict[int, _Slot] = {}
         for _ in range(size):
             self._spawn()
 
     def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=slot.serve, args=(child,), daemon=True)
+        args = (child, self._max_result_bytes)
+        process = self._ctx.Process(target=slot.serve, args=args, daemon=True)
         process.start()
         child.close()
         self._slots[parent.fileno()] = _Slot(process, parent)

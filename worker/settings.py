@@ -24,7 +24,12 @@ class WorkerSettings(BaseFaasSettings):
     """Unique name of this worker; on Kubernetes the pod name."""
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     liveness_timeout_s: float = Field(default=3.0, gt=0)
-    """Silence from the dispatcher after which the worker reconnects."""
-    reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
+    """Silence from the dispatcher after which the worker registers again (on a fresh
+    socket; ZeroMQ retries the TCP connection every 0.1 s until it succeeds)."""
+    max_result_bytes: int = Field(default=16 * 2**20, ge=1)
+    """A larger pickled return value fails its task (error_kind result_too_large)."""
+    unacked_results_max_bytes: int = Field(default=256 * 2**20, ge=1)
+    """Results kept until the dispatcher confirms their commit, to re-send after a
+    dispatcher restart; past this size the oldest are forgotten (they run again)."""
     drain_timeout_s: float = Field(default=25.0, ge=0)
     """On SIGTERM: how long running tasks may finish before they are handed back."""

@@ -1,6 +1,12 @@
 """What runs inside a slot process: unpickle the function and its arguments, call
 it, pickle the outcome. This is the only place user pickles are ever loaded.
 
+Payloads load with dill, which reads plain pickle and cloudpickle output too, and
+resolves what only dill writes (a function or class typed in a client's
+`__main__` refers to `__builtin__.__main__`). Results are written with plain
+pickle where possible (cloudpickle for lambdas and local classes), so any client
+loads them with `pickle.loads` or `dill.loads`.
+
 A slot is a child process so that a crash, `os._exit`, a segfault or a deadline
 kill in user code costs one slot, which the pool replaces. Libraries users are
 likely to need are imported here once, when the fork server preloads this module.
@@ -19,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
-import dill  # noqa: F401  (dill-made payloads reference it when unpickled)
+import dill
 
 with contextlib.suppress(ImportError):
     import numpy  # noqa: F401  (paid once per fork server, not per task)
@@ -29,7 +35,7 @@ _ERROR_TEXT_LIMIT = 8000
 _PR_SET_PDEATHSIG = 1
 
 
-def serve(conn: Connection) -> None:
+def serve(conn: Connection, max_result_bytes: int = 16 * 2**20) -> None:
     """Slot main loop: (task_id, function_id, function, args) in, outcome out."""
     _die_with_parent()
     # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
@@ -43,6 +49,10 @@ def serve(conn: Connection) -> None:
         except (EOFError, OSError):
             return
         outcome, blob, error = run_call(functions, function_id, function, args)
+        if len(blob) > max_result_bytes:
+            error = (f"the result pickles to {len(blob):,} bytes, over the "
+                     f"{max_result_bytes:,}-byte limit (FAAS_MAX_RESULT_BYTES)")  # fmt: skip
+            outcome, blob = "too_large", b""
         conn.send((task_id, outcome, blob, error))
 
 
@@ -56,11 +66,11 @@ def run_call(
     try:
         fn = functions.get(function_id)
         if fn is None:
-            fn = pickle.loads(function)
+            fn = dill.loads(function)
             functions[function_id] = fn
             if len(functions) > _FUNCTION_CACHE_SIZE:
                 functions.popitem(last=False)
-        positional, keywords = split_call(pickle.loads(args))
+        positional, keywords = split_call(dill.loads(args))
         value = fn(*positional, **keywords)
     except BaseException as exc:
         return "error", dump_exception(exc), describe(exc)

@@ -141,20 +141,32 @@ def test_garbage_duplicates_and_forged_results_change_nothing(
                 [wire.PROTOCOL, wire.Command.HELLO.value, b"\xc1\xc1"],
                 [wire.PROTOCOL, wire.Command.HELLO.value, msgpack.packb({"slots": "many"})],
                 [wire.PROTOCOL, wire.Command.HELLO.value, msgpack.packb({"slots": 0})],
+                [
+                    wire.PROTOCOL,
+                    wire.Command.HELLO.value,
+                    msgpack.packb({"worker_id": "rogue", "slots": float("inf")}),
+                ],
+                [
+                    wire.PROTOCOL,
+                    wire.Command.HELLO.value,
+                    msgpack.packb(
+                        {"worker_id": "rogue", "slots": 1, "running": [[task_id, 2**64 - 1]]}
+                    ),
+                ],
                 [wire.PROTOCOL, wire.Command.READY.value, msgpack.packb({"credits": -5})],
                 [wire.PROTOCOL, wire.Command.HELLO.value, hello],
                 [wire.PROTOCOL, wire.Command.HELLO.value, hello],
                 [
                     *wire.pack(
                         wire.Command.RESULT,
-                        {"task_id": task_id, "attempt": 1, "outcome": "ok", "error": ""},
+                        {"task_id": task_id, "attempt": 1, "outcome": "ok", "error": "", "seq": 1},
                     ),
                     pickle.dumps("forged"),
                 ],
                 [
                     *wire.pack(
                         wire.Command.RESULT,
-                        {"task_id": str(uuid.uuid4()), "attempt": 1, "outcome": "ok"},
+                        {"task_id": str(uuid.uuid4()), "attempt": 1, "outcome": "ok", "seq": 2},
                     ),
                     b"",
                 ],

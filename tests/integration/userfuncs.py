@@ -79,3 +79,15 @@ def chaos_task(log, i, kind, arg):
 
         return int(np.arange(arg).sum()) and i
     return i
+
+
+def spin_forever(pidfile):
+    """Never returns: writes its pid, then spins (tests that nothing outlives a worker)."""
+    with open(pidfile, "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        pass
+
+
+def blob(size):
+    return b"x" * size

@@ -1,17 +1,29 @@
 from __future__ import annotations
 
+import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common import wire
 from common.errors import ProtocolError
 
+TASK = {"task_id": "t", "attempt": 2, "function_id": "f", "deadline_s": 30}
+HELLO = {"worker_id": "w", "slots": 4, "running": [["t", 1]], "seq": 1}
+RESULT = {"task_id": "t", "attempt": 1, "outcome": "ok", "error": "", "seq": 7}
+
 
 def test_pack_and_unpack_round_trip_with_opaque_blobs() -> None:
-    frames = wire.pack(wire.Command.TASK, {"task_id": "t", "attempt": 2}, b"\x80fn", b"args")
+    frames = wire.pack(wire.Command.TASK, TASK, b"\x80fn", b"args")
     msg = wire.unpack(frames)
     assert msg.command is wire.Command.TASK
-    assert msg.header == {"task_id": "t", "attempt": 2}
+    assert msg.header == TASK
     assert msg.blobs == [b"\x80fn", b"args"]
+
+
+def test_unknown_header_fields_are_ignored_for_forward_compatibility() -> None:
+    msg = wire.unpack(wire.pack(wire.Command.HELLO, {**HELLO, "labels": {"zone": "a"}}))
+    assert msg.header["slots"] == 4
 
 
 @pytest.mark.parametrize(
@@ -30,3 +42,84 @@ def test_pack_and_unpack_round_trip_with_opaque_blobs() -> None:
 def test_malformed_frames_raise_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
         wire.unpack(frames)
+
+
+@pytest.mark.parametrize(
+    ("command", "header", "blobs"),
+    [
+        (wire.Command.HELLO, {**HELLO, "slots": float("inf")}, ()),
+        (wire.Command.HELLO, {**HELLO, "slots": True}, ()),
+        (wire.Command.HELLO, {**HELLO, "slots": 0}, ()),
+        (wire.Command.HELLO, {**HELLO, "slots": 10**6}, ()),
+        (wire.Command.HELLO, {**HELLO, "slots": "4"}, ()),
+        (wire.Command.HELLO, {"slots": 4}, ()),
+        (wire.Command.HELLO, {**HELLO, "worker_id": "w" * 1000}, ()),
+        (wire.Command.HELLO, {**HELLO, "running": [["t"]]}, ()),
+        (wire.Command.HELLO, {**HELLO, "running": [[1, 1]]}, ()),
+        (wire.Command.HELLO, {**HELLO, "running": "all"}, ()),
+        (wire.Command.HELLO, {**HELLO, "seq": -1}, ()),
+        (wire.Command.READY, {"credits": -5}, ()),
+        (wire.Command.READY, {"credits": 2.5}, ()),
+        (wire.Command.RESULT, {**RESULT, "attempt": 0}, (b"",)),
+        (wire.Command.RESULT, {**RESULT, "outcome": "great"}, (b"",)),
+        (wire.Command.RESULT, {**RESULT, "error": 3}, (b"",)),
+        (wire.Command.RESULT, {k: v for k, v in RESULT.items() if k != "seq"}, (b"",)),
+        (wire.Command.RESULT, RESULT, (b"", b"")),
+        (wire.Command.TASK, {**TASK, "deadline_s": float("nan")}, (b"f", b"a")),
+        (wire.Command.TASK, {**TASK, "deadline_s": 0}, (b"f", b"a")),
+        (wire.Command.TASK, TASK, (b"f",)),
+        (wire.Command.WELCOME, {"heartbeat_interval_s": -1}, ()),
+        (wire.Command.HEARTBEAT, {"acked": "all"}, ()),
+    ],
+)
+def test_header_fields_of_the_wrong_type_or_range_raise_protocol_error(
+    command: wire.Command, header: dict, blobs: tuple[bytes, ...]
+) -> None:
+    with pytest.raises(ProtocolError):
+        wire.unpack(wire.pack(command, header, *blobs))
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_fields = st.sampled_from(
+    ["worker_id", "slots", "running", "seq", "credits", "task_id", "attempt", "outcome",
+     "error", "function_id", "deadline_s", "heartbeat_interval_s", "acked"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    command=st.sampled_from(list(wire.Command)),
+    header=st.dictionaries(_fields, _values, max_size=8),
+    blobs=st.lists(st.binary(max_size=8), max_size=3),
+)
+def test_any_header_either_parses_into_checked_fields_or_raises_protocol_error(
+    command: wire.Command, header: dict, blobs: list[bytes]
+) -> None:
+    try:
+        msg = wire.unpack([wire.PROTOCOL, command.value, msgpack.packb(header), *blobs])
+    except ProtocolError:
+        return
+    required, optional, _ = wire.SCHEMAS[command]
+    for name, check in {**required, **optional}.items():
+        assert name in required or name not in msg.header or check(msg.header[name])
+    assert all(name in msg.header for name in required)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=6))
+def test_random_frames_never_raise_anything_but_protocol_error(frames: list[bytes]) -> None:
+    try:
+        wire.unpack(frames)
+    except ProtocolError:
+        pass

@@ -1,0 +1,19 @@
+"""Preloaded by the slots' fork server, and imported nowhere else: ask Linux to
+SIGKILL the fork server when the worker that started it dies.
+
+Slots are children of the fork server, not of the worker, so their own
+PR_SET_PDEATHSIG fires only when the fork server dies. Tying the fork server to
+the worker closes the chain: a worker killed by any signal takes its fork server
+with it, and the fork server its slots, so no user code outlives its worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+
+_PR_SET_PDEATHSIG = 1
+
+with contextlib.suppress(OSError, AttributeError):
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
