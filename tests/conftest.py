@@ -26,6 +26,7 @@ FAST_TIMERS = {
     "FAAS_HEARTBEAT_INTERVAL_S": "0.2",
     "FAAS_LIVENESS_TIMEOUT_S": "1.0",
     "FAAS_DEADLINE_GRACE_S": "1.0",
+    "FAAS_RECOVERY_GRACE_S": "3.0",
 }
 
 
@@ -153,6 +154,13 @@ def task_running(
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run the long chaos variant")
+    parser.addoption("--chaos-cycles", type=int, default=0, help="cycles of chaos phases")
+    parser.addoption(
+        "--chaos-phases",
+        type=lambda text: text.split(","),
+        default=None,
+        help="comma-separated chaos phases (default: all)",
+    )
 
 
 @pytest.fixture
