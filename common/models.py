@@ -28,6 +28,7 @@ class ErrorKind(StrEnum):
     WORKER_LOST = "worker_lost"
     FUNCTION_MISSING = "function_missing"
     RESULT_TOO_LARGE = "result_too_large"
+    DEPENDENCY = "dependency"
 
 
 class DispatchMode(StrEnum):

@@ -28,9 +28,10 @@ Dispatcher -> worker
              reconnect, so a result is never lost with a dispatcher)
   RESET      {}  "I do not know you": the worker must send HELLO again
 
-`outcome` is one of OUTCOMES: ok, error (the function raised), deadline (the slot
-was killed at the deadline), too_large (the result exceeded the cap), lost (the
-slot process died).
+`outcome` is one of OUTCOMES: ok, error (the function raised), dependency (the
+function or its arguments need a module the worker cannot import), deadline (the
+slot was killed at the deadline), too_large (the result exceeded the cap), lost
+(the slot process died).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Command(bytes, Enum):
     DRAIN = b"\x09"
 
 
-OUTCOMES = frozenset({"ok", "error", "deadline", "too_large", "lost"})
+OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
 _MAX_ID = 200

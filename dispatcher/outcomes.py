@@ -44,6 +44,8 @@ def from_result(entry: QueueEntry, header: dict[str, Any], blobs: list[bytes]) -
         return Outcome(*base, TaskStatus.COMPLETED, blob)
     if kind == "error":
         return Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER)
+    if kind == "dependency":
+        return Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.DEPENDENCY)
     if kind == "deadline":
         return failed(entry, TimeoutError(error), ErrorKind.DEADLINE)
     if kind == "too_large":

@@ -5,6 +5,10 @@ Slots are children of the fork server, not of the worker, so their own
 PR_SET_PDEATHSIG fires only when the fork server dies. Tying the fork server to
 the worker closes the chain: a worker killed by any signal takes its fork server
 with it, and the fork server its slots, so no user code outlives its worker.
+
+It also ignores SIGTERM (multiprocessing already ignores SIGINT there), so a
+SIGTERM sent to the worker's whole process group drains the worker as a SIGTERM
+to the worker alone does, instead of killing the slots under running tasks.
 """
 
 from __future__ import annotations
@@ -17,3 +21,4 @@ _PR_SET_PDEATHSIG = 1
 
 with contextlib.suppress(OSError, AttributeError):
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)

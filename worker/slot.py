@@ -62,7 +62,9 @@ def run_call(
     function: bytes,
     args: bytes,
 ) -> tuple[str, bytes, str]:
-    """Returns ("ok", pickled value, "") or ("error", pickled exception, traceback)."""
+    """Returns ("ok", pickled value, ""), ("error", pickled exception, traceback), or
+    ("dependency", pickled ModuleNotFoundError, hint) when the function or its
+    arguments need a module this worker cannot import."""
     try:
         fn = functions.get(function_id)
         if fn is None:
@@ -70,7 +72,14 @@ def run_call(
             functions[function_id] = fn
             if len(functions) > _FUNCTION_CACHE_SIZE:
                 functions.popitem(last=False)
-        positional, keywords = split_call(dill.loads(args))
+        call = dill.loads(args)
+    except ImportError as exc:
+        missing = ModuleNotFoundError(dependency_hint(exc), name=exc.name)
+        return "dependency", dump_exception(missing), str(missing)
+    except BaseException as exc:
+        return "error", dump_exception(exc), describe(exc)
+    try:
+        positional, keywords = split_call(call)
         value = fn(*positional, **keywords)
     except BaseException as exc:
         return "error", dump_exception(exc), describe(exc)
@@ -79,6 +88,16 @@ def run_call(
     except Exception as exc:
         wrapped = TypeError(f"result of type {type(value).__name__} cannot be pickled: {exc}")
         return "error", dump_exception(wrapped), describe(wrapped)
+
+
+def dependency_hint(exc: ImportError) -> str:
+    what = f"module {exc.name!r}" if exc.name else "a module"
+    return (
+        f"the function or its arguments need {what}, which this worker cannot import "
+        f"({exc}). Ship it with the task: register through the SDK (your own modules "
+        f"travel by value), put the module on the workers' PYTHONPATH, or install the "
+        f"package in the worker image."
+    )
 
 
 def split_call(call: object) -> tuple[tuple[Any, ...], dict[str, Any]]:

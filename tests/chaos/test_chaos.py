@@ -10,6 +10,8 @@ executions and the longest stall (no task finishing) are counted per phase:
                      would show as executions that never end)
   all-workers-kill   kill -9 of every worker's process group, restarted after 1 s
   dispatcher-kill    kill -9 of the dispatcher, restarted after 0.5 s   (0 repeats)
+  dispatcher-term    SIGTERM of the dispatcher (as `kubectl delete pod`), then a
+                     new one                                            (0 repeats)
   worker-stop        SIGSTOP of one worker past the liveness timeout, then SIGCONT
   gateway-kill       kill -9 of the gateway, restarted                  (0 repeats)
   redis-kill         kill -9 of redis-server, restarted on its append-only file
@@ -44,7 +46,7 @@ from tests.conftest import INTEGRATION_DIR, deserialize, make_platform, register
 sys.path.insert(0, str(INTEGRATION_DIR))
 import userfuncs
 
-NO_REPEATS = {"dispatcher-kill", "gateway-kill", "redis-kill", "redis-full"}
+NO_REPEATS = {"dispatcher-kill", "dispatcher-term", "gateway-kill", "redis-kill", "redis-full"}
 
 
 def mix(count: int, rng: random.Random) -> list[tuple[str, float | int]]:
@@ -97,6 +99,12 @@ class Faults:
         time.sleep(0.5)
         self.platform.start_dispatcher()
 
+    def dispatcher_term(self) -> None:
+        assert self.platform.dispatcher is not None and self.platform.dispatcher.popen is not None
+        self.platform.dispatcher.popen.send_signal(signal.SIGTERM)
+        self.platform.dispatcher.popen.wait(timeout=30)
+        self.platform.start_dispatcher()
+
     def worker_stop(self) -> None:
         victim = self.rng.choice(self._alive_workers())
         victim.signal(signal.SIGSTOP)
@@ -128,7 +136,7 @@ class Faults:
 
 
 PHASES = [
-    "worker-main-kill", "all-workers-kill", "dispatcher-kill", "worker-stop",
+    "worker-main-kill", "all-workers-kill", "dispatcher-kill", "dispatcher-term", "worker-stop",
     "gateway-kill", "redis-kill", "redis-full",
 ]  # fmt: skip
 

@@ -56,3 +56,13 @@ def test_functions_are_unpickled_once_per_slot() -> None:
 def test_the_arguments_must_be_args_and_kwargs(call_payload) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TypeError, match=r"\(\(args\.\.\.\), \{kwargs\}\)"):
         split_call(call_payload)
+
+
+def test_a_module_the_worker_lacks_is_a_dependency_failure_with_a_hint() -> None:
+    # A pickle that refers to a module nobody has installed
+    missing = b"\x80\x04\x8c\x0enosuch_module_\x94\x8c\x01f\x94\x93\x94."
+    outcome, blob, error = run_call(OrderedDict(), "f", missing, pickle.dumps(((), {})))
+    assert outcome == "dependency"
+    exc = pickle.loads(blob)
+    assert isinstance(exc, ModuleNotFoundError) and exc.name == "nosuch_module_"
+    assert "'nosuch_module_'" in error and "SDK" in error and "PYTHONPATH" in error
