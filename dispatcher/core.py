@@ -32,8 +32,9 @@ from typing import TypeVar
 
 import zmq
 import zmq.asyncio
+import zmq.auth.asyncio
 
-from common import wire
+from common import curve, wire
 from common.errors import ProtocolError, StoreUnavailable
 from common.models import DispatchMode, TaskStatus
 from common.store import Outcome, QueueEntry, Store
@@ -71,6 +72,16 @@ class Dispatcher:
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
+        self._auth: zmq.auth.asyncio.AsyncioAuthenticator | None = None
+        # Local mode's worker gets a key pair of its own, made at start.
+        self._local_keys = curve.KeyPair.generate()
+        self._server_keys = (
+            curve.KeyPair.from_secret(settings.dispatcher_secret_key)
+            if settings.dispatcher_secret_key
+            else curve.KeyPair.generate()
+            if settings.mode == DispatchMode.LOCAL
+            else None
+        )
         self._local_worker: LocalWorker | None = None
         # Writes waiting for the writer loop: whatever accumulates while one write is
         # in flight goes in the next, so under load they batch by themselves.
@@ -95,10 +106,13 @@ class Dispatcher:
             self._bind()
             await self._recover()
             if self.settings.mode == DispatchMode.LOCAL:
+                assert self._server_keys is not None
                 self._local_worker = LocalWorker(
                     endpoint=self.endpoint,
                     slots=self.settings.slots,
                     worker_id=f"local-{self.instance_id}",
+                    secret_key=self._local_keys.secret,
+                    server_key=self._server_keys.public,
                 )
                 self._local_worker.start()
             await self._run_loops(stop)
@@ -147,6 +161,16 @@ class Dispatcher:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable worker raises, not drops
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker takes its identity back
+        if self._server_keys is not None:
+            allowed = curve.parse_keys(self.settings.worker_public_keys)
+            if self.settings.mode == DispatchMode.LOCAL:
+                allowed |= {self._local_keys.public}
+            self._auth = curve.serve_securely(
+                self._context, sock, self._server_keys.secret, allowed
+            )
+        else:
+            logger.warning("the worker link is neither encrypted nor authenticated: set "
+                           "FAAS_DISPATCHER_SECRET_KEY and FAAS_WORKER_PUBLIC_KEYS")  # fmt: skip
         if self.settings.mode == DispatchMode.LOCAL:
             path = os.path.join(tempfile.gettempdir(), f"faas-{self.instance_id}.sock")
             self.endpoint = f"ipc://{path}"
@@ -221,6 +245,8 @@ class Dispatcher:
             await self._local_worker.stop()
         if self._socket is not None:
             self._socket.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         self._context.term()
         if self._ipc_path is not None:
             with contextlib.suppress(OSError):
@@ -320,16 +346,16 @@ class Dispatcher:
     async def _serve(self) -> None:
         assert self._socket is not None
         while True:
-            batch = [await self._socket.recv_multipart(copy=True)]
+            batch = [await self._receive()]
             while len(batch) < _MAX_BATCH:
                 try:
-                    batch.append(await self._socket.recv_multipart(zmq.NOBLOCK, copy=True))
+                    batch.append(await self._receive(zmq.NOBLOCK))
                 except zmq.Again:
                     break
             ended: list[Outcome] = []
             lost: list[tuple[QueueEntry, str]] = []
-            for frames in batch:
-                await self._handle(frames, ended, lost)
+            for frames, key in batch:
+                await self._handle(frames, key, ended, lost)
             for identity in self._resets:  # their HELLO re-claims what they still hold
                 await self._reply(identity, wire.Command.RESET)
             self._resets.clear()
@@ -341,15 +367,34 @@ class Dispatcher:
             self._reporting.clear()
             self._to_write.set()
 
+    async def _receive(self, flags: int = 0) -> tuple[list[bytes], str]:
+        """A message's frames and the CURVE key its sender authenticated with ("" on a
+        plain link)."""
+        assert self._socket is not None
+        if self._auth is None:
+            return await self._socket.recv_multipart(flags, copy=True), ""
+        parts = await self._socket.recv_multipart(flags, copy=False)
+        key = parts[1].get("User-Id") if len(parts) > 1 else ""
+        return [p.bytes for p in parts], key
+
     async def _handle(
-        self, frames: list[bytes], ended: list[Outcome], lost: list[tuple[QueueEntry, str]]
+        self,
+        frames: list[bytes],
+        key: str,
+        ended: list[Outcome],
+        lost: list[tuple[QueueEntry, str]],
     ) -> None:
         identity = frames[0]
         try:
             msg = wire.unpack(frames[1:])
             worker = self.registry.workers.get(identity)
+            if worker is not None and worker.key != key:
+                # A worker id belongs to the key that registered it: no take-over.
+                logger.warning("dropped a message for worker %s sent with another key",
+                               worker.worker_id)  # fmt: skip
+                return
             if msg.command == wire.Command.HELLO:
-                await self._hello(identity, msg.header, lost)
+                await self._hello(identity, key, msg.header, lost)
             elif worker is None:
                 if msg.command == wire.Command.RESULT:
                     self._result_of_orphan(msg, ended, lost)
@@ -429,12 +474,13 @@ class Dispatcher:
         return True
 
     async def _hello(
-        self, identity: bytes, header: dict, lost: list[tuple[QueueEntry, str]]
+        self, identity: bytes, key: str, header: dict, lost: list[tuple[QueueEntry, str]]
     ) -> None:
         slots = header["slots"]
         reported = {t: a for t, a in header.get("running", [])}
         previous = self.registry.remove(identity)
         worker = self.registry.add(identity, slots=slots, now=time.monotonic())
+        worker.key = key
         worker.next_seq = header.get("seq", 1)
         for flight in previous:
             if reported.get(flight.entry.task_id) == flight.entry.attempt:

@@ -21,8 +21,14 @@ def _die_with_parent() -> None:
 
 
 class LocalWorker:
-    def __init__(self, *, endpoint: str, slots: int, worker_id: str) -> None:
+    def __init__(
+        self, *, endpoint: str, slots: int, worker_id: str, secret_key: str, server_key: str
+    ) -> None:
         self.worker_id = worker_id
+        self._keys = {
+            "FAAS_WORKER_SECRET_KEY": secret_key,
+            "FAAS_DISPATCHER_PUBLIC_KEY": server_key,
+        }
         self._argv = [
             sys.executable, "-m", "worker", "--mode", "pull", "-n", str(slots),
             "--id", worker_id, endpoint,
@@ -31,7 +37,7 @@ class LocalWorker:
 
     def start(self) -> None:
         # Draining is pointless here: the dispatcher is stopping too.
-        env = {**os.environ, "FAAS_DRAIN_TIMEOUT_S": "0", "FAAS_HEALTH_PORT": "0"}
+        env = {**os.environ, "FAAS_DRAIN_TIMEOUT_S": "0", "FAAS_HEALTH_PORT": "0", **self._keys}
         self._process = subprocess.Popen(self._argv, env=env, preexec_fn=_die_with_parent)
 
     def exit_code(self) -> int | None:

@@ -27,6 +27,7 @@ class WorkerState:
     slots: int
     last_seen: float
     joined_at_ms: int
+    key: str = ""  # the CURVE public key it registered with ("" on a plain link)
     credits: int = 0
     draining: bool = False  # it said DRAIN: no more work for it
     tasks: dict[str, InFlight] = field(default_factory=dict)

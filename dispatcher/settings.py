@@ -11,7 +11,12 @@ class DispatcherSettings(BaseFaasSettings):
     """local: run tasks in this process's own slots; pull/push: on ZeroMQ workers."""
     dispatcher_port: int = Field(default=5556, ge=1, le=65535)
     """TCP port of the ROUTER socket workers connect to (pull and push modes)."""
-    bind_host: str = "0.0.0.0"
+    bind_host: str = "127.0.0.1"
+    """Interface of the ROUTER socket; 0.0.0.0 to accept workers from other machines."""
+    dispatcher_secret_key: str = Field(default="", repr=False)
+    """CURVE secret key (Z85) of the dispatcher; with it, workers must authenticate."""
+    worker_public_keys: str = ""
+    """CURVE public keys (Z85, comma-separated) of the workers to accept."""
     slots: int = Field(default=4, ge=1, le=1024)
     """Slot processes in local mode."""
     lease_ttl_s: float = Field(default=5.0, gt=0)

@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 
 import zmq
 
-from common import wire
+from common import curve, wire
 from common.errors import ProtocolError
 from common.models import DispatchMode
 from worker.pool import Job, JobResult, SlotPool
@@ -65,6 +65,10 @@ class WorkerLoop:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
         sock.setsockopt(zmq.IDENTITY, self.settings.worker_id.encode())
+        if self.settings.worker_secret_key:
+            curve.connect_securely(
+                sock, self.settings.worker_secret_key, self.settings.dispatcher_public_key
+            )
         sock.connect(self.settings.dispatcher_url)
         self._socket = sock
         self._poller.register(sock, zmq.POLLIN)

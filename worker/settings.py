@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from common.models import DispatchMode
 from common.settings import BaseFaasSettings
@@ -22,6 +22,10 @@ class WorkerSettings(BaseFaasSettings):
     """Slot processes, i.e. tasks this worker runs at once."""
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
     """Unique name of this worker; on Kubernetes the pod name."""
+    worker_secret_key: str = Field(default="", repr=False)
+    """CURVE secret key (Z85) of this worker (or of its pool); needs dispatcher_public_key."""
+    dispatcher_public_key: str = ""
+    """CURVE public key (Z85) of the dispatcher."""
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     liveness_timeout_s: float = Field(default=3.0, gt=0)
     """Silence from the dispatcher after which the worker registers again (on a fresh
@@ -33,3 +37,12 @@ class WorkerSettings(BaseFaasSettings):
     dispatcher restart; past this size the oldest are forgotten (they run again)."""
     drain_timeout_s: float = Field(default=25.0, ge=0)
     """On SIGTERM: how long running tasks may finish before they are handed back."""
+
+    @model_validator(mode="after")
+    def _keys_come_in_pairs(self) -> WorkerSettings:
+        if bool(self.worker_secret_key) != bool(self.dispatcher_public_key):
+            raise ValueError(
+                "FAAS_WORKER_SECRET_KEY and FAAS_DISPATCHER_PUBLIC_KEY go together: "
+                "set both for an authenticated link, or neither"
+            )
+        return self
