@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 
+from common.hardening import protect_process
 from common.health import HealthServer
 from common.logs import configure_logging
 from common.models import DispatchMode
@@ -71,6 +72,7 @@ async def serve(settings: DispatcherSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    protect_process()  # user code must not read our environment from /proc
     run = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+from common.hardening import protect_process
 from common.health import HealthServer
 from common.logs import configure_logging
 from common.models import DispatchMode
@@ -29,6 +30,7 @@ def parse_settings(argv: list[str] | None) -> WorkerSettings:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    protect_process()  # user code must not read our environment from /proc
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

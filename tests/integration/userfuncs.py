@@ -91,3 +91,7 @@ def spin_forever(pidfile):
 
 def blob(size):
     return b"x" * size
+
+
+def environment():
+    return dict(os.environ)

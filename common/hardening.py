@@ -1,0 +1,39 @@
+"""What every component does to its own process so that user code, which runs in
+slot processes under the same uid, cannot read its secrets.
+
+`PR_SET_DUMPABLE 0` makes /proc/<pid>/environ, /proc/<pid>/mem and ptrace of the
+process root-only, so a slot cannot read the Redis URL, the API key or the CURVE
+keys from a component's environment. It does not hold against root: where the
+platform runs as root, so do the slots (see SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+
+_PR_SET_DUMPABLE = 4
+
+# What a slot's environment keeps: the basics of a Unix process and of Python, and
+# the knobs of numeric libraries. Everything else (FAAS_*, REDIS*, service
+# addresses, cloud credentials) is dropped.
+SLOT_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "USER", "LOGNAME",
+     "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+     "PYTHONIOENCODING", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)  # fmt: skip
+SLOT_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "NUMEXPR_")
+
+
+def protect_process() -> None:
+    """Make this process's /proc entries and memory unreadable to same-uid peers."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0)
+
+
+def scrub_environment() -> None:
+    """Reduce os.environ to what a slot may see (done in the slots' fork server)."""
+    for name in list(os.environ):
+        if name not in SLOT_ENV_NAMES and not name.startswith(SLOT_ENV_PREFIXES):
+            del os.environ[name]
