@@ -22,7 +22,8 @@ Worker -> dispatcher
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
-  TASK       {task_id, attempt, function_id, deadline_s}  + [function, args]
+  TASK       {task_id, attempt, function_id, deadline_s, tenant?}  + [function, args];
+             a slot that ran one tenant's code never runs another's
   HEARTBEAT  {acked}  every RESULT up to sequence number `acked` is committed: the
              worker may forget it (until then it keeps it, to send again after a
              reconnect, so a result is never lost with a dispatcher)
@@ -133,7 +134,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "function_id": _ID,
             "deadline_s": _number(0.001, 10**7),
         },
-        {},
+        {"tenant": _text(_MAX_ID)},
         (2, 2),
     ),
     Command.RESET: ({}, {}, (0, 0)),

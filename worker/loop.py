@@ -26,6 +26,7 @@ from common.errors import ProtocolError
 from common.models import DispatchMode
 from worker.pool import Job, JobResult, SlotPool
 from worker.settings import WorkerSettings
+from worker.slot import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,16 @@ class WorkerLoop:
     ) -> None:
         self.settings = settings
         self._context = context or zmq.Context.instance()
-        self._pool = pool or SlotPool(settings.slots, max_result_bytes=settings.max_result_bytes)
+        self._pool = pool or SlotPool(
+            settings.slots,
+            max_result_bytes=settings.max_result_bytes,
+            max_tasks_per_slot=settings.max_tasks_per_slot,
+            limits=Limits(
+                memory_bytes=settings.slot_max_memory_bytes,
+                open_files=settings.slot_max_open_files,
+                processes=settings.slot_max_processes,
+            ),
+        )
         self._waiting: deque[Job] = deque()  # assigned beyond free slots (should not happen)
         self._socket: zmq.Socket | None = None
         self._poller = zmq.Poller()
@@ -197,6 +207,7 @@ class WorkerLoop:
                 function=msg.blobs[0],
                 args=msg.blobs[1],
                 deadline_s=float(h["deadline_s"]),
+                tenant=h.get("tenant", ""),
             )
             self._waiting.append(job)
             self._start_waiting()

@@ -25,6 +25,7 @@ class Job:
     function: bytes
     args: bytes
     deadline_s: float
+    tenant: str = ""
     started_at: float = field(default=0.0)
 
     @property
@@ -45,6 +46,8 @@ class _Slot:
     process: BaseProcess
     conn: Connection
     job: Job | None = None
+    tenant: str | None = None  # whose code it has run: it never runs another's
+    tasks_run: int = 0
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -58,22 +61,37 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 class SlotPool:
-    def __init__(self, size: int, *, max_result_bytes: int = 16 * 2**20) -> None:
+    """Slots are bound to the tenant whose code they first ran: code can leave
+    state behind in its process (a monkeypatched module, a thread), so a slot
+    that must run another tenant's task is replaced first. `max_tasks_per_slot`
+    also replaces a slot after that many tasks (0: never)."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        max_result_bytes: int = 16 * 2**20,
+        max_tasks_per_slot: int = 0,
+        limits: slot.Limits | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one slot")
         self._ctx = _context()
         self._max_result_bytes = max_result_bytes
+        self._max_tasks = max_tasks_per_slot
+        self._limits = limits or slot.Limits()
         self._slots: dict[int, _Slot] = {}
         for _ in range(size):
             self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> int:
         parent, child = self._ctx.Pipe()
-        args = (child, self._max_result_bytes)
+        args = (child, self._max_result_bytes, self._limits)
         process = self._ctx.Process(target=slot.serve, args=args, daemon=True)
         process.start()
         child.close()
         self._slots[parent.fileno()] = _Slot(process, parent)
+        return parent.fileno()
 
     @property
     def size(self) -> int:
@@ -89,13 +107,26 @@ class SlotPool:
         return list(self._slots)
 
     def run(self, job: Job) -> None:
-        for s in self._slots.values():
-            if s.job is None:
-                job.started_at = time.monotonic()
-                s.job = job
-                s.conn.send((job.task_id, job.function_id, job.function, job.args))
-                return
-        raise RuntimeError("no idle slot")
+        idle = [fd for fd, s in self._slots.items() if s.job is None]
+        if not idle:
+            raise RuntimeError("no idle slot")
+        # An idle slot of this tenant, else a fresh one, else replace another's.
+        fd = next((fd for fd in idle if self._slots[fd].tenant == job.tenant), None)
+        fd = fd or next((fd for fd in idle if self._slots[fd].tenant is None), None)
+        if fd is None:
+            fd = self._recycle(idle[0])
+        s = self._slots[fd]
+        job.started_at = time.monotonic()
+        s.job, s.tenant = job, job.tenant
+        s.conn.send((job.task_id, job.function_id, job.function, job.args))
+
+    def _recycle(self, fd: int) -> int:
+        """Replace the idle slot `fd` with a fresh one; returns the new one's fd."""
+        s = self._slots.pop(fd)
+        s.process.kill()
+        s.process.join(timeout=5)
+        s.conn.close()
+        return self._spawn()
 
     def collect(self, fd: int) -> JobResult | None:
         """Read what slot `fd` sent; None if it sent nothing about a job."""
@@ -108,6 +139,9 @@ class SlotPool:
         if job is None or job.task_id != task_id:
             logger.warning("slot sent a result for %s it was not running", task_id)
             return None
+        s.tasks_run += 1
+        if self._max_tasks and s.tasks_run >= self._max_tasks:
+            self._recycle(fd)
         return JobResult(job, outcome, blob, error)
 
     def expire(self, now: float) -> list[JobResult]:

@@ -30,6 +30,14 @@ class WorkerSettings(BaseFaasSettings):
     liveness_timeout_s: float = Field(default=3.0, gt=0)
     """Silence from the dispatcher after which the worker registers again (on a fresh
     socket; ZeroMQ retries the TCP connection every 0.1 s until it succeeds)."""
+    max_tasks_per_slot: int = Field(default=0, ge=0)
+    """Replace a slot process after it ran this many tasks (0: never)."""
+    slot_max_memory_bytes: int = Field(default=0, ge=0)
+    """Address-space limit of each slot (RLIMIT_AS; 0: none)."""
+    slot_max_open_files: int = Field(default=0, ge=0)
+    """Open-file limit of each slot (RLIMIT_NOFILE; 0: inherited)."""
+    slot_max_processes: int = Field(default=0, ge=0)
+    """Process limit of each slot (RLIMIT_NPROC, counted per uid; 0: inherited)."""
     max_result_bytes: int = Field(default=16 * 2**20, ge=1)
     """A larger pickled return value fails its task (error_kind result_too_large)."""
     unacked_results_max_bytes: int = Field(default=256 * 2**20, ge=1)

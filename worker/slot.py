@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import pickle
+import resource
 import signal
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -35,9 +37,28 @@ _ERROR_TEXT_LIMIT = 8000
 _PR_SET_PDEATHSIG = 1
 
 
-def serve(conn: Connection, max_result_bytes: int = 16 * 2**20) -> None:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits a slot sets on itself before running user code (0: inherit)."""
+
+    memory_bytes: int = 0  # RLIMIT_AS: a MemoryError instead of the OOM killer
+    open_files: int = 0  # RLIMIT_NOFILE
+    processes: int = 0  # RLIMIT_NPROC (counted per uid: leave headroom for the platform)
+
+    def apply(self) -> None:
+        for which, value in (
+            (resource.RLIMIT_AS, self.memory_bytes),
+            (resource.RLIMIT_NOFILE, self.open_files),
+            (resource.RLIMIT_NPROC, self.processes),
+        ):
+            if value:
+                resource.setrlimit(which, (value, value))
+
+
+def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits = Limits()) -> None:
     """Slot main loop: (task_id, function_id, function, args) in, outcome out."""
     _die_with_parent()
+    limits.apply()
     # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
     # when a slot stops (it kills it), and PR_SET_PDEATHSIG covers the owner dying.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
