@@ -73,10 +73,17 @@ def build_registry(settings: ControllerSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.event("", "v1", "pods", labels={label: value}, registry=registry)
     async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        try:
-            await on_pod_event(memo.runtime, event_type=type, pod=dict(body))
-        except StoreUnavailable as exc:
-            raise kopf.TemporaryError(f"cannot report the lost worker: {exc}", delay=1) from exc
+        # Kopf does not retry event handlers: retry here while Redis restarts. Past
+        # that, the dispatcher's own liveness timeout notices the worker anyway.
+        for delay in (0.5, 1, 2, 4, 8, 0):
+            try:
+                await on_pod_event(memo.runtime, event_type=type, pod=dict(body))
+                return
+            except StoreUnavailable as exc:
+                if not delay:
+                    logger.warning("cannot report lost worker %s: %s", body.metadata.name, exc)
+                    return
+                await asyncio.sleep(delay)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def pool_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -73,10 +73,10 @@ async def on_pod_event(runtime: Runtime, *, event_type: str | None, pod: dict[st
     key = (metadata.get("uid") or worker_id, verdict.reason)
     if not worker_id or key in runtime.reported:
         return False
+    await runtime.store.report_lost_worker(worker_id)  # raises: not remembered, so retried
     runtime.reported[key] = None
     if len(runtime.reported) > _REPORTED_MEMORY:
         runtime.reported.popitem(last=False)
-    await runtime.store.report_lost_worker(worker_id)
     logger.warning("worker pod %s lost (%s): reported to the dispatcher", worker_id, verdict.reason)
     await _post(
         runtime, pod, "Warning", "WorkerLost", f"{verdict.reason}; its running tasks were re-queued"
