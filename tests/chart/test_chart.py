@@ -234,18 +234,11 @@ def test_the_checks_catch_a_broken_chart(helm: str, tmp_path: Path) -> None:
     # And a dispatcher Service pointing at a port the container lacks
     dispatcher = broken / "templates" / "dispatcher-deployment.yaml"
     dispatcher.write_text(dispatcher.read_text().replace("targetPort: zmq", "targetPort: zmq-typo"))
-    # And a FAAS_REDIS_URL expanded before the password is defined
+    # And a FAAS_REDIS_URL that expands a variable its container no longer defines
     helpers = broken / "templates" / "_helpers.tpl"
     text = helpers.read_text()
-    url = text.index("- name: FAAS_REDIS_URL")
-    helpers.write_text(
-        text.replace("- name: FAAS_REDIS_URL", "- name: FAAS_REDIS_URL_LATE", 1).replace(
-            '{{- if include "faas.redisAuth" . }}\n- name: REDIS_PASSWORD',
-            '- name: FAAS_REDIS_URL\n  value: redis://:$(REDIS_PASSWORD)@x\n{{- if include "faas.redisAuth" . }}\n- name: REDIS_PASSWORD',
-            1,
-        )
-    )
-    assert url > 0
+    assert "- name: REDIS_PASSWORD\n" in text
+    helpers.write_text(text.replace("- name: REDIS_PASSWORD\n", "- name: REDIS_PASSWORD_TYPO\n", 1))
     docs = documents(helm, "mode=pull", chart=broken)
     # Then the checks report all three
     assert any("faas-worker" in p for p in selector_problems(docs))

@@ -54,7 +54,7 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
 
 {{/* priorityClassName line for a pod spec; call with (dict "ctx" $ "tier" "core"). */}}
 {{- define "faas.priorityClassName" -}}
-{{- with include "faas.priorityClass" . }}
+{{- with include "faas.priorityClass" . -}}
 priorityClassName: {{ . }}
 {{- end -}}
 {{- end -}}
@@ -114,13 +114,13 @@ capabilities:
 {{/* FAAS_REDIS_URL, carrying the chart's Redis password through Kubernetes'
 $(VAR) expansion of an earlier variable: the rendered manifest holds no secret. */}}
 {{- define "faas.redisEnv" -}}
-{{- if include "faas.redisAuth" . }}
+{{- if include "faas.redisAuth" . -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "faas.redisSecret" . }}
       key: {{ .Values.redis.auth.secretKey }}
-{{- end }}
+{{ end -}}
 - name: FAAS_REDIS_URL
   value: {{ include "faas.redisUrl" . | quote }}
 {{- end -}}
@@ -128,35 +128,35 @@ $(VAR) expansion of an earlier variable: the rendered manifest holds no secret. 
 {{/* What runs user code (workers; the dispatcher in local mode) gets: PYTHONPATH
 with the userCode ConfigMap, and worker.extraEnv. */}}
 {{- define "faas.userCodeEnv" -}}
-{{- if .Values.userCode.configMap }}
+{{- if .Values.userCode.configMap -}}
 - name: PYTHONPATH
   value: {{ .Values.userCode.mountPath | quote }}
-{{- end }}
-{{- with .Values.worker.extraEnv }}
+{{ end -}}
+{{- with .Values.worker.extraEnv -}}
 {{ toYaml . }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{- define "faas.userCodeVolumeMounts" -}}
-{{- if .Values.userCode.configMap }}
+{{- if .Values.userCode.configMap -}}
 - name: user-code
   mountPath: {{ if .Values.userCode.package }}{{ printf "%s/%s" .Values.userCode.mountPath .Values.userCode.package }}{{ else }}{{ .Values.userCode.mountPath }}{{ end }}
   readOnly: true
-{{- end }}
-{{- with .Values.worker.extraVolumeMounts }}
+{{ end -}}
+{{- with .Values.worker.extraVolumeMounts -}}
 {{ toYaml . }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{- define "faas.userCodeVolumes" -}}
-{{- if .Values.userCode.configMap }}
+{{- if .Values.userCode.configMap -}}
 - name: user-code
   configMap:
     name: {{ .Values.userCode.configMap }}
-{{- end }}
-{{- with .Values.worker.extraVolumes }}
+{{ end -}}
+{{- with .Values.worker.extraVolumes -}}
 {{ toYaml . }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Refuse contradictory values at render time. */}}
