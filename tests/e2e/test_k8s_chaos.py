@@ -182,7 +182,7 @@ def test_tasks_survive_deleting_pods_of_every_component_until_all_ended(
             while not chaos.wait_for_rounds(ROUNDS, timeout_s=0) and len(task_ids) < 20_000:
                 i = len(task_ids)
                 task_ids[submit(http, task.id, i)] = i
-                all_ended.wait(0.05)  # pace: about 20 submits a second
+                all_ended.wait(0.1)  # pace: about 10 submits (5 task-seconds) a second
             submitted_s = time.monotonic() - started
             # Pods keep dying until the last task has ended
             views = wait_all(http, list(task_ids), timeout_s=900)
