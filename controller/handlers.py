@@ -1,8 +1,16 @@
 """Kopf handlers, registered on an explicit registry built from the settings
-(no import-time globals). They only translate between Kopf and `logic`."""
+(no import-time globals). They only translate between Kopf and `logic`.
+
+Kopf only watches here (event handlers, which put no finalizers on anything);
+the scaling itself is one loop started at startup over the WorkerPools the watch
+has seen (`logic.scaling_loop`), so deleting a WorkerPool never waits for the
+controller, even when the controller is being deleted in the same breath."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import logging
 from typing import Any
 
@@ -11,14 +19,12 @@ import kopf
 from common.errors import StoreUnavailable
 from common.store import Store
 from controller.kube import KubeApi, KubeError
-from controller.logic import Runtime, on_pod_event, reconcile_pool
+from controller.logic import LEGACY_FINALIZER, Runtime, observe_pool, on_pod_event, scaling_loop
 from controller.settings import ControllerSettings
 
+logger = logging.getLogger(__name__)
+
 GROUP, VERSION, PLURAL = "faas.dev", "v1alpha1", "workerpools"
-
-
-def _post_event(body: Any, type_: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type_, reason=reason, message=message)
 
 
 def build_registry(settings: ControllerSettings) -> kopf.OperatorRegistry:
@@ -43,47 +49,50 @@ def build_registry(settings: ControllerSettings) -> kopf.OperatorRegistry:
         if info is None:
             raise kopf.PermanentError("no Kubernetes credentials (service account or kubeconfig)")
         store = Store.from_url(config.redis_url, prefix=config.key_prefix)
-        memo.runtime = Runtime(
-            store=store, kube=KubeApi.from_connection(info), post_event=_post_event
+        kube = KubeApi.from_connection(info)
+
+        async def post_event(body: Any, type_: str, reason: str, message: str) -> None:
+            try:
+                await kube.create_event(body, type_, reason, message)
+            except KubeError as exc:  # an Event is a courtesy: never fail the work for it
+                logger.info("cannot post the %s event: %s", reason, exc)
+
+        memo.runtime = Runtime(store=store, kube=kube, post_event=post_event)
+        memo.scaler = asyncio.create_task(
+            scaling_loop(memo.runtime, config.reconcile_interval_s), name="faas-scaler"
         )
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
+        memo.scaler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.scaler
         await runtime.kube.close()
         await runtime.store.close()
 
     @kopf.on.event("", "v1", "pods", labels={label: value}, registry=registry)
     async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        try:
-            await on_pod_event(memo.runtime, event_type=type, pod=dict(body))
-        except StoreUnavailable as exc:
-            raise kopf.TemporaryError(f"cannot report the lost worker: {exc}", delay=1) from exc
+        # Kopf does not retry event handlers: retry here while Redis restarts. Past
+        # that, the dispatcher's own liveness timeout notices the worker anyway.
+        for delay in (0.5, 1, 2, 4, 8, 0):
+            try:
+                await on_pod_event(memo.runtime, event_type=type, pod=dict(body))
+                return
+            except StoreUnavailable as exc:
+                if not delay:
+                    logger.warning("cannot report lost worker %s: %s", body.metadata.name, exc)
+                    return
+                await asyncio.sleep(delay)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=settings.reconcile_interval_s, registry=registry)
-    async def reconcile(
-        spec: kopf.Spec, name: str, namespace: str, body: kopf.Body, meta: kopf.Meta,
-        patch: kopf.Patch, memo: kopf.Memo, **_: Any,
-    ) -> None:  # fmt: skip
-        try:
-            status = await reconcile_pool(
-                memo.runtime, namespace=namespace, name=name, spec=dict(spec), body=body,
-                generation=meta.get("generation"),
-            )  # fmt: skip
-        except KubeError as exc:
-            patch.status["conditions"] = [
-                {
-                    "type": "ScalingActive",
-                    "status": "False",
-                    "reason": "ApiError",
-                    "message": str(exc),
-                }
-            ]
-            raise kopf.TemporaryError(
-                f"cannot scale {spec.get('deployment')}: {exc}", delay=5
-            ) from exc
-        except StoreUnavailable as exc:
-            raise kopf.TemporaryError(f"cannot read the queue: {exc}", delay=2) from exc
-        patch.status.update(status)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def pool_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        raw = copy.deepcopy(dict(body))
+        if observe_pool(runtime, type, raw):
+            try:
+                await runtime.kube.drop_finalizer(raw, LEGACY_FINALIZER)
+            except KubeError as exc:  # the next status patch brings another event: retried
+                logger.warning("cannot drop the old finalizer of %s: %s", body.metadata.name, exc)
 
     return registry

@@ -1,12 +1,15 @@
 """The few Kubernetes API calls the controller makes itself (Kopf does the
-watching): read and set a Deployment's replicas through its scale subresource.
+watching): read and set a Deployment's replicas through its scale subresource,
+patch a WorkerPool's status (or drop a finalizer from it) and post Events.
 Built from the credentials Kopf logged in with, so it works in a pod (service
 account) and from a kubeconfig alike."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import os
+import socket
 import ssl
 import tempfile
 from typing import Any
@@ -55,6 +58,65 @@ class KubeApi:
             self._scale_path(namespace, deployment),
             json={"spec": {"replicas": replicas}},
             headers={"content-type": "application/merge-patch+json"},
+        )
+
+    async def patch_status(self, namespace: str, pool: str, status: dict[str, Any]) -> None:
+        await self._request(
+            "PATCH",
+            f"/apis/faas.dev/v1alpha1/namespaces/{namespace}/workerpools/{pool}/status",
+            json={"status": status},
+            headers={"content-type": "application/merge-patch+json"},
+        )
+
+    async def drop_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
+        """Remove one finalizer from a WorkerPool (the list is replaced as a whole,
+        so the patch carries the resourceVersion: a concurrent change makes it 409)."""
+        metadata = body.get("metadata") or {}
+        kept = [f for f in metadata.get("finalizers") or [] if f != finalizer]
+        await self._request(
+            "PATCH",
+            f"/apis/faas.dev/v1alpha1/namespaces/{metadata['namespace']}/workerpools/{metadata['name']}",
+            json={
+                "metadata": {
+                    "finalizers": kept or None,
+                    "resourceVersion": metadata.get("resourceVersion"),
+                }
+            },
+            headers={"content-type": "application/merge-patch+json"},
+        )
+
+    async def create_event(self, body: Any, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `body` (what `kubectl describe` shows)."""
+        metadata = body.get("metadata") or {}
+        namespace = metadata.get("namespace", "default")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self._request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            json={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "generateName": f"{metadata.get('name', 'faas')}.",
+                    "namespace": namespace,
+                },
+                "involvedObject": {
+                    "apiVersion": body.get("apiVersion"),
+                    "kind": body.get("kind"),
+                    "name": metadata.get("name"),
+                    "namespace": namespace,
+                    "uid": metadata.get("uid"),
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": "faas-controller"},
+                "reportingComponent": "faas-controller",
+                "reportingInstance": socket.gethostname(),
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
         )
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -58,3 +58,48 @@ def _terminated_reason(status: dict[str, Any]) -> str | None:
         if terminated:
             return terminated.get("reason") or "Error"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """What the scaler needs to know about one worker pod, kept from the watch."""
+
+    deployment: str | None
+    unschedulable: str | None  # the scheduler's message while it cannot place the pod
+
+
+def view(pod: dict[str, Any]) -> PodView:
+    return PodView(deployment=owner_deployment(pod), unschedulable=unschedulable(pod))
+
+
+def unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message if the pod is Pending because no node can take it
+    (condition PodScheduled=False, reason Unschedulable), else None."""
+    status = pod.get("status") or {}
+    if status.get("phase", "Pending") != "Pending" or (pod.get("metadata") or {}).get(
+        "deletionTimestamp"
+    ):
+        return None
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            return condition.get("message") or "Unschedulable"
+    return None
+
+
+def owner_deployment(pod: dict[str, Any]) -> str | None:
+    """The Deployment a pod belongs to: its owner ReplicaSet is named
+    `<deployment>-<pod-template-hash>` (what kubectl relies on too)."""
+    metadata = pod.get("metadata") or {}
+    template_hash = (metadata.get("labels") or {}).get("pod-template-hash")
+    for owner in metadata.get("ownerReferences") or []:
+        if owner.get("kind") != "ReplicaSet":
+            continue
+        name = owner.get("name", "")
+        if template_hash and name.endswith(f"-{template_hash}"):
+            return name[: -len(template_hash) - 1]
+        return name.rsplit("-", 1)[0] if "-" in name else None
+    return None

@@ -69,3 +69,8 @@ class Stabilizer:
             and now - self.idle_since < spec.scale_to_zero_after_s
         )
         return min(1, spec.max_replicas) if desired == 0 and too_soon else desired
+
+
+def within_bounds(replicas: int, spec: PoolSpec) -> int:
+    """`replicas` moved into [min, max]: all the scaler may do without the queue depth."""
+    return max(spec.min_replicas, min(replicas, spec.max_replicas))

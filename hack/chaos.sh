@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# kubectl delete pod at random on workers, the dispatcher, the gateway and Redis
-# while tasks flow; then check that every task ended correctly. Prints a report.
+# kubectl delete pod on every component in turn (workers, the dispatcher, the
+# gateway, Redis) from the first submit until every task has ended; then check
+# that every task ended correctly. Prints a report: deletions and recovery time
+# per component, repeated executions. FAAS_CHAOS_ROUNDS (default 2) deletions per
+# component at least.
 source "$(dirname "$0")/lib.sh"
 need kubectl
 say "chaos against $GATEWAY_URL (namespace $NAMESPACE)"

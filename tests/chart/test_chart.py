@@ -4,6 +4,7 @@ CRD, and cross-check what the chart sets against what the code reads."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from gateway.settings import GatewaySettings
 from tests.chart.checks import (
     by_kind,
     env_of,
+    expansion_problems,
     pod_spec,
     probe_problems,
     selector_problems,
@@ -40,6 +42,15 @@ VARIANTS = {
         "worker.slots=8", "controller.enabled=false",
     ],
     "push-no-controller": ["mode=push", "controller.enabled=false", "redis.storage.storageClassName=fast"],
+    "pull-user-code": [
+        "mode=pull", "userCode.configMap=course-code", "userCode.package=tests",
+        "worker.image.repository=faas-course", "worker.extraEnv[0].name=X", "worker.extraEnv[0].value=on",
+        "worker.extraVolumes[0].name=v", "worker.extraVolumes[0].emptyDir.sizeLimit=1Gi",
+        "worker.extraVolumeMounts[0].name=v", "worker.extraVolumeMounts[0].mountPath=/v",
+        "priorityClasses.create=false", "priorityClasses.core.name=high", "redis.image.tag=7",
+        "redis.auth.existingSecret=redis-pw",
+    ],
+    "local-user-code": ["mode=local", "userCode.configMap=course-code", "networkPolicy.enabled=false"],
 }  # fmt: skip
 SETTINGS = {
     "gateway": GatewaySettings,
@@ -47,7 +58,8 @@ SETTINGS = {
     "worker": WorkerSettings,
     "controller": ControllerSettings,
 }
-ALWAYS_SET = {"PYTHONDONTWRITEBYTECODE"}
+# Not read by our settings but by Python, or by the expansion of FAAS_REDIS_URL.
+ALWAYS_SET = {"PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "REDIS_PASSWORD"}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
@@ -78,7 +90,7 @@ def test_workerpool_objects_match_the_crd_schema(rendered: tuple[str, list[dict]
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     pools = by_kind(docs, "WorkerPool")
     controller_on = "controller.enabled=false" not in VARIANTS[mode]
-    assert len(pools) == (1 if controller_on and mode != "local" else 0)
+    assert len(pools) == (1 if controller_on and not mode.startswith("local") else 0)
     for pool in pools:
         jsonschema.validate(pool, schema)
         workers = [
@@ -95,6 +107,7 @@ def test_selectors_services_and_probes_agree(rendered: tuple[str, list[dict]]) -
     assert selector_problems(docs) == []
     assert service_problems(docs) == []
     assert probe_problems(docs) == []
+    assert expansion_problems(docs) == []
 
 
 def test_the_env_the_chart_sets_is_the_env_the_code_reads(rendered: tuple[str, list[dict]]) -> None:
@@ -105,9 +118,15 @@ def test_the_env_the_chart_sets_is_the_env_the_code_reads(rendered: tuple[str, l
         except KeyError:
             continue
         known = {f"FAAS_{name.upper()}" for name in settings.model_fields} | ALWAYS_SET
-        assert set(env) <= known, f"{component} sets variables its code ignores: {set(env) - known}"
+        extra = {  # the names users add themselves (worker.extraEnv)
+            item.split("=", 1)[1]
+            for item in VARIANTS[mode]
+            if re.match(r"worker\.extraEnv\[\d+\]\.name=", item)
+        }
+        unknown = set(env) - known - extra
+        assert not unknown, f"{component} sets variables its code ignores: {unknown}"
     assert env_of(docs, "dispatcher")["FAAS_MODE"] == mode.split("-")[0]
-    if mode != "local":
+    if not mode.startswith("local"):
         worker = env_of(docs, "worker")
         assert worker["FAAS_MODE"] == mode.split("-")[0]
         assert worker["FAAS_WORKER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -160,13 +179,13 @@ def test_the_controller_role_grants_exactly_what_the_controller_uses(helm: str) 
 
 def test_the_api_key_secret_is_generated_once_and_kept(helm: str) -> None:
     docs = documents(helm, "apiKey.enabled=true")
-    (secret,) = by_kind(docs, "Secret")
+    (secret,) = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == "faas-api-key"]
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert "lookup" in (CHART / "templates/api-key-secret.yaml").read_text(), (
         "reuse the existing key on upgrade"
     )
     existing = documents(helm, "apiKey.enabled=true", "apiKey.existingSecret=mine")
-    assert not by_kind(existing, "Secret")
+    assert [s["metadata"]["name"] for s in by_kind(existing, "Secret")] == ["faas-redis"]
     assert env_of(existing, "gateway")["FAAS_API_KEY"]["secretKeyRef"]["name"] == "mine"
 
 
@@ -181,6 +200,10 @@ def test_the_api_key_secret_is_generated_once_and_kept(helm: str) -> None:
         (["gateway.ingress.tls.enabled=true"], "secretName"),
         (["mode=sideways"], "mode"),
         (["gateway.replicaz=3"], "replicaz"),
+        (["worker.extraEnvs[0].name=X"], "extraEnvs"),
+        (["worker.extraEnv[0].name=X", "worker.extraEnv[0].value=1"], "string"),
+        (["priorityClasses.core.value=0"], "must exceed"),
+        (["redis.auth.existingSecret=x", "redis.auth.enabled=false"], "auth is off"),
     ],
 )
 def test_contradictory_or_unknown_values_fail_at_render(
@@ -211,7 +234,13 @@ def test_the_checks_catch_a_broken_chart(helm: str, tmp_path: Path) -> None:
     # And a dispatcher Service pointing at a port the container lacks
     dispatcher = broken / "templates" / "dispatcher-deployment.yaml"
     dispatcher.write_text(dispatcher.read_text().replace("targetPort: zmq", "targetPort: zmq-typo"))
+    # And a FAAS_REDIS_URL that expands a variable its container no longer defines
+    helpers = broken / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert "- name: REDIS_PASSWORD\n" in text
+    helpers.write_text(text.replace("- name: REDIS_PASSWORD\n", "- name: REDIS_PASSWORD_TYPO\n", 1))
     docs = documents(helm, "mode=pull", chart=broken)
-    # Then the checks report both
+    # Then the checks report all three
     assert any("faas-worker" in p for p in selector_problems(docs))
     assert any("zmq-typo" in p for p in service_problems(docs))
+    assert any("$(REDIS_PASSWORD)" in p for p in expansion_problems(docs))

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.errors import StoreUnavailable
 from common.models import DispatchMode
 from common.store import Store
 from controller.kube import KubeApi, KubeError
@@ -212,3 +213,23 @@ def test_a_deleted_worker_pod_has_its_tasks_requeued_faster_than_heartbeats(
             assert reaction_s < 1.0
         finally:
             frozen.signal(signal.SIGCONT)
+
+
+def test_a_report_that_failed_is_made_again_on_the_next_try(redis_url: str) -> None:
+    async def scenario() -> None:
+        pod = {"metadata": {"name": "faas-worker-x", "uid": "u-x"}, "status": {"phase": "Failed"}}
+        down = Store.from_url("redis://127.0.0.1:1/0", prefix="r")
+        up = Store.from_url(redis_url, prefix=f"r{uuid.uuid4().hex[:6]}")
+        runtime = Runtime(store=down, kube=None, post_event=lambda *_: None)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(StoreUnavailable):
+                await on_pod_event(runtime, event_type="MODIFIED", pod=pod)
+            runtime.store = up  # Redis is back
+            assert await on_pod_event(runtime, event_type="MODIFIED", pod=pod) is True
+            (report,) = await up.redis.lrange(up.keys.lost_workers, 0, -1)
+            assert report.decode().startswith("faas-worker-x ")
+        finally:
+            await down.close()
+            await up.close()
+
+    asyncio.run(scenario())

@@ -62,3 +62,19 @@ def test_pod_events_are_classified(
 ) -> None:
     verdict = classify(event, body)
     assert (verdict.fate, verdict.reason) == (fate, reason)
+
+
+def test_an_unschedulable_pending_pod_is_recognized_with_its_deployment() -> None:
+    from controller.pods import view
+
+    body = pod("Pending")
+    body["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no cpu"}
+    ]
+    body["metadata"]["labels"] = {"pod-template-hash": "5f7c9"}
+    body["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "my-app-worker-5f7c9"}]
+    assert view(body).unschedulable == "no cpu"
+    assert view(body).deployment == "my-app-worker"
+    # Pending but merely pulling its image: schedulable
+    body["status"]["conditions"][0].update(status="True", reason="")
+    assert view(body).unschedulable is None

@@ -76,3 +76,10 @@ def test_pool_spec_reads_the_crd_fields_with_defaults() -> None:
         spec.scale_down_stabilization_s,
         spec.scale_to_zero_after_s,
     ) == (8, 60, None)
+
+
+@pytest.mark.parametrize(("replicas", "expected"), [(0, 1), (1, 1), (7, 7), (10, 10), (15, 10)])
+def test_within_bounds_only_clamps(replicas: int, expected: int) -> None:
+    from controller.scaling import within_bounds
+
+    assert within_bounds(replicas, SPEC) == expected

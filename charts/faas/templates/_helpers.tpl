@@ -31,9 +31,46 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* The worker pods' image: worker.image.* where set, else the platform image. */}}
+{{- define "faas.workerImage" -}}
+{{- $w := .Values.worker.image -}}
+{{ $w.repository | default .Values.image.repository }}:{{ $w.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "faas.workerPullPolicy" -}}
+{{ .Values.worker.image.pullPolicy | default .Values.image.pullPolicy }}
+{{- end -}}
+
+{{/* PriorityClass names: per release and namespace when the chart creates them
+(they are cluster-scoped), else the names given (possibly none). */}}
+{{- define "faas.priorityClass" -}}
+{{- $pc := .ctx.Values.priorityClasses -}}
+{{- if $pc.create -}}
+{{- printf "%s-%s-%s" .ctx.Release.Namespace (include "faas.fullname" .ctx) .tier -}}
+{{- else -}}
+{{- (index $pc .tier).name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* priorityClassName line for a pod spec; call with (dict "ctx" $ "tier" "core"). */}}
+{{- define "faas.priorityClassName" -}}
+{{- with include "faas.priorityClass" . -}}
+priorityClassName: {{ . }}
+{{- end -}}
+{{- end -}}
+
+{{- define "faas.redisSecret" -}}
+{{- .Values.redis.auth.existingSecret | default (printf "%s-redis" (include "faas.fullname" .)) -}}
+{{- end -}}
+
+{{/* "true" or empty (include returns a string: "false" would be truthy). */}}
+{{- define "faas.redisAuth" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.enabled -}}true{{- end -}}
+{{- end -}}
+
 {{- define "faas.redisUrl" -}}
 {{- if .Values.redis.enabled -}}
-redis://{{ include "faas.fullname" . }}-redis-0.{{ include "faas.fullname" . }}-redis:6379/0
+redis://{{ if include "faas.redisAuth" . }}:$(REDIS_PASSWORD)@{{ end }}{{ include "faas.fullname" . }}-redis-0.{{ include "faas.fullname" . }}-redis:6379/0
 {{- else -}}
 {{ .Values.externalRedis.url }}
 {{- end -}}
@@ -74,9 +111,52 @@ capabilities:
   value: "1"
 {{- end -}}
 
+{{/* FAAS_REDIS_URL, carrying the chart's Redis password through Kubernetes'
+$(VAR) expansion of an earlier variable: the rendered manifest holds no secret. */}}
 {{- define "faas.redisEnv" -}}
+{{- if include "faas.redisAuth" . -}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "faas.redisSecret" . }}
+      key: {{ .Values.redis.auth.secretKey }}
+{{ end -}}
 - name: FAAS_REDIS_URL
   value: {{ include "faas.redisUrl" . | quote }}
+{{- end -}}
+
+{{/* What runs user code (workers; the dispatcher in local mode) gets: PYTHONPATH
+with the userCode ConfigMap, and worker.extraEnv. */}}
+{{- define "faas.userCodeEnv" -}}
+{{- if .Values.userCode.configMap -}}
+- name: PYTHONPATH
+  value: {{ .Values.userCode.mountPath | quote }}
+{{ end -}}
+{{- with .Values.worker.extraEnv -}}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{- define "faas.userCodeVolumeMounts" -}}
+{{- if .Values.userCode.configMap -}}
+- name: user-code
+  mountPath: {{ if .Values.userCode.package }}{{ printf "%s/%s" .Values.userCode.mountPath .Values.userCode.package }}{{ else }}{{ .Values.userCode.mountPath }}{{ end }}
+  readOnly: true
+{{ end -}}
+{{- with .Values.worker.extraVolumeMounts -}}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{- define "faas.userCodeVolumes" -}}
+{{- if .Values.userCode.configMap -}}
+- name: user-code
+  configMap:
+    name: {{ .Values.userCode.configMap }}
+{{ end -}}
+{{- with .Values.worker.extraVolumes -}}
+{{ toYaml . }}
+{{- end -}}
 {{- end -}}
 
 {{/* Refuse contradictory values at render time. */}}
@@ -95,6 +175,12 @@ capabilities:
 {{- end -}}
 {{- if and .Values.apiKey.existingSecret (not .Values.apiKey.enabled) -}}
 {{- fail "apiKey.existingSecret is set but apiKey.enabled=false" -}}
+{{- end -}}
+{{- if and .Values.redis.auth.existingSecret (not (include "faas.redisAuth" .)) -}}
+{{- fail "redis.auth.existingSecret is set but the chart's Redis or its auth is off" -}}
+{{- end -}}
+{{- if and .Values.priorityClasses.create (le (int .Values.priorityClasses.core.value) (int .Values.priorityClasses.worker.value)) -}}
+{{- fail "priorityClasses.core.value must exceed priorityClasses.worker.value, or the core pods cannot preempt workers" -}}
 {{- end -}}
 {{- if and .Values.gateway.ingress.tls.enabled (not .Values.gateway.ingress.tls.secretName) -}}
 {{- fail "gateway.ingress.tls.enabled needs gateway.ingress.tls.secretName" -}}
