@@ -14,7 +14,7 @@ def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
 
 
 def pod_spec(doc: Doc) -> Doc:
-    return doc["spec"]["template"]["spec"] if doc["kind"] in WORKLOADS else doc["spec"]
+    return doc["spec"]["template"]["spec"] if doc["kind"] in {*WORKLOADS, "Job"} else doc["spec"]
 
 
 def pod_labels(doc: Doc) -> dict[str, str]:

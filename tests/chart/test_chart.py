@@ -51,6 +51,8 @@ VARIANTS = {
         "redis.auth.existingSecret=redis-pw",
     ],
     "local-user-code": ["mode=local", "userCode.configMap=course-code", "networkPolicy.enabled=false"],
+    "push-link-secret": ["mode=push", "workerLink.existingSecret=faas-link-keys"],
+    "pull-plain-link": ["mode=pull", "workerLink.enabled=false"],
 }  # fmt: skip
 SETTINGS = {
     "gateway": GatewaySettings,
@@ -149,9 +151,13 @@ def test_local_mode_has_no_worker_deployment_and_modes_switch_everything(helm: s
 def test_every_pod_is_hardened(rendered: tuple[str, list[dict]]) -> None:
     _, docs = rendered
     for doc in docs:
-        if doc["kind"] not in {"Deployment", "StatefulSet", "Pod"}:
+        if doc["kind"] not in {"Deployment", "StatefulSet", "Pod", "Job"}:
             continue
         spec = pod_spec(doc)
+        # Only the controller and the worker-link hook Job talk to the API server
+        component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+        needs_token = component in {"controller", "worker-link"}
+        assert spec.get("automountServiceAccountToken", True) is needs_token, component
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         for container in spec["containers"]:
@@ -165,7 +171,7 @@ def test_every_pod_is_hardened(rendered: tuple[str, list[dict]]) -> None:
 
 def test_the_controller_role_grants_exactly_what_the_controller_uses(helm: str) -> None:
     docs = documents(helm, "mode=pull")
-    (role,) = by_kind(docs, "Role")
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "faas-controller"]
     granted = {
         (g, r, v)
         for rule in role["rules"]
@@ -204,6 +210,10 @@ def test_the_api_key_secret_is_generated_once_and_kept(helm: str) -> None:
         (["worker.extraEnv[0].name=X", "worker.extraEnv[0].value=1"], "string"),
         (["priorityClasses.core.value=0"], "must exceed"),
         (["redis.auth.existingSecret=x", "redis.auth.enabled=false"], "auth is off"),
+        (["workerLink.existingSecret=x", "workerLink.enabled=false"], "workerLink.enabled=false"),
+        (["workerLink.secretName=x"], "secretName"),
+        (["workerLink.enabled=yes"], "boolean"),
+        (["workerLink.existingSecret=Not_A_Name"], "existingSecret"),
     ],
 )
 def test_contradictory_or_unknown_values_fail_at_render(

@@ -84,6 +84,25 @@ tcp://{{ include "faas.fullname" . }}-dispatcher:{{ .Values.dispatcher.port }}
 {{- .Values.apiKey.existingSecret | default (printf "%s-api-key" (include "faas.fullname" .)) -}}
 {{- end -}}
 
+{{/* The worker link's CURVE keys: "true" or empty. Local mode's dispatcher makes
+ephemeral keys for its own worker, so it needs no Secret. */}}
+{{- define "faas.workerLink" -}}
+{{- if and .Values.workerLink.enabled (ne .Values.mode "local") -}}true{{- end -}}
+{{- end -}}
+
+{{- define "faas.workerLinkSecret" -}}
+{{- .Values.workerLink.existingSecret | default (printf "%s-worker-link" (include "faas.fullname" .)) -}}
+{{- end -}}
+
+{{/* An env var from a key of the worker link Secret; call with (list $ NAME KEY). */}}
+{{- define "faas.workerLinkEnvVar" -}}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "faas.workerLinkSecret" (index . 0) }}
+      key: {{ index . 2 }}
+{{- end -}}
+
 {{/* Hardening shared by every pod: non-root, read-only root, no privileges. */}}
 {{- define "faas.podSecurityContext" -}}
 runAsNonRoot: true
@@ -181,6 +200,9 @@ with the userCode ConfigMap, and worker.extraEnv. */}}
 {{- end -}}
 {{- if and .Values.priorityClasses.create (le (int .Values.priorityClasses.core.value) (int .Values.priorityClasses.worker.value)) -}}
 {{- fail "priorityClasses.core.value must exceed priorityClasses.worker.value, or the core pods cannot preempt workers" -}}
+{{- end -}}
+{{- if and .Values.workerLink.existingSecret (not .Values.workerLink.enabled) -}}
+{{- fail "workerLink.existingSecret is set but workerLink.enabled=false" -}}
 {{- end -}}
 {{- if and .Values.gateway.ingress.tls.enabled (not .Values.gateway.ingress.tls.secretName) -}}
 {{- fail "gateway.ingress.tls.enabled needs gateway.ingress.tls.secretName" -}}
