@@ -142,3 +142,13 @@ def test_local_mode_and_a_plain_link_need_no_keys(helm: str) -> None:
     assert hooks(plain) == {}
     for component in ("dispatcher", "worker"):
         assert not set(env_of(plain, component)) & LINK_ENV
+
+
+def test_no_network_policy_blocks_the_hooks_way_to_the_api_server(helm: str) -> None:
+    """The policies restrict ingress only; an Egress policy selecting the hook Job
+    (or everything) would need a rule for the API server."""
+    docs = documents(helm, "mode=pull")
+    assert by_kind(docs, "NetworkPolicy")
+    for policy in by_kind(docs, "NetworkPolicy"):
+        assert policy["spec"]["policyTypes"] == ["Ingress"], policy["metadata"]["name"]
+        assert "egress" not in policy["spec"]
