@@ -71,6 +71,26 @@ class TaskRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionEnv:
+    """What a function needs beyond the worker image: pip requirements, and code
+    bundles (zip files, stored once by their SHA-256)."""
+
+    requirements: tuple[str, ...] = ()
+    bundles: tuple[str, ...] = ()  # SHA-256 hex digests of the zip files
+
+    def __bool__(self) -> bool:
+        return bool(self.requirements or self.bundles)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCode:
+    """What the dispatcher sends with each task of a function."""
+
+    payload: bytes
+    env: FunctionEnv = FunctionEnv()
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionRecord:
     function_id: str
     name: str

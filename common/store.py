@@ -2,7 +2,10 @@
 
 Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 
-``<p>:fn:<function_id>``   hash: ``name``, ``payload`` (raw pickle bytes), ``created_ms``.
+``<p>:fn:<function_id>``   hash: ``name``, ``payload`` (raw pickle bytes), ``created_ms``,
+                           ``env`` (msgpack ``[requirements, bundle digests]``, if any).
+``<p>:bundle:<sha256>``    string: a code bundle (zip) functions' environments refer to;
+                           content-addressed, so stored once however many use it.
 ``<p>:functions``          sorted set of function ids, scored by ``created_ms`` (listing).
 ``<p>:task:<task_id>``     hash: ``function_id``, ``status``, ``attempt`` (1-based, the
                            current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
@@ -47,7 +50,14 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from common.errors import FunctionNotFound, StoreUnavailable
-from common.models import ErrorKind, FunctionRecord, TaskRecord, TaskStatus
+from common.models import (
+    ErrorKind,
+    FunctionCode,
+    FunctionEnv,
+    FunctionRecord,
+    TaskRecord,
+    TaskStatus,
+)
 
 GROUP = "dispatch"
 CONSUMER = "dispatcher"
@@ -122,6 +132,9 @@ class Keys:
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 
+    def bundle(self, digest: str) -> str:
+        return f"{self.prefix}:bundle:{digest}"
+
 
 _RENEW_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -177,13 +190,15 @@ class Store:
     # -- functions ---------------------------------------------------------------
 
     @_translated
-    async def register_function(self, function_id: str, name: str, payload: bytes) -> None:
+    async def register_function(
+        self, function_id: str, name: str, payload: bytes, env: FunctionEnv | None = None
+    ) -> None:
         created = now_ms()
+        fields: dict[str, Any] = {"name": name, "payload": payload, "created_ms": created}
+        if env:
+            fields["env"] = msgpack.packb([list(env.requirements), list(env.bundles)])
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self.keys.function(function_id),
-                mapping={"name": name, "payload": payload, "created_ms": created},
-            )
+            pipe.hset(self.keys.function(function_id), mapping=fields)
             pipe.zadd(self.keys.functions, {function_id: created})
             await pipe.execute()
 
@@ -225,12 +240,31 @@ class Store:
             raise FunctionNotFound(function_id)
 
     @_translated
-    async def function_payloads(self, function_ids: Iterable[str]) -> dict[str, bytes | None]:
+    async def function_code(self, function_ids: Iterable[str]) -> dict[str, FunctionCode | None]:
         ids = list(function_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for function_id in ids:
-                pipe.hget(self.keys.function(function_id), "payload")
-            return dict(zip(ids, await pipe.execute(), strict=True))
+                pipe.hmget(self.keys.function(function_id), ["payload", "env"])
+            rows = await pipe.execute()
+        code: dict[str, FunctionCode | None] = {}
+        for function_id, (payload, env) in zip(ids, rows, strict=True):
+            if payload is None:
+                code[function_id] = None
+                continue
+            requirements, bundles = msgpack.unpackb(env) if env else ((), ())
+            code[function_id] = FunctionCode(
+                payload, FunctionEnv(tuple(requirements), tuple(bundles))
+            )
+        return code
+
+    @_translated
+    async def put_bundle(self, digest: str, data: bytes) -> None:
+        """Store a code bundle under its SHA-256 (the caller computed it)."""
+        await self.redis.set(self.keys.bundle(digest), data, nx=True)
+
+    @_translated
+    async def get_bundle(self, digest: str) -> bytes | None:
+        return await self.redis.get(self.keys.bundle(digest))
 
     # -- submitting and reading tasks ----------------------------------------------
 

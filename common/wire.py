@@ -19,11 +19,14 @@ Worker -> dispatcher
              in pull mode is also one credit back
   HEARTBEAT  {}
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
+  FETCH      {digest}  send me the code bundle with this SHA-256
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
-  TASK       {task_id, attempt, function_id, deadline_s, tenant?}  + [function, args];
-             a slot that ran one tenant's code never runs another's
+  TASK       {task_id, attempt, function_id, deadline_s, tenant?, env?}  + [function,
+             args]; a slot that ran one tenant's code never runs another's; `env` is
+             [requirements, bundle digests]: the environment the function runs in
+  BUNDLE     {digest, found}  + [zip bytes]: reply to FETCH
   HEARTBEAT  {acked}  every RESULT up to sequence number `acked` is committed: the
              worker may forget it (until then it keeps it, to send again after a
              reconnect, so a result is never lost with a dispatcher)
@@ -60,6 +63,8 @@ class Command(bytes, Enum):
     WELCOME = b"\x07"
     RESET = b"\x08"
     DRAIN = b"\x09"
+    FETCH = b"\x0a"
+    BUNDLE = b"\x0b"
 
 
 OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
@@ -104,6 +109,22 @@ def _attempts(v: Any) -> bool:
 
 _ID = _text(_MAX_ID)
 _SEQ = _whole(0, MAX_SEQ)
+_DIGEST = _text(64)
+MAX_REQUIREMENTS = 256
+
+
+def _env(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 2
+        and isinstance(v[0], list)
+        and len(v[0]) <= MAX_REQUIREMENTS
+        and all(_text(_MAX_ID)(r) for r in v[0])
+        and isinstance(v[1], list)
+        and len(v[1]) <= MAX_REQUIREMENTS
+        and all(_DIGEST(d) for d in v[1])
+    )
+
 
 # Per command: required fields, optional fields, and how many blobs (min, max).
 SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]]] = {
@@ -134,10 +155,12 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "function_id": _ID,
             "deadline_s": _number(0.001, 10**7),
         },
-        {"tenant": _text(_MAX_ID)},
+        {"tenant": _text(_MAX_ID), "env": _env},
         (2, 2),
     ),
     Command.RESET: ({}, {}, (0, 0)),
+    Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),
+    Command.BUNDLE: ({"digest": _DIGEST, "found": lambda v: isinstance(v, bool)}, {}, (1, 1)),
 }
 
 

@@ -36,7 +36,7 @@ import zmq.auth.asyncio
 
 from common import curve, wire
 from common.errors import ProtocolError, StoreUnavailable
-from common.models import DispatchMode, TaskStatus
+from common.models import DispatchMode, FunctionCode, TaskStatus
 from common.store import Outcome, QueueEntry, Store
 from dispatcher import outcomes
 from dispatcher.local import LocalWorker
@@ -68,7 +68,7 @@ class Dispatcher:
         self._orphan_holders: dict[str, str] = {}
         self._orphans_until = 0.0
         self._ipc_path: str | None = None
-        self._functions: OrderedDict[str, bytes] = OrderedDict()
+        self._functions: OrderedDict[str, FunctionCode] = OrderedDict()
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
@@ -90,6 +90,8 @@ class Dispatcher:
         self._lost: list[tuple[QueueEntry, str]] = []
         self._to_write = asyncio.Event()
         self._resets: list[bytes] = []  # workers to re-register after this batch
+        self._fetches: list[tuple[bytes, str]] = []  # (worker, bundle digest) asked for
+        self._background: set[asyncio.Task[None]] = set()
         self._reporting: list[WorkerState] = []  # workers that sent results in this batch
         self.active = False  # holds the lease and dispatches
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
@@ -288,7 +290,7 @@ class Dispatcher:
             self._update_credit()
 
     async def _dispatch(self, entries: list[QueueEntry]) -> None:
-        functions = await self._function_payloads({e.function_id for e in entries})
+        functions = await self._function_code({e.function_id for e in entries})
         started: list[tuple[str, int, str]] = []
         missing: list[Outcome] = []
         unsent: list[QueueEntry] = []
@@ -310,15 +312,20 @@ class Dispatcher:
         self._ended += missing
         self._to_write.set()
 
-    async def _send_task(self, worker: WorkerState, entry: QueueEntry, function: bytes) -> bool:
+    async def _send_task(
+        self, worker: WorkerState, entry: QueueEntry, function: FunctionCode
+    ) -> bool:
         assert self._socket is not None
-        header = {
+        header: dict = {
             "task_id": entry.task_id,
             "attempt": entry.attempt,
             "function_id": entry.function_id,
             "deadline_s": entry.deadline_s,
         }
-        frames = [worker.identity, *wire.pack(wire.Command.TASK, header, function, entry.payload)]
+        if function.env:
+            header["env"] = [list(function.env.requirements), list(function.env.bundles)]
+        task = wire.pack(wire.Command.TASK, header, function.payload, entry.payload)
+        frames = [worker.identity, *task]
         try:
             await self._socket.send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
@@ -327,16 +334,18 @@ class Dispatcher:
                 await self._requeue(flight.entry, "its worker became unreachable")
             return False
         deadline_at = time.monotonic() + entry.deadline_s + self.settings.deadline_grace_s
+        if function.env:  # the worker may first have to install it
+            deadline_at += self.settings.env_install_allowance_s
         self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at))
         return True
 
-    async def _function_payloads(self, ids: set[str]) -> dict[str, bytes | None]:
+    async def _function_code(self, ids: set[str]) -> dict[str, FunctionCode | None]:
         missing = [i for i in ids if i not in self._functions]
         if missing:
-            fetched = await self._retrying(lambda: self.store.function_payloads(missing))
-            for function_id, payload in fetched.items():
-                if payload is not None:
-                    self._functions[function_id] = payload
+            fetched = await self._retrying(lambda: self.store.function_code(missing))
+            for function_id, code in fetched.items():
+                if code is not None:
+                    self._functions[function_id] = code
             while len(self._functions) > _FUNCTION_CACHE_SIZE:
                 self._functions.popitem(last=False)
         return {i: self._functions.get(i) for i in ids}
@@ -359,6 +368,11 @@ class Dispatcher:
             for identity in self._resets:  # their HELLO re-claims what they still hold
                 await self._reply(identity, wire.Command.RESET)
             self._resets.clear()
+            if self._fetches:
+                fetches, self._fetches = self._fetches, []
+                task = asyncio.create_task(self._send_bundles(fetches))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             self._update_credit()  # freed slots get work while the outcomes commit
             self._ended += ended
             self._lost += lost
@@ -437,6 +451,8 @@ class Dispatcher:
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
+        elif msg.command == wire.Command.FETCH:
+            self._fetches.append((worker.identity, msg.header["digest"]))
         elif msg.command == wire.Command.DRAIN:
             logger.info("worker %s drains: no more work for it", worker.worker_id)
             worker.draining = True
@@ -514,6 +530,17 @@ class Dispatcher:
             await self._socket.send_multipart([identity, *wire.pack(command, header)])
         except zmq.ZMQError:
             pass  # the peer is gone; it will register again when it comes back
+
+    async def _send_bundles(self, fetches: list[tuple[bytes, str]]) -> None:
+        """Answer FETCHes off the serve loop: a bundle may be megabytes."""
+        assert self._socket is not None
+        for identity, digest in fetches:
+            data = await self._retrying(lambda d=digest: self.store.get_bundle(d))  # type: ignore[misc]
+            header = {"digest": digest, "found": data is not None}
+            with contextlib.suppress(zmq.ZMQError):
+                await self._socket.send_multipart(
+                    [identity, *wire.pack(wire.Command.BUNDLE, header, data or b"")], copy=False
+                )
 
     async def _write(self) -> None:
         while True:

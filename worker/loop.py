@@ -23,10 +23,12 @@ import zmq
 
 from common import curve, wire
 from common.errors import ProtocolError
-from common.models import DispatchMode
+from common.models import DispatchMode, FunctionEnv
+from worker.environments import Environments, Failed
 from worker.pool import Job, JobResult, SlotPool
+from worker.prepare import Prepared, Preparer
 from worker.settings import WorkerSettings
-from worker.slot import Limits
+from worker.slot import Limits, dump_exception
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,16 @@ class WorkerLoop:
                 processes=settings.slot_max_processes,
             ),
         )
-        self._waiting: deque[Job] = deque()  # assigned beyond free slots (should not happen)
+        # Assigned but not started: waiting for a free slot, a bundle or an environment.
+        self._waiting: deque[Job] = deque()
+        environments = Environments(
+            settings.env_dir,
+            index_url=settings.pip_index_url or None,
+            find_links=[x for x in settings.pip_find_links.split(",") if x],
+            no_index=settings.pip_no_index,
+            trusted_hosts=[x for x in settings.pip_trusted_hosts.split(",") if x],
+        )
+        self._preparer = Preparer(environments, fetch=self._fetch_bundle)
         self._socket: zmq.Socket | None = None
         self._poller = zmq.Poller()
         self._polled_fds: set[int] = set()
@@ -85,7 +96,7 @@ class WorkerLoop:
         self._last_heard = time.monotonic()
         # Attempts whose results await acknowledgement count as running: the
         # dispatcher keeps holding them, and the re-sent RESULTs below commit them.
-        held = [[job.task_id, job.attempt] for job in self._pool.jobs()]
+        held = [[job.task_id, job.attempt] for job in [*self._pool.jobs(), *self._waiting]]
         held += [[h["task_id"], h["attempt"]] for h, _ in self._unacked.values()]
         first_seq = next(iter(self._unacked), self._next_seq)
         hello = {"worker_id": self.settings.worker_id, "slots": self._pool.size}
@@ -208,6 +219,7 @@ class WorkerLoop:
                 args=msg.blobs[1],
                 deadline_s=float(h["deadline_s"]),
                 tenant=h.get("tenant", ""),
+                env=FunctionEnv(tuple(h["env"][0]), tuple(h["env"][1])) if "env" in h else None,
             )
             self._waiting.append(job)
             self._start_waiting()
@@ -217,6 +229,10 @@ class WorkerLoop:
             self._connect()
         elif msg.command == wire.Command.HEARTBEAT:
             self._forget_acked(msg.header.get("acked", 0))
+        elif msg.command == wire.Command.BUNDLE:
+            h = msg.header
+            self._preparer.bundle_arrived(h["digest"], h["found"], msg.blobs[0])
+            self._start_waiting()
         elif msg.command != wire.Command.WELCOME:
             raise ProtocolError(f"unexpected {msg.command.name} from the dispatcher")
 
@@ -225,9 +241,24 @@ class WorkerLoop:
             _, (_, blob) = self._unacked.popitem(last=False)
             self._unacked_bytes -= len(blob)
 
+    def _fetch_bundle(self, digest: str) -> None:
+        self._send(wire.Command.FETCH, {"digest": digest})
+
     def _start_waiting(self) -> None:
-        while self._waiting and self._pool.idle():
-            self._pool.run(self._waiting.popleft())
+        """Start what can start, in order; a job whose environment is still being
+        prepared does not hold up the ones behind it."""
+        still: deque[Job] = deque()
+        while self._waiting:
+            job = self._waiting.popleft()
+            state = self._preparer.prepare(job.env) if self._pool.idle() else None
+            if isinstance(state, Prepared):
+                self._pool.run(job, state.env_path, state.env_key)
+            elif isinstance(state, Failed):
+                failure = ModuleNotFoundError(f"the function's environment: {state.message}")
+                self._report(JobResult(job, "dependency", dump_exception(failure), str(failure)))
+            else:
+                still.append(job)
+        self._waiting = still
 
     def _report(self, result: JobResult) -> None:
         job = result.job

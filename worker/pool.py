@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from common.models import FunctionEnv
 from worker import slot
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class Job:
     args: bytes
     deadline_s: float
     tenant: str = ""
+    env: FunctionEnv | None = None
     started_at: float = field(default=0.0)
 
     @property
@@ -46,7 +48,8 @@ class _Slot:
     process: BaseProcess
     conn: Connection
     job: Job | None = None
-    tenant: str | None = None  # whose code it has run: it never runs another's
+    # (tenant, environment) whose code it has run: it never runs another's
+    binding: tuple[str, str] | None = None
     tasks_run: int = 0
 
 
@@ -61,10 +64,11 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 class SlotPool:
-    """Slots are bound to the tenant whose code they first ran: code can leave
-    state behind in its process (a monkeypatched module, a thread), so a slot
-    that must run another tenant's task is replaced first. `max_tasks_per_slot`
-    also replaces a slot after that many tasks (0: never)."""
+    """Slots are bound to the tenant whose code they first ran, and to the
+    environment it ran in: code can leave state behind in its process (a
+    monkeypatched module, a thread, imported packages), so a slot that must run
+    another tenant's task, or a task in another environment, is replaced first.
+    `max_tasks_per_slot` also replaces a slot after that many tasks (0: never)."""
 
     def __init__(
         self,
@@ -106,19 +110,21 @@ class SlotPool:
     def fds(self) -> list[int]:
         return list(self._slots)
 
-    def run(self, job: Job) -> None:
+    def run(self, job: Job, env_path: str = "", env_key: str = "") -> None:
+        """Start `job` in an idle slot, with `env_path` (if any) first on sys.path."""
         idle = [fd for fd, s in self._slots.items() if s.job is None]
         if not idle:
             raise RuntimeError("no idle slot")
-        # An idle slot of this tenant, else a fresh one, else replace another's.
-        fd = next((fd for fd in idle if self._slots[fd].tenant == job.tenant), None)
-        fd = fd or next((fd for fd in idle if self._slots[fd].tenant is None), None)
+        # An idle slot bound the same way, else a fresh one, else replace another.
+        binding = (job.tenant, env_key)
+        fd = next((fd for fd in idle if self._slots[fd].binding == binding), None)
+        fd = fd or next((fd for fd in idle if self._slots[fd].binding is None), None)
         if fd is None:
             fd = self._recycle(idle[0])
         s = self._slots[fd]
         job.started_at = time.monotonic()
-        s.job, s.tenant = job, job.tenant
-        s.conn.send((job.task_id, job.function_id, job.function, job.args))
+        s.job, s.binding = job, binding
+        s.conn.send((job.task_id, job.function_id, job.function, job.args, env_path))
 
     def _recycle(self, fd: int) -> int:
         """Replace the idle slot `fd` with a fresh one; returns the new one's fd."""

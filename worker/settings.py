@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from pydantic import Field, model_validator
 
@@ -38,6 +39,17 @@ class WorkerSettings(BaseFaasSettings):
     """Open-file limit of each slot (RLIMIT_NOFILE; 0: inherited)."""
     slot_max_processes: int = Field(default=0, ge=0)
     """Process limit of each slot (RLIMIT_NPROC, counted per uid; 0: inherited)."""
+    env_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "faas" / "envs")
+    """Where functions' environments (requirements, bundles) are installed, one
+    directory per content hash; shared safely by workers on one host."""
+    pip_index_url: str = ""
+    """Package index for requirements (default: pip's own configuration)."""
+    pip_find_links: str = ""
+    """Extra wheel locations (comma-separated), e.g. an offline wheelhouse directory."""
+    pip_no_index: bool = False
+    """Install only from pip_find_links."""
+    pip_trusted_hosts: str = ""
+    """Hosts pip may reach without valid HTTPS (comma-separated)."""
     max_result_bytes: int = Field(default=16 * 2**20, ge=1)
     """A larger pickled return value fails its task (error_kind result_too_large)."""
     unacked_results_max_bytes: int = Field(default=256 * 2**20, ge=1)

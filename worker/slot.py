@@ -19,6 +19,7 @@ import ctypes
 import pickle
 import resource
 import signal
+import sys
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
@@ -56,7 +57,7 @@ class Limits:
 
 
 def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits = Limits()) -> None:
-    """Slot main loop: (task_id, function_id, function, args) in, outcome out."""
+    """Slot main loop: (task_id, function_id, function, args, env path) in, outcome out."""
     _die_with_parent()
     limits.apply()
     # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
@@ -66,9 +67,11 @@ def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits =
     functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
     while True:
         try:
-            task_id, function_id, function, args = conn.recv()
+            task_id, function_id, function, args, env_path = conn.recv()
         except (EOFError, OSError):
             return
+        if env_path and env_path not in sys.path:  # a slot serves one environment
+            sys.path.insert(0, env_path)
         outcome, blob, error = run_call(functions, function_id, function, args)
         if len(blob) > max_result_bytes:
             error = (f"the result pickles to {len(blob):,} bytes, over the "

@@ -80,7 +80,7 @@ def test_a_worker_killed_with_sigkill_takes_its_busy_slots_with_it(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
     pidfile = tmp_path / "slot.pid"
-    with task_running(tmp_path, mode, 0) as (platform, http, _):
+    with task_running(tmp_path, mode, 30) as (platform, http, _):  # one worker busy
         # Given a function that never returns, running in a slot of a worker
         task_id = execute(http, register(http, userfuncs.spin_forever), str(pidfile))
         view = running_on(http, task_id)
