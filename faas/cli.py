@@ -127,19 +127,27 @@ def _up(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     platform = LocalPlatform(config)
     print(f"starting faas ({args.mode} mode)...", flush=True)
-    with platform:
+    platform.start()
+    try:
         print(f"faas is up: {platform.url}  (API docs: {platform.url}/docs)")
         print(f"  redis:  {platform.redis_url}")
         if config.log_dir:
             print(f"  logs:   {config.log_dir}/")
         print("Ctrl-C stops everything.", flush=True)
+        while True:
+            time.sleep(0.5)
+            platform.revive(lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        drain = platform.drain_timeout_s()
+        print(f"\nstopping: running tasks may finish within {drain:g} s (Ctrl-C again kills)",
+              flush=True)  # fmt: skip
+    finally:
         try:
-            while True:
-                time.sleep(0.5)
-                platform.revive(lambda line: print(line, flush=True))
+            platform.stop()
         except KeyboardInterrupt:
-            drain = platform.drain_timeout_s()
-            print(f"\nstopping: running tasks may finish within {drain:g} s...", flush=True)
+            for proc in platform.processes():
+                proc.kill()
+            raise
     print("stopped.")
 
 
