@@ -159,6 +159,8 @@ def test_a_killed_redis_comes_back_and_no_task_is_lost(tmp_path: Path) -> None:
         assert redis_pid(redis_port) != first_pid
 
         views = wait_through_outage(http, task_ids, timeout_s=120)
+    up.expect(r"^stopped\.$")  # Ctrl-C (SIGINT) drained and stopped it cleanly
+    assert up.proc.returncode == 0
     assert all(v["status"] == "COMPLETED" for v in views.values()), views
     ran = executions.read_text().split()
     assert sorted(set(ran), key=int) == [str(i) for i in range(60)]
