@@ -5,12 +5,19 @@ local platform launcher that `faas up` uses.
 """
 
 from faas.client import Client, RemoteFunction, Task, wait_all
-from faas.errors import ApiError, FaasClientError, ResultTimeout, WorkerFailure
+from faas.errors import (
+    ApiError,
+    FaasClientError,
+    GatewayUnreachable,
+    ResultTimeout,
+    WorkerFailure,
+)
 
 __all__ = [
     "ApiError",
     "Client",
     "FaasClientError",
+    "GatewayUnreachable",
     "RemoteFunction",
     "ResultTimeout",
     "Task",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.metadata
 import importlib.util
 import json
 import signal
@@ -12,29 +13,57 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.models import DispatchMode
 from faas.client import Client, unwrap
-from faas.errors import ApiError, FaasClientError
-from faas.platform import LocalPlatform, PlatformConfig
+from faas.errors import FaasClientError
+from faas.views import Undecodable, decoded, function_line, task_lines, with_decoded_result
+
+_MODES = ("local", "pull", "push")  # common.models.DispatchMode, without importing the store
+
+
+class CliError(Exception):
+    """A one-line error for the user."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         args.run(args)
-    except (ApiError, FaasClientError) as exc:
-        sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except (CliError, FaasClientError, Undecodable) as exc:
+        sys.exit(f"error: {exc}")
+    except RuntimeError as exc:  # faas.platform.PlatformError, without importing it here
+        if type(exc).__name__ != "PlatformError":
+            raise
+        sys.exit(f"error: {exc}")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("faas-platform")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _client_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    """--url and --api-key, accepted before or after the command: a subcommand's copy
+    leaves the value alone when absent (SUPPRESS) instead of resetting it to None."""
+    default = argparse.SUPPRESS if sub else None
+    parser.add_argument(
+        "--url", default=default, help="gateway URL (default $FAAS_URL or http://127.0.0.1:8000)"
+    )
+    parser.add_argument("--api-key", default=default, help="API key (default $FAAS_API_KEY)")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faas", description=__doc__)
-    parser.add_argument("--url", help="gateway URL (default $FAAS_URL or http://127.0.0.1:8000)")
+    parser.add_argument("--version", action="version", version=f"faas {_version()}")
+    _client_options(parser, sub=False)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start Redis, the dispatcher, workers and the gateway here")
-    up.add_argument("--mode", choices=[m.value for m in DispatchMode], default="local")
+    up.add_argument("--mode", choices=_MODES, default="local")
     up.add_argument("--workers", type=int, default=2, help="worker processes (pull/push)")
     up.add_argument(
         "--slots", type=int, default=4, help="slots of the dispatcher (local) or of each worker"
@@ -51,45 +80,45 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--verbose", action="store_true", help="print the components' logs here")
     up.set_defaults(run=_up)
 
-    reg = sub.add_parser("register", help="register FILE.py:FUNCTION; prints its id")
+    def command(name: str, helptext: str, handler: Any, *, reads: bool = True,
+                description: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
+        cmd = sub.add_parser(name, help=helptext, description=description or helptext)
+        _client_options(cmd, sub=True)
+        if reads:
+            cmd.add_argument("--json", action="store_true", help="print JSON")
+        cmd.set_defaults(run=handler)
+        return cmd
+
+    reg = command("register", "register FILE.py:FUNCTION; prints its id", _register)
     reg.add_argument("target", metavar="FILE.py:FUNCTION")
     reg.add_argument("--name")
-    reg.set_defaults(run=_register)
 
-    for name, helptext, handler in (
-        ("call", "run a function and print its result", _call),
-        ("submit", "queue a call and print the task id", _submit),
-    ):
-        cmd = sub.add_parser(
-            name,
-            help=helptext,
-            description="ARGs are Python literals (else strings); KEY=VALUE are keywords.",
-        )
+    literals = "ARGs are Python literals (else strings); KEY=VALUE are keywords."
+    call = command("call", "run a function and print its result", _call, description=literals)
+    submit = command("submit", "queue a call and print the task id", _submit, description=literals)
+    for cmd in (call, submit):
         cmd.add_argument("function_id")
         cmd.add_argument("args", nargs="*", metavar="ARG|KEY=VALUE")
-        cmd.set_defaults(run=handler)
 
-    res = sub.add_parser("result", help="print a task's result (waits up to --wait seconds)")
+    res = command("result", "print a task's result (waits up to --wait seconds)", _result)
     res.add_argument("task_id")
     res.add_argument("--wait", type=float, default=30.0)
-    res.set_defaults(run=_result)
-
-    for name, helptext, handler in (
-        ("status", "print a task's status", _status),
-        ("task", "print everything about a task as JSON", _task),
-        ("functions", "list registered functions", _functions),
-    ):
-        cmd = sub.add_parser(name, help=helptext)
-        if name != "functions":
-            cmd.add_argument("task_id")
-        cmd.set_defaults(run=handler)
-    return parser  # fmt: skip
+    task = command("task", "print everything about a task", _task)
+    task.add_argument("task_id")
+    for cmd in (call, res, task):
+        cmd.add_argument("--raw", action="store_true", help="the result as base64 pickle text")
+    command("status", "print a task's status", _status).add_argument("task_id")
+    command("functions", "list registered functions", _functions)
+    return parser
 
 
 # -- up -----------------------------------------------------------------------------------
 
 
 def _up(args: argparse.Namespace) -> None:
+    from common.models import DispatchMode
+    from faas.platform import LocalPlatform, PlatformConfig
+
     config = PlatformConfig(
         mode=DispatchMode(args.mode), workers=args.workers, slots=args.slots, host=args.host,
         port=args.port, redis_url=args.redis_url, data_dir=args.data_dir,
@@ -98,52 +127,61 @@ def _up(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     platform = LocalPlatform(config)
     print(f"starting faas ({args.mode} mode)...", flush=True)
-    with platform:
+    platform.start()
+    try:
         print(f"faas is up: {platform.url}  (API docs: {platform.url}/docs)")
         print(f"  redis:  {platform.redis_url}")
         if config.log_dir:
             print(f"  logs:   {config.log_dir}/")
         print("Ctrl-C stops everything.", flush=True)
+        while True:
+            time.sleep(0.5)
+            platform.revive(lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        drain = platform.drain_timeout_s()
+        print(f"\nstopping: running tasks may finish within {drain:g} s (Ctrl-C again kills)",
+              flush=True)  # fmt: skip
+    finally:
         try:
-            _supervise(platform)
+            platform.stop()
         except KeyboardInterrupt:
-            print("\nstopping...", flush=True)
+            for proc in platform.processes():
+                proc.kill()
+            raise
     print("stopped.")
-
-
-def _supervise(platform: LocalPlatform) -> None:
-    """Restart the dispatcher, a worker or the gateway if one dies; tasks survive it."""
-    while True:
-        time.sleep(1)
-        if platform.redis is not None and not platform.redis.alive():
-            raise SystemExit("redis-server exited; stopping (see the logs)")
-        for proc in platform.processes():
-            if not proc.alive():
-                print(f"{proc.name} exited (code {proc.popen.returncode}); restarting", flush=True)  # type: ignore[union-attr]
-                proc.start()
 
 
 # -- client commands -------------------------------------------------------------------------
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url)
+    return Client(args.url, api_key=args.api_key)
+
+
+def _emit(args: argparse.Namespace, human: str, data: Any) -> None:
+    print(json.dumps(data, indent=2) if args.json else human)
 
 
 def _register(args: argparse.Namespace) -> None:
     path, _, attr = args.target.rpartition(":")
     if not path or not attr:
-        sys.exit("error: expected FILE.py:FUNCTION")
+        raise CliError(f"expected FILE.py:FUNCTION, got {args.target!r}")
+    if not Path(path).is_file():
+        raise CliError(f"no such file: {path}")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     if spec is None or spec.loader is None:
-        sys.exit(f"error: cannot load {path}")
+        raise CliError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise CliError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        sys.exit(f"error: {path} has no function {attr}")
-    print(_client(args).register(fn, name=args.name or attr).id)
+        raise CliError(f"{path} has no function {attr}")
+    remote = _client(args).register(fn, name=args.name or attr)
+    _emit(args, remote.id, {"function_id": remote.id, "name": remote.name})
 
 
 def _parse_call(items: list[str]) -> tuple[list[Any], dict[str, Any]]:
@@ -167,37 +205,57 @@ def _literal(text: str) -> Any:
 
 def _call(args: argparse.Namespace) -> None:
     positional, keywords = _parse_call(args.args)
-    fn = _client(args).function(args.function_id)
-    print(repr(fn(*positional, **keywords)))
+    task = _client(args).function(args.function_id).run(*positional, **keywords)
+    _print_outcome(args, task.wait())
 
 
 def _submit(args: argparse.Namespace) -> None:
     positional, keywords = _parse_call(args.args)
-    fn = _client(args).function(args.function_id)
-    print(fn.submit(*positional, **keywords).id)
+    task = _client(args).function(args.function_id).submit(*positional, **keywords)
+    _emit(args, task.id, {"task_id": task.id})
 
 
 def _result(args: argparse.Namespace) -> None:
-    view = _client(args).task(args.task_id).info(wait=args.wait)
+    _print_outcome(args, _client(args).task(args.task_id).info(wait=args.wait))
+
+
+def _print_outcome(args: argparse.Namespace, view: dict[str, Any]) -> None:
+    """The value (decoded), or one line saying why there is none; exit 1 unless COMPLETED."""
+    if args.json:
+        print(json.dumps(with_decoded_result(view, raw=args.raw), indent=2))
+        if view["status"] != "COMPLETED":
+            sys.exit(1)
+        return
     if view["status"] not in ("COMPLETED", "FAILED"):
-        sys.exit(f"task is still {view['status']}")
+        raise CliError(f"task {view['task_id']} is still {view['status']}")
+    if args.raw or view["status"] == "COMPLETED":
+        print(decoded(view, raw=args.raw))
+        if view["status"] == "COMPLETED":
+            return
+        sys.exit(1)
     try:
-        print(repr(unwrap(view)))
+        unwrap(view)
     except Exception as exc:
-        sys.exit(f"task FAILED: {type(exc).__name__}: {exc}")
+        raise CliError(f"task {view['task_id']} FAILED: {type(exc).__name__}: {exc}") from None
 
 
 def _status(args: argparse.Namespace) -> None:
-    print(_client(args).task(args.task_id).status())
+    status = _client(args).task(args.task_id).status()
+    _emit(args, status, {"task_id": args.task_id, "status": status})
 
 
 def _task(args: argparse.Namespace) -> None:
-    print(json.dumps(_client(args).task(args.task_id).info(), indent=2))
+    view = _client(args).task(args.task_id).info()
+    if args.json:
+        print(json.dumps(with_decoded_result(view, raw=args.raw), indent=2))
+    else:
+        print("\n".join(task_lines(view, raw=args.raw)))
 
 
 def _functions(args: argparse.Namespace) -> None:
-    for f in _client(args).functions():
-        print(f"{f['function_id']}  {f['name']}  {f['size_bytes']} bytes")
+    functions = _client(args).functions()
+    human = "\n".join(function_line(f) for f in functions) or "(no functions registered)"
+    _emit(args, human, functions)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import cloudpickle
 import httpx
 from tqdm import tqdm
 
-from faas.errors import ApiError, ResultTimeout, WorkerFailure
+from faas.errors import ApiError, FaasClientError, GatewayUnreachable, ResultTimeout, WorkerFailure
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TERMINAL = ("COMPLETED", "FAILED")
@@ -40,6 +40,20 @@ def dumps(obj: object) -> str:
 
 def loads(text: str) -> Any:
     return pickle.loads(base64.b64decode(text))
+
+
+def gateway_url(url: str) -> str:
+    """`host:port` means `http://host:port`; anything but an http(s) URL is refused."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise FaasClientError(f"not a gateway URL: {url!r} ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise FaasClientError(f"not a gateway URL: {url!r} (expected http://HOST:PORT)")
+    return url
 
 
 def pickle_function(fn: Callable[..., Any]) -> bytes:
@@ -66,7 +80,7 @@ class Client:
     def __init__(
         self, url: str | None = None, *, api_key: str | None = None, timeout_s: float = 60.0
     ) -> None:
-        self.url = (url or os.environ.get("FAAS_URL") or DEFAULT_URL).rstrip("/")
+        self.url = gateway_url(url or os.environ.get("FAAS_URL") or DEFAULT_URL)
         headers = {}
         key = api_key or os.environ.get("FAAS_API_KEY")
         if key:
@@ -83,14 +97,23 @@ class Client:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.url, exc) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
+            except (ValueError, AttributeError):
+                detail = response.text[:200]
             raise ApiError(response.status_code, str(detail))
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise FaasClientError(
+                f"{self.url} answered {method} {path} with something other than JSON:"
+                " is it a faas gateway?"
+            ) from None
 
     def register(self, fn: Callable[..., Any], *, name: str | None = None) -> RemoteFunction:
         name = name or getattr(fn, "__qualname__", None) or "function"
@@ -134,10 +157,13 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run remotely and return the value (or raise the remote exception)."""
+        return self.run(*args, **kwargs).result()
+
+    def run(self, *args: Any, **kwargs: Any) -> Task:
+        """Submit and wait in one request (up to one long-poll); the task, ended or not."""
         body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
         view = self.client.request("POST", "/v1/tasks", params={"wait": _POLL_S}, json=body)
-        task = Task(self.client, view["task_id"], view)
-        return task.result()
+        return Task(self.client, view["task_id"], view)
 
     def submit(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Task:
         body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
@@ -197,17 +223,21 @@ class Task:
     def done(self) -> bool:
         return self.status() in _TERMINAL
 
-    def result(self, timeout: float | None = None) -> Any:
-        """The value; raises the function's own exception, WorkerFailure for other
-        failures, ResultTimeout if the task has not ended within `timeout` seconds."""
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """The ended task's view; ResultTimeout if it has not ended within `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _POLL_S if deadline is None else max(0.0, deadline - time.monotonic())
             view = self.info(wait=min(left, _POLL_S))
             if view["status"] in _TERMINAL:
-                return unwrap(view)
+                return view
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"task {self.id} still {view['status']} after {timeout:g} s")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The value; raises the function's own exception, WorkerFailure for other
+        failures, ResultTimeout if the task has not ended within `timeout` seconds."""
+        return unwrap(self.wait(timeout))
 
 
 def unwrap(view: dict[str, Any]) -> Any:

@@ -16,6 +16,20 @@ class ApiError(FaasClientError):
         self.detail = detail
 
 
+class GatewayUnreachable(FaasClientError):
+    """No answer from the gateway at all: not started, wrong host or port, a proxy
+    in the way. The httpx error is kept as `reason` (and not chained, so that an
+    uncaught one prints a readable line rather than the transport's traceback)."""
+
+    def __init__(self, url: str, reason: Exception) -> None:
+        detail = str(reason) or type(reason).__name__
+        super().__init__(
+            f"cannot reach the faas gateway at {url} ({detail}): is `faas up` running?"
+        )
+        self.url = url
+        self.reason = reason
+
+
 class WorkerFailure(FaasClientError):
     """The task failed for a reason other than its own exception: its deadline
     passed, its workers kept dying, or its function was deleted."""

@@ -2,10 +2,13 @@
 given), the dispatcher, workers (pull and push modes) and the gateway, each a
 real process. `faas up`, the integration tests and the benchmarks all use this.
 
-Every child runs in its own session so that stopping the platform can kill each
-process group whole (a gateway with several server processes, a worker with its
-slots) and leave nothing behind; and each asks Linux for SIGTERM should the
-launcher die first, so even a kill -9 of `faas up` leaves nothing running.
+Every child runs in its own session. Stopping drains: SIGTERM goes to each
+process itself, never to its group (a worker's group holds the fork server and
+the slots of running tasks, which must outlive the signal), in order (gateway
+and workers, then dispatchers, Redis last) and in parallel within each step;
+whatever is left after the drain timeout is killed group and all. Each child
+asks Linux for SIGTERM should the launcher die first, so even a kill -9 of
+`faas up` leaves nothing running.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ import httpx
 
 from common.models import DispatchMode
 from common.store import Store
+from faas.datalock import DataDirInUse, DataDirLock
+
+_DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the worker's FAAS_DRAIN_TIMEOUT_S default
+_STOP_MARGIN_S = 5.0  # beyond the drain timeout: handing back, flushing, exiting
+
+
+class PlatformError(RuntimeError):
+    """The platform cannot start as asked; the message is one line for the user."""
 
 
 def free_port() -> int:
@@ -97,31 +108,56 @@ class Process:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
     def signal(self, sig: int) -> None:
+        """Signal the whole group (e.g. SIGSTOP to freeze a worker with its slots)."""
         if self.alive():
             assert self.popen is not None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
 
+    def terminate(self) -> None:
+        """SIGTERM to the process only: it drains and stops its own children."""
+        if self.alive():
+            assert self.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the process has exited."""
+        if self.popen is None:
+            return True
+        try:
+            self.popen.wait(timeout=max(timeout_s, 0))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def kill(self) -> None:
         """SIGKILL the whole group, as a crash would."""
-        self.signal(signal.SIGKILL)
-        if self.popen is not None:
-            self.popen.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 10) -> None:
         if self.popen is None:
             return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        # The group may outlive its leader (slots, server workers): end it all.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)  # its leader may be gone, slots not
+        self.wait(10)
+
+    def stop(self, timeout_s: float = _DEFAULT_DRAIN_TIMEOUT_S + _STOP_MARGIN_S) -> None:
+        stop_together([self], timeout_s)
+
+
+def stop_together(procs: list[Process], timeout_s: float) -> None:
+    """SIGTERM each process, wait for all of them at once (up to timeout_s), then
+    SIGKILL each group: whatever a process left behind, or the process itself."""
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        proc.wait(deadline - time.monotonic())
+    for proc in procs:
+        proc.kill()
 
 
 def _term_with_parent() -> None:
@@ -144,6 +180,8 @@ class LocalPlatform:
         self.redis_url = config.redis_url or ""
         self.dispatcher_port = config.dispatcher_port or free_port()
         self.url = f"http://{config.host}:{config.port}"
+        self.redis_port = 0
+        self._lock = DataDirLock(config.data_dir.resolve())
 
     # -- components -------------------------------------------------------------------------
 
@@ -158,17 +196,27 @@ class LocalPlatform:
         return env
 
     def start_redis(self) -> None:
+        """Redis on the data directory, which this platform then holds alone."""
         c = self.config
+        try:
+            self._lock.acquire()
+        except DataDirInUse as exc:
+            raise PlatformError(str(exc)) from None
         port = c.redis_port or free_port()
         data_dir = c.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--protected-mode", "yes", "--daemonize", "no",
         ]  # fmt: skip
         self.redis = Process("redis", argv, self._env(), c.log_dir).start()
+        self.redis_port = port
         self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self._wait_for_redis()
+
+    def _wait_for_redis(self) -> None:
+        assert self.redis is not None
+        port = self.redis_port
         _wait_for(lambda: _redis_answers(port), 15, "redis-server did not start", self.redis)
 
     def start_dispatcher(self) -> Process:
@@ -200,9 +248,24 @@ class LocalPlatform:
         _wait_for(lambda: _http_ok(self.url + "/readyz"), 30, "gateway did not become ready",
                   self.gateway)  # fmt: skip
 
+    def check_port(self) -> None:
+        """Refuse a gateway port that is taken: another platform's gateway there would
+        answer our readiness probe, and ours would never bind."""
+        host, port = self.config.host, self.config.port
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise PlatformError(
+                    f"cannot serve on {host}:{port}: {exc.strerror}"
+                    " (another `faas up` there? pick another --port)"
+                ) from None
+
     # -- whole platform ---------------------------------------------------------------------
 
     def start(self) -> LocalPlatform:
+        self.check_port()
         try:
             if not self.redis_url:
                 self.start_redis()
@@ -232,9 +295,35 @@ class LocalPlatform:
         procs = [self.gateway, *self.workers, *self.dispatchers, self.redis]
         return [p for p in procs if p is not None]
 
+    def revive(self, log: Callable[[str], None]) -> None:
+        """Restart whatever died, Redis first, on its port and data directory (its
+        append-only file holds every acknowledged write); the others reconnect."""
+        procs = (self.redis, *self.dispatchers, *self.workers, self.gateway)
+        for proc in [p for p in procs if p is not None]:
+            if proc.popen is None or proc.alive():
+                continue
+            log(f"{proc.name} exited (code {proc.returncode}); restarting it")
+            proc.start()
+            if proc is self.redis:
+                self._wait_for_redis()
+                log(f"{proc.name} is back on port {self.redis_port}")
+
+    def drain_timeout_s(self) -> float:
+        try:
+            return float(self._env().get("FAAS_DRAIN_TIMEOUT_S", _DEFAULT_DRAIN_TIMEOUT_S))
+        except ValueError:
+            return _DEFAULT_DRAIN_TIMEOUT_S
+
     def stop(self) -> None:
-        for proc in self.processes():  # gateway first, Redis last: it keeps the state
-            proc.stop()
+        """Drain, then stop. The gateway (no new calls) and the workers (they finish
+        running tasks within the drain timeout and report them) go together, then the
+        dispatchers, which commit those reports, and Redis last: it keeps the state."""
+        grace = self.drain_timeout_s() + _STOP_MARGIN_S
+        stop_together([p for p in (self.gateway, *self.workers) if p is not None], grace)
+        stop_together(self.dispatchers, grace)
+        if self.redis is not None:
+            stop_together([self.redis], 10)
+        self._lock.release()
 
     def __enter__(self) -> LocalPlatform:
         return self.start()
@@ -262,9 +351,9 @@ def _http_ok(url: str) -> bool:
 def _wait_for(check: Callable[[], bool], timeout_s: float, message: str, proc: Process) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if not proc.alive():  # before the check: someone else may answer it
+            raise PlatformError(f"{message}: {proc.name} exited with code {proc.returncode}")
         if check():
             return
-        if not proc.alive():
-            raise RuntimeError(f"{message}: {proc.name} exited with code {proc.popen.returncode}")  # type: ignore[union-attr]
         time.sleep(0.05)
-    raise RuntimeError(f"{message} within {timeout_s:g} s")
+    raise PlatformError(f"{message} within {timeout_s:g} s")

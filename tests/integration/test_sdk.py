@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from faas import ApiError, Client, ResultTimeout, WorkerFailure
-from faas.platform import LocalPlatform
+from faas import (
+    ApiError,
+    Client,
+    FaasClientError,
+    GatewayUnreachable,
+    ResultTimeout,
+    WorkerFailure,
+)
+from faas.platform import LocalPlatform, free_port
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +88,24 @@ def test_api_errors_carry_status_and_detail(client: Client) -> None:
     with pytest.raises(ApiError) as caught:
         client.function("00000000-0000-4000-8000-000000000000")
     assert caught.value.status_code == 404
+
+
+def test_an_unreachable_gateway_raises_one_clear_error() -> None:
+    port = free_port()  # nothing listens there
+    unreachable = Client(f"127.0.0.1:{port}")  # no scheme: http:// is meant
+    with unreachable, pytest.raises(GatewayUnreachable) as caught:
+        unreachable.functions()
+    message = str(caught.value)
+    assert f"http://127.0.0.1:{port}" in message and "faas up" in message
+    assert "\n" not in message and caught.value.__cause__ is None  # no transport traceback
+    assert caught.value.url == f"http://127.0.0.1:{port}"
+
+
+def test_a_url_without_scheme_means_http(platform: LocalPlatform) -> None:
+    with Client(platform.url.removeprefix("http://")) as client:
+        assert isinstance(client.functions(), list)
+    with pytest.raises(FaasClientError, match="not a gateway URL"):
+        Client("ftp://127.0.0.1:1")
 
 
 def test_the_cli_registers_calls_and_reads_results(platform: LocalPlatform, tmp_path: Path) -> None:
