@@ -94,6 +94,7 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self._reporting: list[WorkerState] = []  # workers that sent results in this batch
         self.active = False  # holds the lease and dispatches
+        self._stopping = False
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -131,6 +132,11 @@ class Dispatcher:
         loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done and self._local_worker is not None:
+            # Drain our own worker while the loops still read its results and BYE,
+            # so a task running at a graceful stop finishes instead of running again.
+            self._stopping = True
+            await self._local_worker.stop(self.settings.drain_timeout_s + 5)
         for task in [*loops, stopper]:
             task.cancel()
         await asyncio.gather(*loops, stopper, return_exceptions=True)
@@ -189,7 +195,7 @@ class Dispatcher:
         while True:
             await asyncio.sleep(0.2)
             code = worker.exit_code()
-            if code is None:
+            if code is None or self._stopping:
                 continue
             logger.error("local worker exited with code %s; restarting it", code)
             gone = self.registry.remove(worker.worker_id.encode())

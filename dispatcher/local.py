@@ -36,20 +36,21 @@ class LocalWorker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        # Draining is pointless here: the dispatcher is stopping too.
-        env = {**os.environ, "FAAS_DRAIN_TIMEOUT_S": "0", "FAAS_HEALTH_PORT": "0", **self._keys}
+        env = {**os.environ, "FAAS_HEALTH_PORT": "0", **self._keys}
         self._process = subprocess.Popen(self._argv, env=env, preexec_fn=_die_with_parent)
 
     def exit_code(self) -> int | None:
         """None while it runs."""
         return None if self._process is None else self._process.poll()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5) -> None:
+        """SIGTERM: it drains (running tasks finish, their results are acknowledged),
+        says BYE and exits; killed if it takes longer than `timeout_s`."""
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()  # it says BYE and exits
+        process.terminate()
         try:
-            await asyncio.to_thread(process.wait, 5)
+            await asyncio.to_thread(process.wait, timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()

@@ -29,6 +29,9 @@ class DispatcherSettings(BaseFaasSettings):
     """After a restart, how long attempts held by the previous dispatcher wait for a
     worker to claim them (in its HELLO) before they are re-queued. An attempt whose
     worker registers without claiming it is re-queued at once."""
+    drain_timeout_s: float = Field(default=25.0, ge=0)
+    """Local mode: on SIGTERM, how long running tasks may finish before they are
+    handed back (the same variable sets a worker's)."""
     env_install_allowance_s: float = Field(default=600.0, ge=0)
     """Extra time before the dispatcher ends a task of a function with requirements
     itself: its worker may first have to install them."""

