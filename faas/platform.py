@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from common.curve import KeyPair
 from common.models import DispatchMode
 from common.store import Store
 from faas.datalock import DataDirInUse, DataDirLock
@@ -182,17 +183,29 @@ class LocalPlatform:
         self.url = f"http://{config.host}:{config.port}"
         self.redis_port = 0
         self._lock = DataDirLock(config.data_dir.resolve())
+        # The worker link is authenticated (CURVE) with keys made for this run: only
+        # the workers this platform starts may take its tasks.
+        server, worker = KeyPair.generate(), KeyPair.generate()
+        self._dispatcher_keys = {
+            "FAAS_DISPATCHER_SECRET_KEY": server.secret,
+            "FAAS_WORKER_PUBLIC_KEYS": worker.public,
+        }
+        self._worker_keys = {
+            "FAAS_WORKER_SECRET_KEY": worker.secret,
+            "FAAS_DISPATCHER_PUBLIC_KEY": server.public,
+        }
 
     # -- components -------------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, keys: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             FAAS_REDIS_URL=self.redis_url,
             FAAS_KEY_PREFIX=self.config.key_prefix,
             PYTHONUNBUFFERED="1",
         )
-        env.update(self.config.env)
+        env.update(keys or {})
+        env.update(self.config.env)  # the caller's settings win, keys included
         return env
 
     def start_redis(self) -> None:
@@ -223,7 +236,7 @@ class LocalPlatform:
         c = self.config
         argv = [sys.executable, "-m", "dispatcher", "-m", c.mode.value, "-w", str(c.slots),
                 "-p", str(self.dispatcher_port)]  # fmt: skip
-        env = {**self._env(), "FAAS_BIND_HOST": "127.0.0.1"}
+        env = {**self._env(self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1"}
         self.dispatcher = Process("dispatcher", argv, env, self.config.log_dir).start()
         self.dispatchers.append(self.dispatcher)
         return self.dispatcher
@@ -235,7 +248,7 @@ class LocalPlatform:
         worker_id = f"worker-{index}-{os.getpid()}"
         argv = [sys.executable, "-m", "worker", "--mode", c.mode.value, "-n", str(c.slots),
                 "--id", worker_id, endpoint]  # fmt: skip
-        proc = Process(f"worker-{index}", argv, self._env(), c.log_dir).start()
+        proc = Process(f"worker-{index}", argv, self._env(self._worker_keys), c.log_dir).start()
         self.workers.append(proc)
         self.worker_ids[worker_id] = proc
         return proc
