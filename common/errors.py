@@ -2,6 +2,7 @@
 
 FaasError
 ├── StoreUnavailable      Redis is unreachable or timed out
+│   └── StoreFull         Redis is at its memory limit and refuses writes
 ├── ProtocolError         a ZeroMQ frame that is malformed or of another version
 ├── InvalidPayload        not strict base64 of a well-formed pickle, or too large
 ├── InvalidId             a function or task id that is not a UUID
@@ -18,6 +19,11 @@ class FaasError(Exception):
 
 class StoreUnavailable(FaasError):
     """Redis could not be reached; the caller may retry later."""
+
+
+class StoreFull(StoreUnavailable):
+    """Redis answered OOM (maxmemory reached): writes fail until memory is freed or
+    the limit raised. A StoreUnavailable, so whoever retries those retries this."""
 
 
 class ProtocolError(FaasError):

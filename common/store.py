@@ -46,7 +46,7 @@ import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from common.errors import FunctionNotFound, StoreUnavailable
+from common.errors import FunctionNotFound, StoreFull, StoreUnavailable
 from common.models import ErrorKind, FunctionRecord, TaskRecord, TaskStatus
 
 GROUP = "dispatch"
@@ -60,15 +60,31 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _translate(exc: BaseException) -> StoreUnavailable | None:
+    """The platform's error for a redis-py error, or None if it is not one we translate.
+    The one place Redis failures become StoreUnavailable or StoreFull."""
+    if isinstance(exc, redis_errors.OutOfMemoryError) or (
+        # A write refused inside a Lua script arrives as a plain ResponseError.
+        isinstance(exc, redis_errors.ResponseError) and "OOM command not allowed" in str(exc)
+    ):
+        return StoreFull(f"redis is full (maxmemory reached): {exc}")
+    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
+        return StoreUnavailable(f"redis unavailable: {exc}")
+    return None
+
+
 def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn redis-py's connection errors into StoreUnavailable, once, here."""
+    """Turn redis-py's errors into the platform's (see `_translate`), once, here."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        except (redis_errors.RedisError, OSError) as exc:
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     return wrapper
 
@@ -451,8 +467,11 @@ class Store:
                 message = await pubsub.get_message(timeout=30.0)
                 if message is not None and message["type"] == "message":
                     yield _ended(message["data"])
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        except (redis_errors.RedisError, OSError) as exc:
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

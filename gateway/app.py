@@ -14,6 +14,7 @@ from common.errors import (
     FunctionNotFound,
     InvalidId,
     InvalidPayload,
+    StoreFull,
     StoreUnavailable,
     TaskNotFound,
 )
@@ -34,6 +35,8 @@ _STATUS = {
     TaskNotFound: 404,
     StoreUnavailable: 503,
 }
+RETRY_AFTER_S = 1
+"""What a 503 tells clients to wait before retrying: Redis back, or memory freed."""
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -73,6 +76,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
         if status >= 500:
             logger.warning("%s: %s", type(exc).__name__, exc)
+        if isinstance(exc, StoreUnavailable):
+            what = "full (out of memory)" if isinstance(exc, StoreFull) else "unavailable"
+            detail = f"the task store is {what}, the request was not carried out; retry later"
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            return FastJSON({"detail": f"{detail} ({exc})"}, status_code=503, headers=headers)
         return FastJSON({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
