@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from common.errors import (
@@ -19,8 +19,8 @@ from common.errors import (
     TaskNotFound,
 )
 from common.store import Store
+from gateway.auth import ApiKeyMiddleware
 from gateway.completions import CompletionHub
-from gateway.deps import require_api_key
 from gateway.limits import BodyLimitMiddleware
 from gateway.routes import FastJSON, course, health, v1
 from gateway.service import TaskService
@@ -66,9 +66,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         default_response_class=FastJSON,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    guarded = [Depends(require_api_key)] if settings.api_key is not None else []
-    app.include_router(course.router, dependencies=guarded)
-    app.include_router(v1.router, dependencies=guarded)
+    if settings.api_key is not None:  # added last: runs first, before any body is read
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    app.include_router(course.router)
+    app.include_router(v1.router)
     app.include_router(health.router)
 
     @app.exception_handler(FaasError)

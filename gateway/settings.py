@@ -6,7 +6,9 @@ from common.settings import BaseFaasSettings
 
 
 class GatewaySettings(BaseFaasSettings):
-    gateway_host: str = "0.0.0.0"
+    gateway_host: str = "127.0.0.1"
+    """Address to listen on; only this machine by default. 0.0.0.0 (all) only when asked,
+    e.g. in a container."""
     gateway_port: int = Field(default=8000, ge=1, le=65535)
     gateway_workers: int = Field(default=1, ge=1)
     """Gateway server processes."""
@@ -24,4 +26,5 @@ class GatewaySettings(BaseFaasSettings):
     """Longest long-poll (`?wait=`) the gateway holds a request for."""
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     api_key: SecretStr | None = None
-    """If set, every call but the health checks needs `Authorization: Bearer <key>`."""
+    """If set, every call but the health checks (the API docs too) needs
+    `Authorization: Bearer <key>` or `X-API-Key: <key>`; checked before the body is read."""
