@@ -6,6 +6,7 @@ FaasError
 ├── ProtocolError         a ZeroMQ frame that is malformed or of another version
 ├── InvalidPayload        not strict base64 of a well-formed pickle, or too large
 ├── InvalidId             a function or task id that is not a UUID
+├── IdempotencyConflict   an idempotency key reused for a different request
 ├── FunctionNotFound
 └── TaskNotFound
 """
@@ -36,6 +37,18 @@ class InvalidPayload(FaasError):
 
 class InvalidId(FaasError):
     """An id that is not a canonical UUID."""
+
+
+class IdempotencyConflict(FaasError):
+    """The idempotency key was first used with another function, payload or options."""
+
+    def __init__(self, key: str, task_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request"
+            f" (task {task_id}); use a new key for a new request"
+        )
+        self.key = key
+        self.task_id = task_id
 
 
 class FunctionNotFound(FaasError):

@@ -17,7 +17,8 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            the set of attempts it holds, found again after a crash.
                            An entry is acked and deleted in the same script that ends
                            or re-queues its task.
-``<p>:idem:<key>``         string: the task id first submitted with that idempotency key.
+``<p>:idem:<key>``         string: ``<task_id> <digest>``, the task first submitted with that
+                           idempotency key and a digest of that request.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
 ``<p>:lost-workers``       list of ``<worker_id> <ms>``: workers another component (the
                            Kubernetes controller) saw die; the dispatcher re-queues their
@@ -46,7 +47,7 @@ import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from common.errors import FunctionNotFound, StoreFull, StoreUnavailable
+from common.errors import FunctionNotFound, IdempotencyConflict, StoreFull, StoreUnavailable
 from common.models import ErrorKind, FunctionRecord, TaskRecord, TaskStatus
 
 GROUP = "dispatch"
@@ -259,9 +260,12 @@ class Store:
         deadline_s: float,
         max_attempts: int,
         idempotency_key: str | None = None,
+        idempotency_digest: str = "",
         idempotency_ttl_s: int = 86400,
     ) -> list[str]:
-        """Queue (task_id, args payload) pairs atomically; returns the ids accepted."""
+        """Queue (task_id, args payload) pairs atomically; returns the ids accepted.
+        An idempotency key is bound to `idempotency_digest` (of the whole request): the
+        key seen with another digest raises IdempotencyConflict."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
         keys = [
@@ -276,6 +280,7 @@ class Store:
             int(deadline_s * 1000),
             max_attempts,
             idempotency_ttl_s if idempotency_key else 0,
+            idempotency_digest,
         ]
         for task_id, payload in tasks:
             args += [task_id, payload]
@@ -284,6 +289,8 @@ class Store:
         except redis_errors.ResponseError as exc:
             if "NOFUNCTION" in str(exc):
                 raise FunctionNotFound(function_id) from None
+            if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
+                raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
             raise
         return [raw.decode() for raw in ids]
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from common.errors import (
     FaasError,
     FunctionNotFound,
+    IdempotencyConflict,
     InvalidId,
     InvalidPayload,
     StoreFull,
@@ -33,6 +34,7 @@ _STATUS = {
     InvalidId: 400,
     FunctionNotFound: 404,
     TaskNotFound: 404,
+    IdempotencyConflict: 409,
     StoreUnavailable: 503,
 }
 RETRY_AFTER_S = 1

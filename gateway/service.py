@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 
@@ -50,14 +51,18 @@ class TaskService:
         deadline = deadline_s or self.settings.default_deadline_s
         if deadline > self.settings.max_deadline_s:
             raise InvalidPayload(f"deadline_s is at most {self.settings.max_deadline_s:g}")
+        attempts = max_attempts or self.settings.default_max_attempts
         args = [self.decode(text) for text in texts]
         ids = list(task_ids) if task_ids is not None else [new_id() for _ in texts]
         return await self.store.submit(
             function_id,
             list(zip(ids, args, strict=True)),
             deadline_s=deadline,
-            max_attempts=max_attempts or self.settings.default_max_attempts,
+            max_attempts=attempts,
             idempotency_key=idempotency_key,
+            idempotency_digest=""
+            if idempotency_key is None
+            else await _request_digest(function_id, args, deadline, attempts),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
         )
 
@@ -139,3 +144,18 @@ class TaskService:
                 except TimeoutError:
                     pass
         return [found.get(t) for t in wanted]
+
+
+async def _request_digest(
+    function_id: str, args: Sequence[bytes], deadline_s: float, max_attempts: int
+) -> str:
+    """What an idempotency key is bound to: the same key with another digest is another
+    request, refused (409) rather than answered with the first request's task."""
+    digest = hashlib.sha256(f"{function_id}|{deadline_s!r}|{max_attempts}".encode())
+    for data in args:
+        digest.update(len(data).to_bytes(8, "big"))
+        if len(data) > 2**16:  # hashlib lets go of the GIL on large data: the loop runs on
+            await asyncio.to_thread(digest.update, data)
+        else:
+            digest.update(data)
+    return digest.hexdigest()
