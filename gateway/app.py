@@ -53,10 +53,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await hub.start()
         app.state.settings = settings
         app.state.hub = hub
-        app.state.service = TaskService(settings, store, hub)
+        app.state.service = service = TaskService(settings, store, hub)
+        await service.checker.start()
         try:
             yield
         finally:
+            service.close()
             await hub.stop()
             await store.close()
 

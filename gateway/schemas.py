@@ -46,7 +46,9 @@ class ExecuteBatch(TaskOptions):
 
 
 class WaitForTasks(_Strict):
-    task_ids: list[str] = Field(min_length=1)
+    task_ids: list[str] = Field(
+        min_length=1, description="at most the gateway's max_wait_ids (10,000 by default)"
+    )
     wait: float = Field(default=0, ge=0, description="seconds to wait for all to end")
 
 

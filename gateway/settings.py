@@ -16,7 +16,11 @@ class GatewaySettings(BaseFaasSettings):
     """Largest function or arguments pickle accepted (decoded size)."""
     max_request_bytes: int = Field(default=64 * 2**20, ge=1)
     """Largest HTTP request body; larger ones get 413."""
+    max_pickle_opcodes: int = Field(default=2_000_000, ge=1)
+    """Most opcodes a payload's pickle may have: bounds the CPU its check costs (~0.4 s)."""
     max_batch_size: int = Field(default=10_000, ge=1)
+    max_wait_ids: int = Field(default=10_000, ge=1)
+    """Most task ids one `POST /v1/tasks/wait` may name."""
     default_deadline_s: float = Field(default=300.0, gt=0)
     """Deadline of a task that does not set its own."""
     max_deadline_s: float = Field(default=86_400.0, gt=0)
