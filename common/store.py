@@ -180,9 +180,25 @@ class Store:
         self._release = client.register_script(_RELEASE_LEASE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str, result_ttl_s: int = 86400) -> Store:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        return cls(client, prefix=prefix, result_ttl_s=result_ttl_s)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        result_ttl_s: int = 86400,
+        max_connections: int = 100,
+        pool_timeout_s: float = 20.0,
+    ) -> Store:
+        # A blocking pool: a burst of calls beyond max_connections waits for a
+        # connection (up to pool_timeout_s) instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        return cls(aioredis.Redis.from_pool(pool), prefix=prefix, result_ttl_s=result_ttl_s)
 
     async def close(self) -> None:
         await self.redis.aclose()

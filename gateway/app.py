@@ -47,7 +47,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store.from_url(
-            settings.redis_url, prefix=settings.key_prefix, result_ttl_s=settings.result_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            result_ttl_s=settings.result_ttl_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
         hub = CompletionHub(store)
         await hub.start()

@@ -29,6 +29,10 @@ class GatewaySettings(BaseFaasSettings):
     max_wait_s: float = Field(default=60.0, ge=0)
     """Longest long-poll (`?wait=`) the gateway holds a request for."""
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
+    redis_max_connections: int = Field(default=100, ge=2)
+    """Connections to Redis per gateway process; beyond that, calls queue for one."""
+    redis_pool_timeout_s: float = Field(default=20.0, gt=0)
+    """How long a call waits for a free Redis connection before answering 503."""
     api_key: SecretStr | None = None
     """If set, every call but the health checks (the API docs too) needs
     `Authorization: Bearer <key>` or `X-API-Key: <key>`; checked before the body is read."""
