@@ -33,6 +33,10 @@ class GatewaySettings(BaseFaasSettings):
     """Connections to Redis per gateway process; beyond that, calls queue for one."""
     redis_pool_timeout_s: float = Field(default=20.0, gt=0)
     """How long a call waits for a free Redis connection before answering 503."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A client must send a request's line and headers within this (slowloris guard)."""
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    """An idle keep-alive connection is closed after this."""
     api_key: SecretStr | None = None
     """If set, every call but the health checks (the API docs too) needs
     `Authorization: Bearer <key>` or `X-API-Key: <key>`; checked before the body is read."""
