@@ -40,11 +40,11 @@ class PayloadChecker:
             return decode_all(texts, self.max_bytes, self.max_opcodes)
         for _attempt in range(2):  # a pool whose process died is replaced once
             pool = self._pool or self._start()
-            future = asyncio.get_running_loop().run_in_executor(
-                pool, decode_all, texts, self.max_bytes, self.max_opcodes
-            )
-            try:
-                return await future
+            loop = asyncio.get_running_loop()
+            try:  # submit raises it too, once the pool knows it is broken
+                return await loop.run_in_executor(
+                    pool, decode_all, texts, self.max_bytes, self.max_opcodes
+                )
             except BrokenProcessPool:
                 if self._pool is pool:
                     self._pool = None
