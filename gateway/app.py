@@ -87,7 +87,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             logger.warning("%s: %s", type(exc).__name__, exc)
         if isinstance(exc, StoreUnavailable):
             what = "full (out of memory)" if isinstance(exc, StoreFull) else "unavailable"
-            detail = f"the task store is {what}, the request was not carried out; retry later"
+            detail = f"the task store is {what}; retry later"
             headers = {"Retry-After": str(RETRY_AFTER_S)}
             return FastJSON({"detail": f"{detail} ({exc})"}, status_code=503, headers=headers)
         return FastJSON({"detail": str(exc)}, status_code=status)
