@@ -8,7 +8,7 @@ import os
 import uvicorn
 
 from common.logs import configure_logging
-from gateway.protocol import HeaderTimeoutProtocol
+from gateway.protocol import TimedHttpProtocol
 from gateway.settings import GatewaySettings
 
 
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = GatewaySettings(**overrides)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    HeaderTimeoutProtocol.header_timeout_s = settings.header_timeout_s
+    TimedHttpProtocol.header_timeout_s = settings.header_timeout_s
+    TimedHttpProtocol.body_idle_timeout_s = settings.body_idle_timeout_s
     if settings.gateway_workers > 1:
         # Each server process builds its own app from the environment.
         for key, value in overrides.items():
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.gateway_port,
         workers=settings.gateway_workers,
         loop="uvloop",
-        http="gateway.protocol:HeaderTimeoutProtocol",  # httptools, headers timed
+        http="gateway.protocol:TimedHttpProtocol",  # httptools, with slow clients timed out
         timeout_keep_alive=settings.keep_alive_timeout_s,
         access_log=False,
         log_level=settings.log_level.lower(),

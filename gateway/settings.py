@@ -35,6 +35,8 @@ class GatewaySettings(BaseFaasSettings):
     """How long a call waits for a free Redis connection before answering 503."""
     header_timeout_s: float = Field(default=10.0, gt=0)
     """A client must send a request's line and headers within this (slowloris guard)."""
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    """A request body that stalls, no byte arriving, this long is dropped (slowloris)."""
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)
     """An idle keep-alive connection is closed after this."""
     api_key: SecretStr | None = None

@@ -1,6 +1,7 @@
 """Slowloris: a connection that sends nothing, or half a request line, or half its
-headers, is answered 408 and closed after the header timeout; an idle keep-alive
-connection is closed after the keep-alive timeout; a slow but timely client is served."""
+headers, is answered 408 and closed after the header timeout; a body that stalls is
+dropped after the body idle timeout; an idle keep-alive connection is closed after
+the keep-alive timeout; a slow but timely client is served."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ from faas.platform import LocalPlatform
 from tests.conftest import make_platform
 
 HEADER_TIMEOUT_S = 1.0
+BODY_IDLE_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    env = {"FAAS_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S), "FAAS_KEEP_ALIVE_TIMEOUT_S": "1"}
+    env = {
+        "FAAS_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "FAAS_BODY_IDLE_TIMEOUT_S": str(BODY_IDLE_TIMEOUT_S),
+        "FAAS_KEEP_ALIVE_TIMEOUT_S": "1",
+    }
     tmp = tmp_path_factory.mktemp("gateway-slowloris")
     with make_platform(tmp, DispatchMode.LOCAL, slots=2, env=env) as platform:
         yield platform
@@ -47,6 +53,14 @@ def test_a_half_sent_request_is_closed_after_the_header_timeout(
     elapsed, received = _seconds_until_closed(gateway.config.port, first_bytes)
     assert HEADER_TIMEOUT_S * 0.9 <= elapsed < HEADER_TIMEOUT_S + 2, elapsed
     assert received.startswith(b"HTTP/1.1 408"), received
+
+
+def test_a_stalled_body_is_dropped_after_the_body_idle_timeout(gateway: LocalPlatform) -> None:
+    head = b"POST /register_function HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = head + b"Content-Length: 100\r\n\r\n" + b'{"name": "f", '
+    elapsed, received = _seconds_until_closed(gateway.config.port, request)
+    assert BODY_IDLE_TIMEOUT_S * 0.9 <= elapsed < BODY_IDLE_TIMEOUT_S + 2, elapsed
+    assert received == b"", received  # nothing to answer: the request never arrived
 
 
 def test_an_idle_keep_alive_connection_is_closed(gateway: LocalPlatform) -> None:
