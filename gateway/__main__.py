@@ -8,7 +8,6 @@ import os
 import uvicorn
 
 from common.logs import configure_logging
-from gateway.protocol import TimedHttpProtocol
 from gateway.settings import GatewaySettings
 
 
@@ -24,8 +23,6 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = GatewaySettings(**overrides)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    TimedHttpProtocol.header_timeout_s = settings.header_timeout_s
-    TimedHttpProtocol.body_idle_timeout_s = settings.body_idle_timeout_s
     if settings.gateway_workers > 1:
         # Each server process builds its own app from the environment.
         for key, value in overrides.items():

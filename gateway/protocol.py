@@ -17,19 +17,20 @@ would hold a socket and its buffers forever. Here:
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.settings import GatewaySettings
 
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 class TimedHttpProtocol(HttpToolsProtocol):
-    # Read from the environment: uvicorn builds this class by name in every server
-    # process (`python -m gateway` sets them from its settings too).
-    header_timeout_s = float(os.environ.get("FAAS_HEADER_TIMEOUT_S", "10"))
-    body_idle_timeout_s = float(os.environ.get("FAAS_BODY_IDLE_TIMEOUT_S", "30"))
+    # From the environment: uvicorn builds this class by name in every server process.
+    _settings = GatewaySettings()
+    header_timeout_s = _settings.header_timeout_s
+    body_idle_timeout_s = _settings.body_idle_timeout_s
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
