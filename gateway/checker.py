@@ -6,6 +6,10 @@ would hold the GIL the event loop needs, so /healthz and every other request wou
 stall with it; in a process it costs the loop only copying the text out and the
 bytes back. Small payloads, the common case, are checked in place: a process hop
 costs more than their check.
+
+The processes are spawned, so, as with any multiprocessing spawn, they import the
+server's main module: `python -m gateway` is safe; a script of your own that starts
+the server must do so under `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
@@ -52,9 +56,11 @@ class PayloadChecker:
         raise InvalidPayload("payload could not be checked: the checking process died")
 
     async def start(self) -> None:
-        """Start the processes now: spawning them on the loop would stall it."""
+        """Start the processes now rather than in a request (the pool starts one per
+        call submitted while none is idle, so submit one call per process at once)."""
         pool = self._pool or self._start()
-        await asyncio.get_running_loop().run_in_executor(pool, int)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, int) for _ in range(self.processes)))
 
     def _start(self) -> ProcessPoolExecutor:
         # spawn, not fork: the gateway has threads and an event loop a fork would copy.
