@@ -2,9 +2,11 @@
 
 FaasError
 ├── StoreUnavailable      Redis is unreachable or timed out
+│   └── StoreFull         Redis is at its memory limit and refuses writes
 ├── ProtocolError         a ZeroMQ frame that is malformed or of another version
 ├── InvalidPayload        not strict base64 of a well-formed pickle, or too large
 ├── InvalidId             a function or task id that is not a UUID
+├── IdempotencyConflict   an idempotency key reused for a different request
 ├── FunctionNotFound
 └── TaskNotFound
 """
@@ -20,6 +22,11 @@ class StoreUnavailable(FaasError):
     """Redis could not be reached; the caller may retry later."""
 
 
+class StoreFull(StoreUnavailable):
+    """Redis answered OOM (maxmemory reached): writes fail until memory is freed or
+    the limit raised. A StoreUnavailable, so whoever retries those retries this."""
+
+
 class ProtocolError(FaasError):
     """A ZeroMQ message that does not follow `common.wire`."""
 
@@ -30,6 +37,18 @@ class InvalidPayload(FaasError):
 
 class InvalidId(FaasError):
     """An id that is not a canonical UUID."""
+
+
+class IdempotencyConflict(FaasError):
+    """The idempotency key was first used with another function, payload or options."""
+
+    def __init__(self, key: str, task_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request"
+            f" (task {task_id}); use a new key for a new request"
+        )
+        self.key = key
+        self.task_id = task_id
 
 
 class FunctionNotFound(FaasError):

@@ -6,6 +6,10 @@ characters). The gateway must never unpickle user data, so it only checks that
 the text is strict base64 and that the bytes are one well-formed pickle stream:
 every opcode known and complete, ending in STOP with nothing after it.
 `pickletools.genops` walks the opcodes without executing any of them.
+
+That walk is pure Python (about 0.2 us per opcode), so it is capped at `max_opcodes`:
+a 16 MiB pickle of one-byte opcodes would otherwise cost seconds of CPU. Callers on
+an event loop run large payloads in a thread (see gateway/service.py).
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import pickletools
 
 from common.errors import InvalidPayload
 
+DEFAULT_MAX_OPCODES = 2_000_000
+"""About half a second of checking; a list of a million small ints is ~1M opcodes."""
 
-def decode(text: str, *, max_bytes: int) -> bytes:
+
+def decode(text: str, *, max_bytes: int, max_opcodes: int = DEFAULT_MAX_OPCODES) -> bytes:
     """Strict base64 (line breaks allowed) of a well-formed pickle, else InvalidPayload."""
     compact = text.replace("\n", "").replace("\r", "") if "\n" in text else text
     if not compact:
@@ -30,15 +37,21 @@ def decode(text: str, *, max_bytes: int) -> bytes:
         data = binascii.a2b_base64(compact, strict_mode=True)
     except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise InvalidPayload(f"payload is not valid base64: {exc}") from None
-    check_pickle(data)
+    check_pickle(data, max_opcodes=max_opcodes)
     return data
 
 
-def check_pickle(data: bytes) -> None:
-    """Raise InvalidPayload unless `data` is exactly one complete pickle stream."""
+def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None:
+    """Raise InvalidPayload unless `data` is exactly one complete pickle stream of at
+    most `max_opcodes` opcodes."""
     end = -1
     try:
-        for opcode, _arg, pos in pickletools.genops(data):
+        for count, (opcode, _arg, pos) in enumerate(pickletools.genops(data), 1):
+            if count > max_opcodes:
+                raise InvalidPayload(
+                    f"payload pickle has more than {max_opcodes} opcodes, the limit"
+                    " (FAAS_MAX_PICKLE_OPCODES); send large data as bytes or arrays"
+                )
             if opcode.name == "PROTO" and not 0 <= _arg <= pickle.HIGHEST_PROTOCOL:
                 raise InvalidPayload(f"unsupported pickle protocol {_arg}")
             end = pos

@@ -20,7 +20,8 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            the set of attempts it holds, found again after a crash.
                            An entry is acked and deleted in the same script that ends
                            or re-queues its task.
-``<p>:idem:<key>``         string: the task id first submitted with that idempotency key.
+``<p>:idem:<key>``         string: ``<task_id> <digest>``, the task first submitted with that
+                           idempotency key and a digest of that request.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
 ``<p>:lost-workers``       list of ``<worker_id> <ms>``: workers another component (the
                            Kubernetes controller) saw die; the dispatcher re-queues their
@@ -49,7 +50,7 @@ import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from common.errors import FunctionNotFound, StoreUnavailable
+from common.errors import FunctionNotFound, IdempotencyConflict, StoreFull, StoreUnavailable
 from common.models import (
     ErrorKind,
     FunctionCode,
@@ -70,15 +71,31 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _translate(exc: BaseException) -> StoreUnavailable | None:
+    """The platform's error for a redis-py error, or None if it is not one we translate.
+    The one place Redis failures become StoreUnavailable or StoreFull."""
+    if isinstance(exc, redis_errors.OutOfMemoryError) or (
+        # A write refused inside a Lua script arrives as a plain ResponseError.
+        isinstance(exc, redis_errors.ResponseError) and "OOM command not allowed" in str(exc)
+    ):
+        return StoreFull(f"redis is full (maxmemory reached): {exc}")
+    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
+        return StoreUnavailable(f"redis unavailable: {exc}")
+    return None
+
+
 def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn redis-py's connection errors into StoreUnavailable, once, here."""
+    """Turn redis-py's errors into the platform's (see `_translate`), once, here."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        except (redis_errors.RedisError, OSError) as exc:
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     return wrapper
 
@@ -176,9 +193,25 @@ class Store:
         self._release = client.register_script(_RELEASE_LEASE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str, result_ttl_s: int = 86400) -> Store:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        return cls(client, prefix=prefix, result_ttl_s=result_ttl_s)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        result_ttl_s: int = 86400,
+        max_connections: int = 100,
+        pool_timeout_s: float = 20.0,
+    ) -> Store:
+        # A blocking pool: a burst of calls beyond max_connections waits for a
+        # connection (up to pool_timeout_s) instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        return cls(aioredis.Redis.from_pool(pool), prefix=prefix, result_ttl_s=result_ttl_s)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -277,9 +310,12 @@ class Store:
         deadline_s: float,
         max_attempts: int,
         idempotency_key: str | None = None,
+        idempotency_digest: str = "",
         idempotency_ttl_s: int = 86400,
     ) -> list[str]:
-        """Queue (task_id, args payload) pairs atomically; returns the ids accepted."""
+        """Queue (task_id, args payload) pairs atomically; returns the ids accepted.
+        An idempotency key is bound to `idempotency_digest` (of the whole request): the
+        key seen with another digest raises IdempotencyConflict."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
         keys = [
@@ -294,6 +330,7 @@ class Store:
             int(deadline_s * 1000),
             max_attempts,
             idempotency_ttl_s if idempotency_key else 0,
+            idempotency_digest,
         ]
         for task_id, payload in tasks:
             args += [task_id, payload]
@@ -302,6 +339,8 @@ class Store:
         except redis_errors.ResponseError as exc:
             if "NOFUNCTION" in str(exc):
                 raise FunctionNotFound(function_id) from None
+            if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
+                raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
             raise
         return [raw.decode() for raw in ids]
 
@@ -485,8 +524,11 @@ class Store:
                 message = await pubsub.get_message(timeout=30.0)
                 if message is not None and message["type"] == "message":
                     yield _ended(message["data"])
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+        except (redis_errors.RedisError, OSError) as exc:
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

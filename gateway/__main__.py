@@ -13,7 +13,9 @@ from gateway.settings import GatewaySettings
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="faas-gateway", description="Serve the faas REST API.")
-    parser.add_argument("--host", dest="gateway_host", help="default 0.0.0.0")
+    parser.add_argument(
+        "--host", dest="gateway_host", help="default 127.0.0.1; 0.0.0.0 to listen on all addresses"
+    )
     parser.add_argument("--port", type=int, dest="gateway_port", help="default 8000")
     parser.add_argument("--workers", type=int, dest="gateway_workers", help="server processes")
     parser.add_argument("--redis-url", help="default redis://127.0.0.1:6379/0")
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.gateway_port,
         workers=settings.gateway_workers,
         loop="uvloop",
-        http="httptools",
+        http="gateway.protocol:TimedHttpProtocol",  # httptools, with slow clients timed out
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,

@@ -6,20 +6,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from common.errors import (
     FaasError,
     FunctionNotFound,
+    IdempotencyConflict,
     InvalidId,
     InvalidPayload,
+    StoreFull,
     StoreUnavailable,
     TaskNotFound,
 )
 from common.store import Store
+from gateway.auth import ApiKeyMiddleware
 from gateway.completions import CompletionHub
-from gateway.deps import require_api_key
 from gateway.limits import BodyLimitMiddleware
 from gateway.routes import FastJSON, course, health, v1
 from gateway.service import TaskService
@@ -32,8 +34,11 @@ _STATUS = {
     InvalidId: 400,
     FunctionNotFound: 404,
     TaskNotFound: 404,
+    IdempotencyConflict: 409,
     StoreUnavailable: 503,
 }
+RETRY_AFTER_S = 1
+"""What a 503 tells clients to wait before retrying: Redis back, or memory freed."""
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -42,16 +47,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store.from_url(
-            settings.redis_url, prefix=settings.key_prefix, result_ttl_s=settings.result_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            result_ttl_s=settings.result_ttl_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
         hub = CompletionHub(store)
         await hub.start()
         app.state.settings = settings
         app.state.hub = hub
-        app.state.service = TaskService(settings, store, hub)
+        app.state.service = service = TaskService(settings, store, hub)
+        await service.checker.start()
         try:
             yield
         finally:
+            service.close()
             await hub.stop()
             await store.close()
 
@@ -63,9 +74,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         default_response_class=FastJSON,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    guarded = [Depends(require_api_key)] if settings.api_key is not None else []
-    app.include_router(course.router, dependencies=guarded)
-    app.include_router(v1.router, dependencies=guarded)
+    if settings.api_key is not None:  # added last: runs first, before any body is read
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    app.include_router(course.router)
+    app.include_router(v1.router)
     app.include_router(health.router)
 
     @app.exception_handler(FaasError)
@@ -73,6 +85,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
         if status >= 500:
             logger.warning("%s: %s", type(exc).__name__, exc)
+        if isinstance(exc, StoreUnavailable):
+            what = "full (out of memory)" if isinstance(exc, StoreFull) else "unavailable"
+            detail = f"the task store is {what}; retry later"
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            return FastJSON({"detail": f"{detail} ({exc})"}, status_code=503, headers=headers)
         return FastJSON({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)

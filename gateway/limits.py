@@ -24,27 +24,33 @@ class BodyLimitMiddleware:
                 await self._reject(send)
                 return
         seen = 0
-        started = False
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > self.max_bytes:  # a chunked body has no content-length
+                    too_large = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns any error while reading the body into its own 400: once
+            # the body is known to be too large, what the app answers is dropped.
             nonlocal started
+            if too_large:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+            pass
+        if too_large and not started:
+            await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
         body = orjson.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"})
@@ -52,7 +58,8 @@ class BodyLimitMiddleware:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json")],
+                # The rest of the body was not read: the connection cannot be reused.
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -8,7 +8,8 @@ from common.models import ErrorKind, TaskStatus
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no coercion, so `"3"` or `true` is not a number (an int is still a float).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RegisterFunction(_Strict):
@@ -18,7 +19,10 @@ class RegisterFunction(_Strict):
 
 class TaskOptions(_Strict):
     deadline_s: float | None = Field(
-        default=None, gt=0, description="seconds the task may run; the server default if unset"
+        # Deadlines are kept in whole milliseconds: a shorter one would be stored as 0.
+        default=None,
+        ge=0.001,
+        description="seconds the task may run, at least 0.001; the server default if unset",
     )
     max_attempts: int | None = Field(
         default=None, ge=1, le=100, description="executions allowed if workers die"
@@ -42,7 +46,9 @@ class ExecuteBatch(TaskOptions):
 
 
 class WaitForTasks(_Strict):
-    task_ids: list[str] = Field(min_length=1)
+    task_ids: list[str] = Field(
+        min_length=1, description="at most the gateway's max_wait_ids (10,000 by default)"
+    )
     wait: float = Field(default=0, ge=0, description="seconds to wait for all to end")
 
 

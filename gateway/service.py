@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterable, Sequence
 
-from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
 from common.models import FunctionRecord, TaskRecord, check_id, new_id
 from common.store import Store
+from gateway.checker import PayloadChecker
 from gateway.completions import CompletionHub, Watch
 from gateway.schemas import ExecuteFunction
 from gateway.settings import GatewaySettings
+
+READ_SLICE = 500
+"""Task records read per round trip when waiting on many (see `_read`)."""
 
 
 class TaskService:
@@ -22,13 +26,21 @@ class TaskService:
         self.settings = settings
         self.store = store
         self.hub = hub
+        self.checker = PayloadChecker(
+            max_bytes=settings.max_payload_bytes, max_opcodes=settings.max_pickle_opcodes
+        )
 
-    def decode(self, text: str) -> bytes:
-        return payloads.decode(text, max_bytes=self.settings.max_payload_bytes)
+    def close(self) -> None:
+        self.checker.close()
+
+    async def decode(self, texts: Sequence[str]) -> list[bytes]:
+        """Check and decode payload texts; InvalidPayload if one is bad."""
+        return await self.checker.decode(texts)
 
     async def register(self, name: str, payload: str) -> str:
         function_id = new_id()
-        await self.store.register_function(function_id, name, self.decode(payload))
+        (data,) = await self.decode([payload])
+        await self.store.register_function(function_id, name, data)
         return function_id
 
     async def get_function(self, function_id: str) -> FunctionRecord:
@@ -50,14 +62,18 @@ class TaskService:
         deadline = deadline_s or self.settings.default_deadline_s
         if deadline > self.settings.max_deadline_s:
             raise InvalidPayload(f"deadline_s is at most {self.settings.max_deadline_s:g}")
-        args = [self.decode(text) for text in texts]
+        attempts = max_attempts or self.settings.default_max_attempts
+        args = await self.decode(texts)
         ids = list(task_ids) if task_ids is not None else [new_id() for _ in texts]
         return await self.store.submit(
             function_id,
             list(zip(ids, args, strict=True)),
             deadline_s=deadline,
-            max_attempts=max_attempts or self.settings.default_max_attempts,
+            max_attempts=attempts,
             idempotency_key=idempotency_key,
+            idempotency_digest=""
+            if idempotency_key is None
+            else await _request_digest(function_id, args, deadline, attempts),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
         )
 
@@ -94,6 +110,14 @@ class TaskService:
             raise TaskNotFound(task_id)
         return record
 
+    async def _read(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        """Records, read in slices: redis-py takes ~15 us per command to pack a pipeline,
+        so one of 10,000 reads would hold the event loop for 150 ms."""
+        records: list[TaskRecord | None] = []
+        for start in range(0, len(task_ids), READ_SLICE):
+            records += await self.store.get_tasks(task_ids[start : start + READ_SLICE])
+        return records
+
     async def wait_many(
         self, task_ids: Sequence[str], wait_s: float, *, watch: Watch | None = None
     ) -> list[TaskRecord | None]:
@@ -103,6 +127,11 @@ class TaskService:
         subscription was lost, and at the timeout if it was never seen. Pass the
         `watch` registered before the tasks were submitted to skip the first read: it
         holds whatever ended since."""
+        if len(task_ids) > self.settings.max_wait_ids:
+            raise InvalidPayload(
+                f"task_ids holds {len(task_ids)} ids; at most {self.settings.max_wait_ids}"
+                " may be waited for in one request"
+            )
         wanted = [check_id(t, "task_id") for t in task_ids]
         ids = set(wanted)
         deadline = time.monotonic() + self.clamp_wait(wait_s)
@@ -130,7 +159,7 @@ class TaskService:
                     to_read += [t for t in still_open if t not in found]  # never seen: as they are
                 if to_read:
                     unique = list(dict.fromkeys(to_read))
-                    note(zip(unique, await self.store.get_tasks(unique), strict=True))
+                    note(zip(unique, await self._read(unique), strict=True))
                     to_read = []
                 if not still_open or remaining <= 0:
                     break
@@ -139,3 +168,18 @@ class TaskService:
                 except TimeoutError:
                     pass
         return [found.get(t) for t in wanted]
+
+
+async def _request_digest(
+    function_id: str, args: Sequence[bytes], deadline_s: float, max_attempts: int
+) -> str:
+    """What an idempotency key is bound to: the same key with another digest is another
+    request, refused (409) rather than answered with the first request's task."""
+    digest = hashlib.sha256(f"{function_id}|{deadline_s!r}|{max_attempts}".encode())
+    for data in args:
+        digest.update(len(data).to_bytes(8, "big"))
+        if len(data) > 2**16:  # hashlib lets go of the GIL on large data: the loop runs on
+            await asyncio.to_thread(digest.update, data)
+        else:
+            digest.update(data)
+    return digest.hexdigest()

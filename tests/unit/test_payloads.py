@@ -58,3 +58,16 @@ def test_size_is_limited_before_decoding() -> None:
 def test_encode_is_readable_by_the_course_helper() -> None:
     data = pickle.dumps([1, 2])
     assert codecs.decode(payloads.encode(data).encode(), "base64") == data
+
+
+def test_the_opcode_count_is_capped_with_a_message_naming_the_limit() -> None:
+    nones = base64.b64encode(b"\x80\x04" + b"N" * 1001 + b".").decode()
+    with pytest.raises(InvalidPayload, match="more than 1000 opcodes"):
+        payloads.decode(nones, max_bytes=LIMIT, max_opcodes=1000)
+    at_limit = base64.b64encode(b"\x80\x04" + b"N" * 997 + b".").decode()  # PROTO + 997 + STOP
+    assert payloads.decode(at_limit, max_bytes=LIMIT, max_opcodes=999)
+
+
+def test_the_default_cap_admits_a_million_ints() -> None:
+    data = pickle.dumps(list(range(1_000_000)))
+    assert payloads.decode(base64.b64encode(data).decode(), max_bytes=16 * 2**20) == data
