@@ -7,6 +7,7 @@ import os
 
 import uvicorn
 
+from common.hardening import protect_process
 from common.logs import configure_logging
 from gateway.settings import GatewaySettings
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = GatewaySettings(**overrides)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    protect_process()  # user code must not read our environment from /proc
     if settings.gateway_workers > 1:
         # Each server process builds its own app from the environment.
         for key, value in overrides.items():
