@@ -67,3 +67,36 @@ def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None
 def encode(data: bytes) -> str:
     """Bytes to base64 text; decodable with `codecs.decode(text.encode(), "base64")`."""
     return base64.b64encode(data).decode("ascii")
+
+
+_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
+                         "SHORT_BINSTRING", "BINSTRING", "STRING"})  # fmt: skip
+_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def referenced_modules(data: bytes) -> set[str]:
+    """Modules a (well-formed) pickle refers to by name: what loading it imports.
+    Read from its GLOBAL and STACK_GLOBAL opcodes without executing anything; the
+    operands of STACK_GLOBAL are followed through the memo."""
+    modules: set[str] = set()
+    recent: list[str | None] = []  # what the last opcodes pushed, when it was a string
+    memo: dict[int, str | None] = {}
+    for opcode, arg, _pos in pickletools.genops(data):
+        name = opcode.name
+        if name == "GLOBAL":  # protocols 0-3: "module name" in the argument
+            modules.add(str(arg).split(" ", 1)[0])
+        elif name == "STACK_GLOBAL" and len(recent) >= 2 and recent[-2]:
+            modules.add(recent[-2])  # type: ignore[arg-type]
+        if name in _STRING_OPS:
+            recent.append(str(arg))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in _PUT_OPS:
+            memo[int(arg)] = recent[-1] if recent else None
+        elif name in _GET_OPS:
+            recent.append(memo.get(int(arg)))
+        elif name not in ("FRAME", "PROTO"):
+            recent.append(None)
+        del recent[:-2]
+    return {m for m in modules if m}

@@ -49,6 +49,7 @@ from typing import Any
 import msgpack
 
 from common.errors import ProtocolError
+from common.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS
 
 PROTOCOL = b"FAAS1"
 
@@ -67,6 +68,7 @@ class Command(bytes, Enum):
     BUNDLE = b"\x0b"
 
 
+MAX_BUNDLES = 64
 OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
@@ -110,7 +112,6 @@ def _attempts(v: Any) -> bool:
 _ID = _text(_MAX_ID)
 _SEQ = _whole(0, MAX_SEQ)
 _DIGEST = _text(64)
-MAX_REQUIREMENTS = 256
 
 
 def _env(v: Any) -> bool:
@@ -119,9 +120,9 @@ def _env(v: Any) -> bool:
         and len(v) == 2
         and isinstance(v[0], list)
         and len(v[0]) <= MAX_REQUIREMENTS
-        and all(_text(_MAX_ID)(r) for r in v[0])
+        and all(_text(MAX_REQUIREMENT_CHARS)(r) for r in v[0])
         and isinstance(v[1], list)
-        and len(v[1]) <= MAX_REQUIREMENTS
+        and len(v[1]) <= MAX_BUNDLES
         and all(_DIGEST(d) for d in v[1])
     )
 

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import os
 import pickle
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+import types
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -28,6 +32,7 @@ import httpx
 from tqdm import tqdm
 
 from faas.errors import ApiError, FaasClientError, GatewayUnreachable, ResultTimeout, WorkerFailure
+from faas.modules import user_modules
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TERMINAL = ("COMPLETED", "FAILED")
@@ -56,24 +61,38 @@ def gateway_url(url: str) -> str:
     return url
 
 
-def pickle_function(fn: Callable[..., Any]) -> bytes:
-    """cloudpickle, by value even when the function lives in an importable module
-    of the caller's (workers do not have the caller's code)."""
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    if module is None or module.__name__ == "__main__":
-        return cloudpickle.dumps(fn)
+def pickle_function(fn: Callable[..., Any], modules: Sequence[types.ModuleType] = ()) -> bytes:
+    """cloudpickle, with the caller's own modules that `fn` needs (and `modules`)
+    pickled by value: workers do not have the caller's code. Installed packages stay
+    by reference."""
+    shipped = user_modules(fn, extra=tuple(modules))
+    shipped += [m for m in modules if m not in shipped]
+    registered = []
     try:
-        cloudpickle.register_pickle_by_value(module)
-    except ValueError:
-        return cloudpickle.dumps(fn)
-    try:
-        return cloudpickle.dumps(fn)
-    except Exception:  # e.g. a function of a C extension: by reference then
-        cloudpickle.unregister_pickle_by_value(module)
+        for module in shipped:
+            with contextlib.suppress(ValueError):  # e.g. not in sys.modules
+                cloudpickle.register_pickle_by_value(module)
+                registered.append(module)
         return cloudpickle.dumps(fn)
     finally:
-        with contextlib.suppress(ValueError):
-            cloudpickle.unregister_pickle_by_value(module)
+        for module in registered:
+            with contextlib.suppress(ValueError):
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def zip_paths(paths: Iterable[str | os.PathLike[str]]) -> bytes:
+    """A zip of modules and packages (files and folders), as py_modules ships them:
+    each at the top level of the archive, under its own name."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for raw in paths:
+            path = Path(raw)
+            if not path.exists():
+                raise FileNotFoundError(f"py_modules: {path} does not exist")
+            files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+            for file in files:
+                bundle.write(file, file.relative_to(path.parent).as_posix())
+    return buffer.getvalue()
 
 
 class Client:
@@ -115,11 +134,31 @@ class Client:
                 " is it a faas gateway?"
             ) from None
 
-    def register(self, fn: Callable[..., Any], *, name: str | None = None) -> RemoteFunction:
+    def register(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        requirements: Sequence[str] = (),
+        py_modules: Sequence[str | os.PathLike[str]] = (),
+        modules: Sequence[types.ModuleType] = (),
+    ) -> RemoteFunction:
+        """Register `fn`. Your own modules it uses travel with it (by value), found
+        by following its globals; `modules` adds more. `requirements` are pip
+        specifiers the workers install for it; `py_modules` are files or package
+        folders shipped as a zip and put first on its path."""
         name = name or getattr(fn, "__qualname__", None) or "function"
-        payload = base64.b64encode(pickle_function(fn)).decode("ascii")
-        body = self.request("POST", "/register_function", json={"name": name, "payload": payload})
-        return RemoteFunction(self, body["function_id"], name)
+        body: dict[str, Any] = {
+            "name": name,
+            "payload": base64.b64encode(pickle_function(fn, modules)).decode("ascii"),
+            "requirements": list(requirements),
+        }
+        if py_modules:
+            body["py_modules"] = [base64.b64encode(zip_paths(py_modules)).decode("ascii")]
+        answer = self.request("POST", "/v1/functions", json=body)
+        for warning in answer.get("warnings", []):
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
+        return RemoteFunction(self, answer["function_id"], name)
 
     def function(self, function_id: str) -> RemoteFunction:
         body = self.request("GET", f"/v1/functions/{function_id}")

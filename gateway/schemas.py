@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.models import ErrorKind, TaskStatus
+from common.requirements import MAX_REQUIREMENTS
+from common.wire import MAX_BUNDLES
 
 
 class _Strict(BaseModel):
@@ -15,6 +17,21 @@ class _Strict(BaseModel):
 class RegisterFunction(_Strict):
     name: str = Field(min_length=1, max_length=200)
     payload: str = Field(description="base64 text of the pickled function")
+
+
+class RegisterFunctionV1(RegisterFunction):
+    requirements: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REQUIREMENTS,
+        description="pip requirement specifiers the function needs, e.g. ['six==1.16.0']; "
+        "workers install them once per distinct set",
+    )
+    py_modules: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_BUNDLES,
+        description="base64 zip files of modules and packages, put first on the function's "
+        "path; stored once each, by content",
+    )
 
 
 class TaskOptions(_Strict):
@@ -54,6 +71,12 @@ class WaitForTasks(_Strict):
 
 class FunctionCreated(BaseModel):
     function_id: str
+
+
+class FunctionRegistered(FunctionCreated):
+    warnings: list[str] = Field(
+        description="modules the function is pickled by reference to that workers may lack"
+    )
 
 
 class FunctionView(BaseModel):

@@ -9,11 +9,20 @@ import hashlib
 import time
 from collections.abc import Iterable, Sequence
 
+from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
-from common.models import FunctionRecord, TaskRecord, check_id, new_id
+from common.models import FunctionEnv, FunctionRecord, TaskRecord, check_id, new_id
+from common.requirements import validate_requirements
 from common.store import Store
 from gateway.checker import PayloadChecker
 from gateway.completions import CompletionHub, Watch
+from gateway.environments import (
+    bundles_from,
+    requirement_name,
+    top_level,
+    unavailable_warnings,
+    zip_names,
+)
 from gateway.schemas import ExecuteFunction
 from gateway.settings import GatewaySettings
 
@@ -37,11 +46,30 @@ class TaskService:
         """Check and decode payload texts; InvalidPayload if one is bad."""
         return await self.checker.decode(texts)
 
-    async def register(self, name: str, payload: str) -> str:
+    async def register(
+        self,
+        name: str,
+        payload: str,
+        requirements: Sequence[str] = (),
+        py_modules: Sequence[str] = (),
+    ) -> tuple[str, list[str]]:
+        """Store a function (and its environment); returns its id and warnings about
+        modules it refers to that workers may not be able to import."""
         function_id = new_id()
         (data,) = await self.decode([payload])
-        await self.store.register_function(function_id, name, data)
-        return function_id
+        try:
+            wanted = validate_requirements(requirements)
+        except ValueError as exc:
+            raise InvalidPayload(f"requirements: {exc}") from None
+        bundles = bundles_from(py_modules, max_bytes=self.settings.max_payload_bytes)
+        for digest, zipped in bundles.items():
+            await self.store.put_bundle(digest, zipped)
+        env = FunctionEnv(wanted, tuple(bundles))
+        await self.store.register_function(function_id, name, data, env)
+        shipped = {top_level(n) for z in bundles.values() for n in zip_names(z)}
+        shipped |= {requirement_name(r) for r in wanted}
+        modules = await asyncio.to_thread(payloads.referenced_modules, data)
+        return function_id, unavailable_warnings(modules, shipped)
 
     async def get_function(self, function_id: str) -> FunctionRecord:
         return await self.store.get_function(check_id(function_id, "function_id"))

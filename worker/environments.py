@@ -68,10 +68,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from common.hardening import SLOT_ENV_NAMES, SLOT_ENV_PREFIXES
+from common.requirements import validate_requirements
 
 MARKER = ".faas-env-complete"
-MAX_REQUIREMENTS = 200
-MAX_REQUIREMENT_CHARS = 500
 OUTPUT_TAIL_BYTES = 2048
 # What pip may see besides the slots' allow-list: its own settings (proxies,
 # certificates, index credentials) and nothing of the platform's.
@@ -80,31 +79,6 @@ _PIP_ENV_NAMES = frozenset(
     {"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
      "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
 )  # fmt: skip
-
-
-def validate_requirements(requirements: Sequence[object]) -> tuple[str, ...]:
-    """The normalized set (sorted, deduplicated, whitespace collapsed) of valid
-    requirements; ValueError names the first bad one. Cheap: usable at registration."""
-    if len(requirements) > MAX_REQUIREMENTS:
-        raise ValueError(f"more than {MAX_REQUIREMENTS} requirements")
-    # pip resolves the set as a whole: order and duplicates do not matter.
-    return tuple(sorted({_check_requirement(r) for r in requirements}))
-
-
-def _check_requirement(req: object) -> str:
-    """A requirement is one pip specifier, never an option nor several lines."""
-    if not isinstance(req, str):
-        raise ValueError(f"requirement {req!r} is not a string")
-    text = " ".join(req.split())
-    if not text:
-        raise ValueError("empty requirement")
-    if len(text) > MAX_REQUIREMENT_CHARS:
-        raise ValueError(f"requirement longer than {MAX_REQUIREMENT_CHARS} characters")
-    if not all(c.isprintable() for c in req):
-        raise ValueError(f"requirement {req!r} contains a line break or control character")
-    if text.startswith("-"):
-        raise ValueError(f"requirement {req!r} starts with '-': pip options are not allowed")
-    return text
 
 
 @dataclass(frozen=True)

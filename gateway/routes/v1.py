@@ -13,7 +13,9 @@ from gateway.schemas import (
     ErrorBody,
     ExecuteBatch,
     ExecuteFunction,
+    FunctionRegistered,
     FunctionView,
+    RegisterFunctionV1,
     TaskList,
     TaskView,
     WaitForTasks,
@@ -23,6 +25,19 @@ from gateway.views import function_view, task_view
 router = APIRouter(prefix="/v1", tags=["v1"], route_class=FastRoute)
 _ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
+
+
+@router.post("/functions", status_code=201, response_model=FunctionRegistered,
+             responses=_ERRORS)  # fmt: skip
+async def register_function(body: RegisterFunctionV1, request: Request) -> FastJSON:
+    """Register a function with what it needs beyond the worker image: pip
+    `requirements` and `py_modules` (zip files). The answer warns about modules the
+    function refers to that workers may lack."""
+    service = get_service(request)
+    function_id, warnings = await service.register(
+        body.name, body.payload, body.requirements, body.py_modules
+    )
+    return FastJSON({"function_id": function_id, "warnings": warnings}, status_code=201)
 
 
 @router.get("/functions", response_model=list[FunctionView])

@@ -4,17 +4,15 @@ the function in a slot with it on the path."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+import base64
 import time
+from collections.abc import Sequence
 
 import cloudpickle
 import httpx
 import pytest
 
-from common.models import DispatchMode, FunctionEnv, new_id
-from common.store import Store
-from faas.platform import LocalPlatform
+from common.models import DispatchMode
 from tests.conftest import deserialize, execute, make_platform, wait_all
 from tests.wheelhouse import make_bundle, make_wheel
 
@@ -31,21 +29,22 @@ def bundled_value():
     return envbundle.VALUE
 
 
-def register(platform: LocalPlatform, fn, env: FunctionEnv, bundles: dict[str, bytes] = {}) -> str:  # type: ignore[no-untyped-def]  # noqa: B006
-    """Through the store, as the gateway's /v1 registration does."""
-
-    async def go() -> str:
-        store = Store.from_url(platform.redis_url, prefix=platform.config.key_prefix)
-        try:
-            for digest, data in bundles.items():
-                await store.put_bundle(digest, data)
-            function_id = new_id()
-            await store.register_function(function_id, fn.__name__, cloudpickle.dumps(fn), env)
-            return function_id
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+def register(
+    http: httpx.Client,
+    fn,
+    requirements: Sequence[str] = (),
+    bundles: Sequence[bytes] = (),
+) -> str:  # type: ignore[no-untyped-def]
+    """Through /v1/functions, as the SDK does."""
+    body = {
+        "name": fn.__name__,
+        "payload": base64.b64encode(cloudpickle.dumps(fn)).decode(),
+        "requirements": list(requirements),
+        "py_modules": [base64.b64encode(b).decode() for b in bundles],
+    }
+    response = http.post("/v1/functions", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["function_id"]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +68,8 @@ def envs_platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
 def test_a_requirement_the_worker_lacks_is_installed_once_for_concurrent_calls(
     envs_platform,  # type: ignore[no-untyped-def]
 ) -> None:
-    platform, http, envs = envs_platform
-    fid = register(platform, version_of_testpkg, FunctionEnv(("faas_envpkg==1.0",)))
+    _, http, envs = envs_platform
+    fid = register(http, version_of_testpkg, ["faas_envpkg==1.0"])
     started = time.monotonic()
     views = wait_all(http, [execute(http, fid) for _ in range(4)], timeout_s=120)
     cold_s = time.monotonic() - started
@@ -80,26 +79,25 @@ def test_a_requirement_the_worker_lacks_is_installed_once_for_concurrent_calls(
 
 
 def test_conflicting_versions_run_side_by_side(envs_platform) -> None:  # type: ignore[no-untyped-def]
-    platform, http, _ = envs_platform
-    one = register(platform, version_of_testpkg, FunctionEnv(("faas_envpkg==1.0",)))
-    two = register(platform, version_of_testpkg, FunctionEnv(("faas_envpkg==2.0",)))
+    _, http, _ = envs_platform
+    one = register(http, version_of_testpkg, ["faas_envpkg==1.0"])
+    two = register(http, version_of_testpkg, ["faas_envpkg==2.0"])
     tasks = {execute(http, fid): want for fid, want in [(one, "1.0"), (two, "2.0")] * 4}
     views = wait_all(http, list(tasks), timeout_s=120)
     assert {t: deserialize(v["result"]) for t, v in views.items()} == tasks
 
 
 def test_a_bundle_is_importable(envs_platform) -> None:  # type: ignore[no-untyped-def]
-    platform, http, _ = envs_platform
+    _, http, _ = envs_platform
     data = make_bundle({"envbundle/__init__.py": "VALUE = 7\n"})
-    digest = hashlib.sha256(data).hexdigest()
-    fid = register(platform, bundled_value, FunctionEnv((), (digest,)), {digest: data})
+    fid = register(http, bundled_value, bundles=[data])
     views = wait_all(http, [execute(http, fid)], timeout_s=60)
     assert [deserialize(v["result"]) for v in views.values()] == [7]
 
 
 def test_a_requirement_that_cannot_be_installed_fails_as_a_dependency(envs_platform) -> None:  # type: ignore[no-untyped-def]
-    platform, http, _ = envs_platform
-    fid = register(platform, version_of_testpkg, FunctionEnv(("faas_nosuchpkg==1.0",)))
+    _, http, _ = envs_platform
+    fid = register(http, version_of_testpkg, ["faas_nosuchpkg==1.0"])
     task_id = execute(http, fid)
     wait_all(http, [task_id], timeout_s=120)
     view = http.get(f"/v1/tasks/{task_id}").json()
@@ -108,7 +106,42 @@ def test_a_requirement_that_cannot_be_installed_fails_as_a_dependency(envs_platf
 
 
 def test_a_function_without_requirements_is_unaffected(envs_platform) -> None:  # type: ignore[no-untyped-def]
-    platform, http, _ = envs_platform
-    fid = register(platform, len, FunctionEnv())
+    _, http, _ = envs_platform
+    fid = register(http, len)
     views = wait_all(http, [execute(http, fid, [1, 2, 3])], timeout_s=30)
     assert [deserialize(v["result"]) for v in views.values()] == [3]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("requirements", ["--index-url=http://elsewhere"], "pip options are not allowed"),
+        ("requirements", ["six\nnumpy"], "line break"),
+        ("py_modules", ["bm90IGEgemlw"], "not a zip file"),
+        ("py_modules", ["%%%"], "not valid base64"),
+    ],
+)
+def test_bad_requirements_and_bundles_are_refused_at_registration(
+    envs_platform,
+    field: str,
+    value: list[str],
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    _, http, _ = envs_platform
+    body = {"name": "f", "payload": base64.b64encode(cloudpickle.dumps(len)).decode(), field: value}
+    response = http.post("/v1/functions", json=body)
+    assert response.status_code == 400 and message in response.json()["detail"], response.text
+
+
+def test_registration_warns_about_modules_the_workers_lack(envs_platform) -> None:  # type: ignore[no-untyped-def]
+    _, http, _ = envs_platform
+    # A pickle of a function by reference to a module nobody has installed
+    by_reference = b"\x80\x04\x8c\x0emy_private_lib\x94\x8c\x01f\x94\x93\x94."
+    body = {"name": "f", "payload": base64.b64encode(by_reference).decode()}
+    warnings = http.post("/v1/functions", json=body).json()["warnings"]
+    assert len(warnings) == 1 and "'my_private_lib'" in warnings[0]
+    # Shipped with the function, or installed (json, httpx), it is not worth a warning
+    body["requirements"] = ["my-private-lib==1.0"]
+    assert http.post("/v1/functions", json=body).json()["warnings"] == []
+    body = {"name": "g", "payload": base64.b64encode(cloudpickle.dumps(httpx.get)).decode()}
+    assert http.post("/v1/functions", json=body).json()["warnings"] == []
