@@ -61,7 +61,8 @@ SETTINGS = {
     "controller": ControllerSettings,
 }
 # Not read by our settings but by Python, or by the expansion of FAAS_REDIS_URL.
-ALWAYS_SET = {"PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "REDIS_PASSWORD"}
+# Read by Python, by the $(REDIS_PASSWORD) expansion, and by pip (functions' environments).
+ALWAYS_SET = {"PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "REDIS_PASSWORD", "PIP_CACHE_DIR"}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
@@ -119,7 +120,10 @@ def test_the_env_the_chart_sets_is_the_env_the_code_reads(rendered: tuple[str, l
             env = env_of(docs, component)
         except KeyError:
             continue
-        known = {f"FAAS_{name.upper()}" for name in settings.model_fields} | ALWAYS_SET
+        fields = set(settings.model_fields)
+        if component == "dispatcher" and mode.startswith("local"):
+            fields |= set(WorkerSettings.model_fields)  # its own worker inherits its env
+        known = {f"FAAS_{name.upper()}" for name in fields} | ALWAYS_SET
         extra = {  # the names users add themselves (worker.extraEnv)
             item.split("=", 1)[1]
             for item in VARIANTS[mode]

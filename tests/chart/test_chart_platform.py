@@ -342,3 +342,33 @@ def test_values_documented_in_values_yaml_exist_in_the_schema() -> None:
         node = schema
         for part in path.split("."):
             node = node["properties"][part]
+
+
+@pytest.mark.parametrize("mode", ["local", "pull"])
+def test_functions_environments_install_on_a_writable_volume_of_the_pods_that_run_code(
+    helm: str, mode: str
+) -> None:
+    docs = documents(
+        helm, f"mode={mode}", "environments.noIndex=true", "environments.findLinks=/wheels",
+        "environments.cache.existingClaim=envs",
+    )  # fmt: skip
+    runs_code = "worker" if mode != "local" else "dispatcher"
+    doc = workload(docs, runs_code)
+    (container,) = pod_spec(doc)["containers"]
+    env, mounts, volumes = user_code_of(container, pod_spec(doc))
+    assert env["FAAS_ENV_DIR"].startswith("/var/cache/faas/")
+    assert env["FAAS_PIP_NO_INDEX"] == "true" and env["FAAS_PIP_FIND_LINKS"] == "/wheels"
+    assert {"name": "environments", "mountPath": "/var/cache/faas"} in mounts
+    assert {"name": "environments", "persistentVolumeClaim": {"claimName": "envs"}} in volumes
+    others = [c for c in ("gateway", "controller", "redis", "dispatcher") if c != runs_code]
+    for component in others:
+        for c in pod_spec(workload(docs, component))["containers"]:
+            assert "FAAS_ENV_DIR" not in user_code_of(c, pod_spec(workload(docs, component)))[0]
+
+
+def test_the_environment_cache_is_an_empty_dir_by_default(helm: str) -> None:
+    (volume,) = [
+        v for v in pod_spec(workload(documents(helm, "mode=pull"), "worker"))["volumes"]
+        if v["name"] == "environments"
+    ]  # fmt: skip
+    assert volume == {"name": "environments", "emptyDir": {"sizeLimit": "2Gi"}}

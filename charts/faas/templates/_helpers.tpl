@@ -146,8 +146,33 @@ $(VAR) expansion of an earlier variable: the rendered manifest holds no secret. 
 
 {{/* What runs user code (workers; the dispatcher in local mode) gets: PYTHONPATH
 with the userCode ConfigMap, and worker.extraEnv. */}}
+{{/* What the pods that run slots (workers; the dispatcher in local mode) get: user
+code, extra env and volumes, and the functions' environments (installed on a
+writable volume, since the root filesystem is read-only). */}}
 {{- define "faas.userCodeEnv" -}}
-{{- if .Values.userCode.configMap -}}
+- name: FAAS_ENV_DIR
+  value: /var/cache/faas/envs
+- name: PIP_CACHE_DIR
+  value: /var/cache/faas/pip
+{{- with .Values.environments }}
+{{- if .indexUrl }}
+- name: FAAS_PIP_INDEX_URL
+  value: {{ .indexUrl | quote }}
+{{- end }}
+{{- if .findLinks }}
+- name: FAAS_PIP_FIND_LINKS
+  value: {{ .findLinks | quote }}
+{{- end }}
+{{- if .noIndex }}
+- name: FAAS_PIP_NO_INDEX
+  value: "true"
+{{- end }}
+{{- if .trustedHosts }}
+- name: FAAS_PIP_TRUSTED_HOSTS
+  value: {{ .trustedHosts | quote }}
+{{- end }}
+{{- end }}
+{{ if .Values.userCode.configMap -}}
 - name: PYTHONPATH
   value: {{ .Values.userCode.mountPath | quote }}
 {{ end -}}
@@ -157,7 +182,9 @@ with the userCode ConfigMap, and worker.extraEnv. */}}
 {{- end -}}
 
 {{- define "faas.userCodeVolumeMounts" -}}
-{{- if .Values.userCode.configMap -}}
+- name: environments
+  mountPath: /var/cache/faas
+{{ if .Values.userCode.configMap -}}
 - name: user-code
   mountPath: {{ if .Values.userCode.package }}{{ printf "%s/%s" .Values.userCode.mountPath .Values.userCode.package }}{{ else }}{{ .Values.userCode.mountPath }}{{ end }}
   readOnly: true
@@ -168,7 +195,15 @@ with the userCode ConfigMap, and worker.extraEnv. */}}
 {{- end -}}
 
 {{- define "faas.userCodeVolumes" -}}
-{{- if .Values.userCode.configMap -}}
+- name: environments
+{{- if .Values.environments.cache.existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .Values.environments.cache.existingClaim }}
+{{- else }}
+  emptyDir:
+    sizeLimit: {{ .Values.environments.cache.sizeLimit }}
+{{- end }}
+{{ if .Values.userCode.configMap -}}
 - name: user-code
   configMap:
     name: {{ .Values.userCode.configMap }}
