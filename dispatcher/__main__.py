@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import signal
 import sys
 import time
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     protect_process()  # user code must not read our environment from /proc
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack
     run = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop

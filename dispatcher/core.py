@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _FUNCTION_CACHE_SIZE = 1024
 _MAX_BATCH = 1000
+_STOP_WAIT_S = 5.0
 
 
 class LeaseLost(RuntimeError):
@@ -132,14 +133,17 @@ class Dispatcher:
         loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
+        self._stopping = True
         if stopper in done and self._local_worker is not None:
             # Drain our own worker while the loops still read its results and BYE,
             # so a task running at a graceful stop finishes instead of running again.
-            self._stopping = True
             await self._local_worker.stop(self.settings.drain_timeout_s + 5)
         for task in [*loops, stopper]:
             task.cancel()
-        await asyncio.gather(*loops, stopper, return_exceptions=True)
+        self._to_write.set()  # the writer leaves its loop even if a cancel went astray
+        _, stuck = await asyncio.wait([*loops, stopper], timeout=_STOP_WAIT_S)
+        if stuck:  # a library swallowed the cancellation: stop anyway, do not hang
+            logger.warning("%d loops ignored their cancellation; stopping anyway", len(stuck))
         for task in done:
             if task is not stopper and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
@@ -192,7 +196,7 @@ class Dispatcher:
 
     async def _watch_local_worker(self, worker: LocalWorker) -> None:
         """Restart local mode's worker if it dies; its attempts go back at once."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(0.2)
             code = worker.exit_code()
             if code is None or self._stopping:
@@ -274,7 +278,7 @@ class Dispatcher:
             self._credit.clear()
 
     async def _feed(self) -> None:
-        while True:
+        while not self._stopping:
             await self._credit.wait()
             want = min(self.registry.credits(), self.settings.batch_size)
             if self._backlog:
@@ -360,7 +364,7 @@ class Dispatcher:
 
     async def _serve(self) -> None:
         assert self._socket is not None
-        while True:
+        while not self._stopping:
             batch = [await self._receive()]
             while len(batch) < _MAX_BATCH:
                 try:
@@ -549,9 +553,10 @@ class Dispatcher:
                 )
 
     async def _write(self) -> None:
-        while True:
+        while not self._stopping:
             await self._to_write.wait()
-            await self._flush()
+            if not self._stopping:  # at a stop, _shutdown flushes what is left
+                await self._flush()
 
     async def _flush(self) -> None:
         self._to_write.clear()
@@ -595,7 +600,7 @@ class Dispatcher:
         tick = min(0.1, self.settings.heartbeat_interval_s / 2)
         renew_every = min(self.settings.heartbeat_interval_s, self.settings.lease_ttl_s / 3)
         last_beat = 0.0
-        while True:
+        while not self._stopping:
             await asyncio.sleep(tick)
             now = self.last_tick = time.monotonic()
             if now - last_beat >= renew_every:
@@ -626,7 +631,7 @@ class Dispatcher:
     async def _watch_lost_workers(self) -> None:
         """Reports from outside (the Kubernetes controller sees a pod die before the
         heartbeat timeout does): forget the worker and re-queue its attempts now."""
-        while True:
+        while not self._stopping:
             try:
                 report = await self.store.next_lost_worker(timeout_s=1.0)
             except StoreUnavailable as exc:

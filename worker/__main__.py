@@ -5,6 +5,7 @@ SIGTERM drains: no new work, running tasks may finish for FAAS_DRAIN_TIMEOUT_S."
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     protect_process()  # user code must not read our environment from /proc
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
