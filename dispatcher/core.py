@@ -95,7 +95,8 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self._reporting: list[WorkerState] = []  # workers that sent results in this batch
         self.active = False  # holds the lease and dispatches
-        self._stopping = False
+        self._stopping = False  # the loops end
+        self._local_worker_leaving = False  # it drains: do not restart it
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -133,11 +134,12 @@ class Dispatcher:
         loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
-        self._stopping = True
         if stopper in done and self._local_worker is not None:
             # Drain our own worker while the loops still read its results and BYE,
             # so a task running at a graceful stop finishes instead of running again.
+            self._local_worker_leaving = True
             await self._local_worker.stop(self.settings.drain_timeout_s + 5)
+        self._stopping = True
         for task in [*loops, stopper]:
             task.cancel()
         self._to_write.set()  # the writer leaves its loop even if a cancel went astray
@@ -199,7 +201,7 @@ class Dispatcher:
         while not self._stopping:
             await asyncio.sleep(0.2)
             code = worker.exit_code()
-            if code is None or self._stopping:
+            if code is None or self._local_worker_leaving:
                 continue
             logger.error("local worker exited with code %s; restarting it", code)
             gone = self.registry.remove(worker.worker_id.encode())
