@@ -63,6 +63,17 @@ def platform(
         yield running
 
 
+@pytest.fixture(scope="module")
+def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalPlatform]:
+    """A local-mode platform of the test module's own, for gateway tests that need
+    neither the three modes nor a shared platform."""
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    with make_platform(tmp, DispatchMode.LOCAL, slots=2) as platform:
+        yield platform
+
+
 @pytest.fixture(scope="session")
 def http(platform: LocalPlatform) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=platform.url, timeout=60) as client:

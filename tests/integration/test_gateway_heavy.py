@@ -16,18 +16,10 @@ import orjson
 import pytest
 import userfuncs
 
-from common.models import DispatchMode
 from faas.platform import LocalPlatform
-from tests.conftest import make_platform, register
+from tests.conftest import register
 
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    tmp = tmp_path_factory.mktemp("gateway-heavy")
-    with make_platform(tmp, DispatchMode.LOCAL, slots=2) as platform:
-        yield platform
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,10 @@ import httpx
 import pytest
 import userfuncs
 
-from common.models import DispatchMode
 from faas.platform import LocalPlatform
-from tests.conftest import make_platform, register, serialize, wait_result
+from tests.conftest import register, serialize, wait_result
 
 GOOD = serialize(((1,), {}))
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    tmp = tmp_path_factory.mktemp("gateway-limits")
-    with make_platform(tmp, DispatchMode.LOCAL, slots=2) as platform:
-        yield platform
 
 
 @pytest.fixture(scope="module")
