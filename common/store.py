@@ -7,6 +7,8 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 ``<p>:bundle:<sha256>``    string: a code bundle (zip) functions' environments refer to;
                            content-addressed, so stored once however many use it.
 ``<p>:functions``          sorted set of function ids, scored by ``created_ms`` (listing).
+``<p>:name:<name>``        list of the function ids registered under a name, oldest
+                           first: version N is the Nth; the name means the last.
 ``<p>:task:<task_id>``     hash: ``function_id``, ``status``, ``attempt`` (1-based, the
                            current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
                            ``started_ms``, ``finished_ms``, ``worker``, ``error``,
@@ -20,6 +22,13 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            the set of attempts it holds, found again after a crash.
                            An entry is acked and deleted in the same script that ends
                            or re-queues its task.
+``<p>:tasks``              sorted set of task ids scored by ``queued_ms``: the listing
+                           index, kept by submit.lua. Entries outlive their task
+                           (ids whose hash expired are skipped and dropped when read)
+                           and are trimmed after twice the result TTL.
+``<p>:status``             string: the active dispatcher's view (msgpack: workers, their
+                           slots and load, tasks ended per minute), rewritten every
+                           heartbeat interval with a TTL of a few, so it vanishes with it.
 ``<p>:idem:<key>``         string: ``<task_id> <digest>``, the task first submitted with that
                            idempotency key and a digest of that request.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
@@ -139,6 +148,11 @@ class Keys:
         self.lease = f"{prefix}:lease"
         self.lost_workers = f"{prefix}:lost-workers"
         self.done_channel = f"{prefix}:done"
+        self.tasks = f"{prefix}:tasks"
+        self.status = f"{prefix}:status"
+
+    def name(self, name: str) -> str:
+        return f"{self.prefix}:name:{name}"
 
     def function(self, function_id: str) -> str:
         return f"{self.prefix}:fn:{function_id}"
@@ -225,7 +239,8 @@ class Store:
     @_translated
     async def register_function(
         self, function_id: str, name: str, payload: bytes, env: FunctionEnv | None = None
-    ) -> None:
+    ) -> int:
+        """Store a function; returns its version under `name` (1 for the first)."""
         created = now_ms()
         fields: dict[str, Any] = {"name": name, "payload": payload, "created_ms": created}
         if env:
@@ -233,7 +248,14 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.function(function_id), mapping=fields)
             pipe.zadd(self.keys.functions, {function_id: created})
-            await pipe.execute()
+            pipe.rpush(self.keys.name(name), function_id)
+            *_, version = await pipe.execute()
+        return int(version)
+
+    @_translated
+    async def function_versions(self, name: str) -> list[str]:
+        """The ids registered under `name`, oldest first (version N at index N-1)."""
+        return [raw.decode() for raw in await self.redis.lrange(self.keys.name(name), 0, -1)]
 
     @_translated
     async def get_function(self, function_id: str) -> FunctionRecord:
@@ -265,12 +287,14 @@ class Store:
 
     @_translated
     async def delete_function(self, function_id: str) -> None:
+        record = await self.get_function(function_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.function(function_id))
             pipe.zrem(self.keys.functions, function_id)
-            deleted, _ = await pipe.execute()
+            # Versions keep their numbers: a deleted one stays as a tombstone id.
+            deleted, *_ = await pipe.execute()
         if not deleted:
-            raise FunctionNotFound(function_id)
+            raise FunctionNotFound(record.function_id)
 
     @_translated
     async def function_code(self, function_ids: Iterable[str]) -> dict[str, FunctionCode | None]:
@@ -322,6 +346,7 @@ class Store:
             self.keys.queue,
             self.keys.function(function_id),
             self.keys.idempotency(idempotency_key or ""),
+            self.keys.tasks,
             *(self.keys.task(task_id) for task_id, _ in tasks),
         ]
         args: list[Any] = [
@@ -331,6 +356,7 @@ class Store:
             max_attempts,
             idempotency_ttl_s if idempotency_key else 0,
             idempotency_digest,
+            self.result_ttl_s * 2000,  # the index outlives tasks by as long again
         ]
         for task_id, payload in tasks:
             args += [task_id, payload]
@@ -365,6 +391,50 @@ class Store:
 
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
+
+    @_translated
+    async def list_tasks(
+        self,
+        *,
+        limit: int,
+        cursor: tuple[int, int] | None = None,
+        keep: Callable[[TaskRecord], bool] = lambda _record: True,
+        max_scanned: int = 5000,
+    ) -> tuple[list[TaskRecord], tuple[int, int] | None]:
+        """Newest first, from the index: up to `limit` records (without results) that
+        `keep` accepts, and the cursor of the next page (None at the end). A cursor is
+        (queued ms, how many at that ms were already passed). Reads at most
+        `max_scanned` index entries, so a rare filter may answer a short page with a
+        cursor to go on from."""
+        top, skip = cursor if cursor is not None else (None, 0)
+        found: list[TaskRecord] = []
+        scanned = 0
+        while scanned < max_scanned:
+            batch = min(max(limit * 2, 100), max_scanned - scanned)
+            rows = await self.redis.zrevrangebyscore(
+                self.keys.tasks, "+inf" if top is None else top, "-inf",
+                start=skip, num=batch, withscores=True,
+            )  # fmt: skip
+            if not rows:
+                return found, None
+            ids = [raw.decode() for raw, _ in rows]
+            records = await self.get_tasks(ids, with_result=False)
+            if gone := [i for i, r in zip(ids, records, strict=True) if r is None]:
+                await self.redis.zrem(self.keys.tasks, *gone)
+            for (_, score), record in zip(rows, records, strict=True):
+                scanned += 1
+                if int(score) != top:
+                    top, skip = int(score), 0
+                if record is None:  # dropped from the index just now: not to be skipped
+                    continue
+                skip += 1
+                if keep(record):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, (top, skip)
+            if len(rows) < batch:
+                return found, None
+        return found, (top, skip) if top is not None else None
 
     # -- the dispatcher's side ---------------------------------------------------------
 
@@ -478,6 +548,16 @@ class Store:
                 return 0, 0
         held = int(pending["pending"])
         return max(length - held, 0), held
+
+    # -- the dispatcher's view, for the status API ----------------------------------------
+
+    @_translated
+    async def put_status(self, snapshot: bytes, *, ttl_s: float) -> None:
+        await self.redis.set(self.keys.status, snapshot, px=max(1, int(ttl_s * 1000)))
+
+    @_translated
+    async def get_status(self) -> bytes | None:
+        return await self.redis.get(self.keys.status)
 
     # -- lost workers reported from outside ---------------------------------------------
 

@@ -38,10 +38,11 @@ from common import curve, wire
 from common.errors import ProtocolError, StoreUnavailable
 from common.models import DispatchMode, FunctionCode, TaskStatus
 from common.store import Outcome, QueueEntry, Store
-from dispatcher import outcomes
+from dispatcher import outcomes, status
 from dispatcher.local import LocalWorker
 from dispatcher.registry import InFlight, Registry, WorkerState
 from dispatcher.settings import DispatcherSettings
+from dispatcher.status import EndedPerMinute
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Dispatcher:
         self._stopping = False  # the loops end
         self._local_worker_leaving = False  # it drains: do not restart it
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
+        self.ended = EndedPerMinute()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -579,6 +581,9 @@ class Dispatcher:
     async def _settle(self, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
         if ended:
             committed = await self._retrying(lambda: self.store.finish(ended))
+            for outcome, done in zip(ended, committed, strict=True):
+                if done:
+                    self.ended.add(outcome.status.value)
             stale = committed.count(False)
             if stale:
                 logger.info("%d late or duplicate results were not committed", stale)
@@ -593,6 +598,8 @@ class Dispatcher:
             )
         )
         logger.info("task %s attempt %d: %s; %s", entry.task_id, entry.attempt, reason, verdict)
+        if verdict == "failed":
+            self.ended.add(TaskStatus.FAILED.value)
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -608,6 +615,7 @@ class Dispatcher:
             if now - last_beat >= renew_every:
                 last_beat = now
                 await self._renew_lease()
+                await self._publish_status(ttl_s=renew_every * 3)
                 for worker in list(self.registry.workers.values()):
                     await self._reply(
                         worker.identity, wire.Command.HEARTBEAT, {"acked": worker.acked_seq}
@@ -629,6 +637,20 @@ class Dispatcher:
                 self._orphan_holders.clear()
             await self._settle(ended, lost)
             self._update_credit()
+
+    async def _publish_status(self, *, ttl_s: float) -> None:
+        """The view behind /v1/workers and /v1/stats; skipped if Redis is away."""
+        view = status.snapshot(
+            instance_id=self.instance_id,
+            mode=self.settings.mode.value,
+            registry=self.registry,
+            ended=self.ended,
+            backlog=len(self._backlog),
+        )
+        try:
+            await self.store.put_status(view, ttl_s=ttl_s)
+        except StoreUnavailable as exc:
+            logger.debug("status not published: %s", exc)
 
     async def _watch_lost_workers(self) -> None:
         """Reports from outside (the Kubernetes controller sees a pod die before the

@@ -15,7 +15,15 @@ from typing import Any
 
 from faas.client import Client, unwrap
 from faas.errors import FaasClientError
-from faas.views import Undecodable, decoded, function_line, task_lines, with_decoded_result
+from faas.views import (
+    Undecodable,
+    decoded,
+    function_line,
+    task_line,
+    task_lines,
+    with_decoded_result,
+    worker_line,
+)
 
 _MODES = ("local", "pull", "push")  # common.models.DispatchMode, without importing the store
 
@@ -97,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     call = command("call", "run a function and print its result", _call, description=literals)
     submit = command("submit", "queue a call and print the task id", _submit, description=literals)
     for cmd in (call, submit):
-        cmd.add_argument("function_id")
+        cmd.add_argument("function_id", metavar="FUNCTION", help="a function id, or a name")
         cmd.add_argument("args", nargs="*", metavar="ARG|KEY=VALUE")
 
     res = command("result", "print a task's result (waits up to --wait seconds)", _result)
@@ -109,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--raw", action="store_true", help="the result as base64 pickle text")
     command("status", "print a task's status", _status).add_argument("task_id")
     command("functions", "list registered functions", _functions)
+    ps = command("ps", "list the newest tasks", _ps)
+    ps.add_argument("--status", type=str.upper,
+                    choices=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"])  # fmt: skip
+    ps.add_argument("--function", metavar="FUNCTION_ID")
+    ps.add_argument("-n", "--limit", type=int, default=20)
+    command("workers", "list the workers and their slots", _workers)
+    command("stats", "queue depth, running tasks, capacity, throughput", _stats)
     return parser
 
 
@@ -256,6 +271,28 @@ def _functions(args: argparse.Namespace) -> None:
     functions = _client(args).functions()
     human = "\n".join(function_line(f) for f in functions) or "(no functions registered)"
     _emit(args, human, functions)
+
+
+def _ps(args: argparse.Namespace) -> None:
+    tasks = _client(args).tasks(status=args.status, function_id=args.function, limit=args.limit)
+    human = "\n".join(task_line(t) for t in tasks) or "(no tasks)"
+    _emit(args, human, tasks)
+
+
+def _workers(args: argparse.Namespace) -> None:
+    workers = _client(args).workers()
+    human = "\n".join(worker_line(w) for w in workers) or "(no workers connected)"
+    _emit(args, human, workers)
+
+
+def _stats(args: argparse.Namespace) -> None:
+    stats = _client(args).stats()
+    human = (
+        f"queued {stats['queued']}  running {stats['running']}  "
+        f"workers {stats['workers']} ({stats['slots']} slots)  last minute: "
+        f"{stats['completed_last_minute']} completed, {stats['failed_last_minute']} failed"
+    )
+    _emit(args, human, stats)
 
 
 if __name__ == "__main__":

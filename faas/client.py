@@ -21,11 +21,13 @@ import os
 import pickle
 import time
 import types
+import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import cloudpickle
 import httpx
@@ -158,11 +160,33 @@ class Client:
         answer = self.request("POST", "/v1/functions", json=body)
         for warning in answer.get("warnings", []):
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
-        return RemoteFunction(self, answer["function_id"], name)
+        return RemoteFunction(self, answer["function_id"], name, version=answer.get("version"))
 
-    def function(self, function_id: str) -> RemoteFunction:
-        body = self.request("GET", f"/v1/functions/{function_id}")
+    def function(self, name_or_id: str, *, version: int | None = None) -> RemoteFunction:
+        """A registered function by id, or by name: its latest version, or `version`."""
+        if not _is_uuid(name_or_id):
+            named = self.request("GET", f"/v1/names/{quote(name_or_id, safe='')}")
+            versions = named["versions"]
+            if version is not None and not 1 <= version <= len(versions):
+                raise FaasClientError(f"{name_or_id!r} has versions 1 to {len(versions)}")
+            name_or_id = versions[(version or len(versions)) - 1]
+        body = self.request("GET", f"/v1/functions/{name_or_id}")
         return RemoteFunction(self, body["function_id"], body["name"])
+
+    def tasks(
+        self, *, status: str | None = None, function_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The newest tasks (views without results), optionally filtered."""
+        params = {"status": status, "function_id": function_id, "limit": limit}
+        page = self.request("GET", "/v1/tasks", params={k: v for k, v in params.items() if v})
+        return page["tasks"]
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/workers")["workers"]
+
+    def stats(self) -> dict[str, Any]:
+        """Queue depth, running tasks, workers and slots, tasks ended per minute."""
+        return self.request("GET", "/v1/stats")
 
     def task(self, task_id: str) -> Task:
         return Task(self, task_id)
@@ -175,11 +199,18 @@ class RemoteFunction:
     """A registered function. Call it like the local one, or submit and wait later."""
 
     def __init__(
-        self, client: Client, function_id: str, name: str, options: dict[str, Any] | None = None
+        self,
+        client: Client,
+        function_id: str,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        version: int | None = None,
     ) -> None:
         self.client = client
         self.id = function_id
         self.name = name
+        self.version = version  # under `name`, when known
         self._options = options or {}
 
     def __repr__(self) -> str:
@@ -316,7 +347,8 @@ def wait_all(
             if left <= 0:
                 raise ResultTimeout(f"{len(pending)} of {len(tasks)} tasks still running")
             ids = pending[:chunk]
-            body = {"task_ids": ids, "wait": min(left, _POLL_S)}
+            # With a bar, the gateway answers as tasks end, so it moves per task.
+            body = {"task_ids": ids, "wait": min(left, _POLL_S), "any": progress}
             for view in client.request("POST", "/v1/tasks/wait", json=body)["tasks"]:
                 if view["status"] in _TERMINAL:
                     views[view["task_id"]] = view
@@ -332,6 +364,13 @@ def wait_all(
                 raise
             results.append(exc)
     return results
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

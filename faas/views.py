@@ -84,3 +84,23 @@ def task_lines(view: dict[str, Any], *, raw: bool = False) -> list[str]:
 def function_line(f: dict[str, Any]) -> str:
     size = f"{f['size_bytes']} bytes"
     return f"{f['function_id']}  {f['name']:<20}  {size:>14}  {moment(f.get('created_at_ms'))}"
+
+
+def task_line(view: dict[str, Any]) -> str:
+    """One row of `faas ps`: id, status, attempt, how long it ran or has waited."""
+    queued, started, ended = view["queued_at_ms"], view["started_at_ms"], view["finished_at_ms"]
+    if started and ended:
+        took = f"ran {duration((ended - started) / 1000)}"
+    elif started:
+        took = f"running {duration(time.time() - started / 1000)}"
+    else:
+        took = f"queued {duration(time.time() - queued / 1000)}"
+    kind = f" ({view['error_kind']})" if view.get("error_kind") else ""
+    attempt = f"{view['attempt']}/{view['max_attempts']}"
+    return f"{view['task_id']}  {view['status'] + kind:<22} {attempt:>5}  {took}"
+
+
+def worker_line(w: dict[str, Any]) -> str:
+    seen = duration(time.time() - w["last_heartbeat_ms"] / 1000)
+    state = "  draining" if w["draining"] else ""
+    return f"{w['worker_id']:<40} {w['busy']}/{w['slots']} busy  seen {seen} ago{state}"

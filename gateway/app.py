@@ -23,7 +23,7 @@ from common.store import Store
 from gateway.auth import ApiKeyMiddleware
 from gateway.completions import CompletionHub
 from gateway.limits import BodyLimitMiddleware
-from gateway.routes import FastJSON, course, health, v1
+from gateway.routes import FastJSON, course, health, status, v1
 from gateway.service import TaskService
 from gateway.settings import GatewaySettings
 
@@ -78,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     app.include_router(course.router)
     app.include_router(v1.router)
+    app.include_router(status.router)
     app.include_router(health.router)
 
     @app.exception_handler(FaasError)

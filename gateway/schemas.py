@@ -67,6 +67,11 @@ class WaitForTasks(_Strict):
         min_length=1, description="at most the gateway's max_wait_ids (10,000 by default)"
     )
     wait: float = Field(default=0, ge=0, description="seconds to wait for all to end")
+    any: bool = Field(
+        default=False,
+        description="answer once any task has ended (with those that ended within the "
+        "next 0.1 s too), for progress; the ended ones are those with a terminal status",
+    )
 
 
 class FunctionCreated(BaseModel):
@@ -74,6 +79,7 @@ class FunctionCreated(BaseModel):
 
 
 class FunctionRegistered(FunctionCreated):
+    version: int = Field(description="registrations under this name so far, this one included")
     warnings: list[str] = Field(
         description="modules the function is pickled by reference to that workers may lack"
     )
@@ -124,3 +130,48 @@ class TaskList(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskView] = Field(description="newest first; `result` is always null here")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class WorkerView(BaseModel):
+    worker_id: str
+    slots: int
+    busy: int
+    draining: bool
+    joined_ms: int
+    last_heartbeat_ms: int
+
+
+class WorkersView(BaseModel):
+    dispatcher: str | None = Field(description="the active dispatcher; null if none runs")
+    mode: str | None
+    workers: list[WorkerView]
+
+
+class MinuteView(BaseModel):
+    minute_ms: int
+    completed: int
+    failed: int
+
+
+class StatsView(BaseModel):
+    queued: int
+    running: int
+    workers: int
+    slots: int
+    completed_last_minute: int
+    failed_last_minute: int
+    ended_per_minute: list[MinuteView] = Field(description="the last hour, oldest first")
+    dispatcher: str | None
+    mode: str | None
+
+
+class NameView(BaseModel):
+    name: str
+    function_id: str = Field(description="the latest version, which the name calls")
+    version: int
+    versions: list[str] = Field(description="function ids, version 1 first")

@@ -28,6 +28,8 @@ from gateway.settings import GatewaySettings
 
 READ_SLICE = 500
 """Task records read per round trip when waiting on many (see `_read`)."""
+COALESCE_S = 0.1
+"""How long a wait for any task lingers after the first end, to gather more."""
 
 
 class TaskService:
@@ -52,9 +54,9 @@ class TaskService:
         payload: str,
         requirements: Sequence[str] = (),
         py_modules: Sequence[str] = (),
-    ) -> tuple[str, list[str]]:
-        """Store a function (and its environment); returns its id and warnings about
-        modules it refers to that workers may not be able to import."""
+    ) -> tuple[str, int, list[str]]:
+        """Store a function (and its environment); returns its id, its version under
+        `name`, and warnings about modules it refers to that workers may lack."""
         function_id = new_id()
         (data,) = await self.decode([payload])
         try:
@@ -65,11 +67,11 @@ class TaskService:
         for digest, zipped in bundles.items():
             await self.store.put_bundle(digest, zipped)
         env = FunctionEnv(wanted, tuple(bundles))
-        await self.store.register_function(function_id, name, data, env)
+        version = await self.store.register_function(function_id, name, data, env)
         shipped = {top_level(n) for z in bundles.values() for n in zip_names(z)}
         shipped |= {requirement_name(r) for r in wanted}
         modules = await asyncio.to_thread(payloads.referenced_modules, data)
-        return function_id, unavailable_warnings(modules, shipped)
+        return function_id, version, unavailable_warnings(modules, shipped)
 
     async def get_function(self, function_id: str) -> FunctionRecord:
         return await self.store.get_function(check_id(function_id, "function_id"))
@@ -147,14 +149,20 @@ class TaskService:
         return records
 
     async def wait_many(
-        self, task_ids: Sequence[str], wait_s: float, *, watch: Watch | None = None
+        self,
+        task_ids: Sequence[str],
+        wait_s: float,
+        *,
+        watch: Watch | None = None,
+        any_ended: bool = False,
     ) -> list[TaskRecord | None]:
         """Records of `task_ids` once all ended (or are unknown), or as they are after
         `wait_s`. Ended tasks arrive through a watch; a task is read from the store at
         the start, when its result was too large to be published, after the
         subscription was lost, and at the timeout if it was never seen. Pass the
         `watch` registered before the tasks were submitted to skip the first read: it
-        holds whatever ended since."""
+        holds whatever ended since. With `any_ended`, answer once one has ended, after
+        `COALESCE_S` more to gather those that end with it."""
         if len(task_ids) > self.settings.max_wait_ids:
             raise InvalidPayload(
                 f"task_ids holds {len(task_ids)} ids; at most {self.settings.max_wait_ids}"
@@ -191,6 +199,9 @@ class TaskService:
                     to_read = []
                 if not still_open or remaining <= 0:
                     break
+                if any_ended and len(still_open) < len(ids):
+                    remaining = min(remaining, COALESCE_S)
+                    deadline = min(deadline, time.monotonic() + COALESCE_S)
                 try:
                     await asyncio.wait_for(watch.event.wait(), remaining)
                 except TimeoutError:

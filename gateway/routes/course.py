@@ -26,7 +26,7 @@ _ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": 
 async def register_function(body: RegisterFunction, request: Request) -> FastJSON:
     """Register a function: `payload` is base64 text of its pickle (dill or cloudpickle)."""
     service = get_service(request)
-    function_id, _ = await service.register(body.name, body.payload)
+    function_id, _, _ = await service.register(body.name, body.payload)
     return FastJSON({"function_id": function_id}, status_code=201)
 
 

@@ -34,10 +34,11 @@ async def register_function(body: RegisterFunctionV1, request: Request) -> FastJ
     `requirements` and `py_modules` (zip files). The answer warns about modules the
     function refers to that workers may lack."""
     service = get_service(request)
-    function_id, warnings = await service.register(
+    function_id, version, warnings = await service.register(
         body.name, body.payload, body.requirements, body.py_modules
     )
-    return FastJSON({"function_id": function_id, "warnings": warnings}, status_code=201)
+    view = {"function_id": function_id, "version": version, "warnings": warnings}
+    return FastJSON(view, status_code=201)
 
 
 @router.get("/functions", response_model=list[FunctionView])
@@ -97,7 +98,7 @@ async def get_task(task_id: str, request: Request, wait: float = _WAIT) -> FastJ
 async def wait_for_tasks(body: WaitForTasks, request: Request) -> FastJSON:
     """The tasks once all ended, or as they are after `wait` seconds. Unknown ids are 404."""
     service = get_service(request)
-    records = await service.wait_many(body.task_ids, body.wait)
+    records = await service.wait_many(body.task_ids, body.wait, any_ended=body.any)
     for task_id, record in zip(body.task_ids, records, strict=True):
         if record is None:
             raise TaskNotFound(task_id)
