@@ -93,3 +93,19 @@ def test_the_cli_example(running: LocalPlatform, tmp_path: Path) -> None:
     out = done.stdout.splitlines()
     assert out[:2] == ["27", "16"] and out[-1] == "power", done.stdout
     assert any(line.startswith("status    COMPLETED") for line in out), done.stdout
+
+
+@pytest.mark.skipif(not shutil.which("jq"), reason="needs jq")
+def test_the_see_your_work_example(running: LocalPlatform, tmp_path: Path) -> None:
+    cli_example = block("The CLI", "bash", index=1)
+    source = re.search(r"<<'EOF'\n(.*?)\nEOF\n", cli_example, flags=re.S)
+    assert source is not None
+    (tmp_path / "mathfns.py").write_text(source.group(1))
+    script = block("See your work", "bash")
+    done = run(["bash", "-euo", "pipefail", "-c", script], tmp_path, running.url)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[1] == "1024", done.stdout
+    assert any("COMPLETED" in line for line in out[2:5]), done.stdout
+    assert any("busy" in line for line in out), done.stdout
+    assert any(line.startswith("queued ") for line in out), done.stdout
