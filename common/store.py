@@ -22,6 +22,10 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            the set of attempts it holds, found again after a crash.
                            An entry is acked and deleted in the same script that ends
                            or re-queues its task.
+``<p>:queue:nested``       stream, the same for calls made by running tasks (entries add
+                           ``n``, the call depth). Read before the main queue: children
+                           run before new top-level tasks, which bounds how many
+                           parents wait.
 ``<p>:tasks``              sorted set of task ids scored by ``queued_ms``: the listing
                            index, kept by submit.lua. Entries outlive their task
                            (ids whose hash expired are skipped and dropped when read)
@@ -125,6 +129,7 @@ class QueueEntry:
     function_id: str
     deadline_s: float
     payload: bytes
+    depth: int = 0  # 0: submitted from outside; n: called by a task at depth n - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +143,14 @@ class Outcome:
     result: bytes
     error: str = ""
     error_kind: ErrorKind | None = None
+    depth: int = 0  # of the attempt's entry: which queue stream holds it
 
 
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.queue = f"{prefix}:queue"
+        self.nested_queue = f"{prefix}:queue:nested"
         self.functions = f"{prefix}:functions"
         self.lease = f"{prefix}:lease"
         self.lost_workers = f"{prefix}:lost-workers"
@@ -153,6 +160,10 @@ class Keys:
 
     def name(self, name: str) -> str:
         return f"{self.prefix}:name:{name}"
+
+    def queue_of(self, depth: int) -> str:
+        """The stream holding attempts of tasks at this call depth."""
+        return self.nested_queue if depth else self.queue
 
     def function(self, function_id: str) -> str:
         return f"{self.prefix}:fn:{function_id}"
@@ -336,14 +347,17 @@ class Store:
         idempotency_key: str | None = None,
         idempotency_digest: str = "",
         idempotency_ttl_s: int = 86400,
+        depth: int = 0,
     ) -> list[str]:
         """Queue (task_id, args payload) pairs atomically; returns the ids accepted.
         An idempotency key is bound to `idempotency_digest` (of the whole request): the
-        key seen with another digest raises IdempotencyConflict."""
+        key seen with another digest raises IdempotencyConflict. Tasks called by a
+        running task (`depth` > 0) go to the nested queue; an id that exists already
+        is not queued again."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
         keys = [
-            self.keys.queue,
+            self.keys.queue_of(depth),
             self.keys.function(function_id),
             self.keys.idempotency(idempotency_key or ""),
             self.keys.tasks,
@@ -357,6 +371,7 @@ class Store:
             idempotency_ttl_s if idempotency_key else 0,
             idempotency_digest,
             self.result_ttl_s * 2000,  # the index outlives tasks by as long again
+            depth,
         ]
         for task_id, payload in tasks:
             args += [task_id, payload]
@@ -440,30 +455,45 @@ class Store:
 
     @_translated
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.queue, GROUP, id="0", mkstream=True)
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in (self.keys.nested_queue, self.keys.queue):
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     @_translated
     async def read_queue(
-        self, *, count: int, block_ms: int | None, pending: bool = False, after: str = "0"
+        self,
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool = False,
+        after: str = "0",
+        nested: bool | None = None,
     ) -> list[QueueEntry]:
-        """Next `count` new entries (blocking up to block_ms), or with `pending` the
-        entries this dispatcher consumer already holds after id `after` (its PEL)."""
+        """Next `count` new entries of each stream (blocking up to block_ms), nested
+        calls first; or with `pending` the entries this dispatcher consumer already
+        holds after id `after` (its PEL). `nested` True or False reads only that one
+        stream (pending reads need one)."""
+        streams = [self.keys.nested_queue, self.keys.queue]
+        if nested is not None:
+            streams = [self.keys.queue_of(int(nested))]
+        elif pending:
+            raise ValueError("a pending read is of one stream: pass nested")
         reply = await self.redis.xreadgroup(
             GROUP,
             CONSUMER,
-            {self.keys.queue: after if pending else ">"},
+            {stream: after if pending else ">" for stream in streams},
             count=count,
             block=None if pending else block_ms,
         )
         entries = []
-        for _stream, items in reply or []:
+        nested_key = self.keys.nested_queue.encode()
+        for stream, items in sorted(reply or [], key=lambda r: r[0] != nested_key):
             for entry_id, fields in items:
                 if not fields:  # in the PEL but deleted from the stream: nothing to run
-                    await self.redis.xack(self.keys.queue, GROUP, entry_id)
+                    await self.redis.xack(stream, GROUP, entry_id)
                     continue
                 entries.append(
                     QueueEntry(
@@ -473,6 +503,7 @@ class Store:
                         function_id=fields[b"f"].decode(),
                         deadline_s=int(fields[b"d"]) / 1000,
                         payload=fields[b"p"],
+                        depth=int(fields.get(b"n", 0)),
                     )
                 )
         return entries
@@ -492,7 +523,7 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for o in outcomes:
                 await self._finish(
-                    keys=[self.keys.task(o.task_id), self.keys.queue],
+                    keys=[self.keys.task(o.task_id), self.keys.queue_of(o.depth)],
                     args=[
                         GROUP,
                         o.entry_id,
@@ -516,11 +547,12 @@ class Store:
         self, entry: QueueEntry | tuple[str, str, int], *, error: str, failure: bytes
     ) -> str:
         """Give back a lost attempt; returns 'requeued', 'failed' or 'stale'."""
+        depth = entry.depth if isinstance(entry, QueueEntry) else 0
         if isinstance(entry, QueueEntry):
             entry = (entry.task_id, entry.entry_id, entry.attempt)
         task_id, entry_id, attempt = entry
         verdict = await self._requeue(
-            keys=[self.keys.task(task_id), self.keys.queue],
+            keys=[self.keys.task(task_id), self.keys.queue_of(depth)],
             args=[
                 GROUP,
                 entry_id,
@@ -540,14 +572,15 @@ class Store:
     async def queue_depth(self) -> tuple[int, int]:
         """(queued, held by the dispatcher) attempts."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(self.keys.queue)
-            pipe.xpending(self.keys.queue, GROUP)
+            for stream in (self.keys.queue, self.keys.nested_queue):
+                pipe.xlen(stream)
+                pipe.xpending(stream, GROUP)
             try:
-                length, pending = await pipe.execute()
+                length, pending, nested_length, nested_pending = await pipe.execute()
             except redis_errors.ResponseError:  # no group yet: nothing was ever queued
                 return 0, 0
-        held = int(pending["pending"])
-        return max(length - held, 0), held
+        held = int(pending["pending"]) + int(nested_pending["pending"])
+        return max(length + nested_length - held, 0), held
 
     # -- the dispatcher's view, for the status API ----------------------------------------
 

@@ -20,6 +20,13 @@ Worker -> dispatcher
   HEARTBEAT  {}
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   FETCH      {digest}  send me the code bundle with this SHA-256
+  CALL       {call_id, parent, attempt, function_id, task_ids, deadline_s?, max_attempts?}
+             + [args per task]: the running attempt `parent` calls a function (nested
+             calls); the ids are derived from the parent and the call's index in it, so
+             a re-run finds its children instead of starting them twice
+  AWAIT      {call_id, task_ids}  tell me when these tasks end (ENDED, once or more)
+  SLOTS      {slots}  my slot count changed: a slot waiting on a nested call is lent out
+             to a spare slot process, retired once it is idle again
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
@@ -31,6 +38,9 @@ Dispatcher -> worker
              worker may forget it (until then it keeps it, to send again after a
              reconnect, so a result is never lost with a dispatcher)
   RESET      {}  "I do not know you": the worker must send HELLO again
+  CALLED     {call_id, error?}  reply to CALL: the tasks are queued, or why not
+  ENDED      {call_id, tasks: [[task_id, status, error_kind, error], ...]} + [result per
+             task]: awaited tasks that ended (or are unknown: status "")
 
 `outcome` is one of OUTCOMES: ok, error (the function raised), dependency (the
 function or its arguments need a module the worker cannot import), deadline (the
@@ -66,12 +76,18 @@ class Command(bytes, Enum):
     DRAIN = b"\x09"
     FETCH = b"\x0a"
     BUNDLE = b"\x0b"
+    CALL = b"\x0c"
+    AWAIT = b"\x0d"
+    SLOTS = b"\x0e"
+    CALLED = b"\x0f"
+    ENDED = b"\x10"
 
 
 MAX_BUNDLES = 64
 OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
+MAX_CALL_TASKS = 10_000
 _MAX_ID = 200
 _MAX_ERROR = 64 * 1024
 _MAX_ATTEMPT = 1000
@@ -127,6 +143,26 @@ def _env(v: Any) -> bool:
     )
 
 
+def _ids(v: Any) -> bool:
+    return isinstance(v, list) and 1 <= len(v) <= MAX_CALL_TASKS and all(_ID(i) for i in v)
+
+
+def _ended(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) <= MAX_CALL_TASKS
+        and all(
+            isinstance(t, list)
+            and len(t) == 4
+            and _ID(t[0])
+            and _text(16)(t[1])
+            and _text(32)(t[2])
+            and _text(_MAX_ERROR)(t[3])
+            for t in v
+        )
+    )
+
+
 # Per command: required fields, optional fields, and how many blobs (min, max).
 SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]]] = {
     Command.HELLO: (
@@ -162,6 +198,21 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.RESET: ({}, {}, (0, 0)),
     Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),
     Command.BUNDLE: ({"digest": _DIGEST, "found": lambda v: isinstance(v, bool)}, {}, (1, 1)),
+    Command.CALL: (
+        {
+            "call_id": _SEQ,
+            "parent": _ID,
+            "attempt": _whole(1, _MAX_ATTEMPT),
+            "function_id": _ID,
+            "task_ids": _ids,
+        },
+        {"deadline_s": _number(0.001, 10**7), "max_attempts": _whole(1, 100)},
+        (1, MAX_CALL_TASKS),
+    ),
+    Command.AWAIT: ({"call_id": _SEQ, "task_ids": _ids}, {}, (0, 0)),
+    Command.SLOTS: ({"slots": _whole(1, MAX_SLOTS)}, {}, (0, 0)),
+    Command.CALLED: ({"call_id": _SEQ}, {"error": _text(_MAX_ERROR)}, (0, 0)),
+    Command.ENDED: ({"call_id": _SEQ, "tasks": _ended}, {}, (0, MAX_CALL_TASKS)),
 }
 
 

@@ -27,15 +27,15 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
 import zmq.auth.asyncio
 
 from common import curve, wire
-from common.errors import ProtocolError, StoreUnavailable
+from common.errors import FunctionNotFound, ProtocolError, StoreUnavailable
 from common.models import DispatchMode, FunctionCode, TaskStatus
 from common.store import Outcome, QueueEntry, Store
 from dispatcher import outcomes, status
@@ -43,6 +43,7 @@ from dispatcher.local import LocalWorker
 from dispatcher.registry import InFlight, Registry, WorkerState
 from dispatcher.settings import DispatcherSettings
 from dispatcher.status import EndedPerMinute
+from dispatcher.waiters import Waiters
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class Dispatcher:
         self._local_worker_leaving = False  # it drains: do not restart it
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
         self.ended = EndedPerMinute()
+        self.waiters = Waiters()  # nested calls' AWAITs
+        self._children_queued = True  # the nested stream may hold entries: read it first
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -218,15 +221,18 @@ class Dispatcher:
         the store names as running it registers without claiming it, or after
         `recovery_grace_s` if no worker claims it."""
         held: list[QueueEntry] = []
-        while True:
-            read = functools.partial(
-                self.store.read_queue, count=_MAX_BATCH, block_ms=None, pending=True,
-                after=held[-1].entry_id if held else "0",
-            )  # fmt: skip
-            batch = await self._retrying(read)
-            if not batch:
-                break
-            held += batch
+        for nested in (True, False):
+            after = "0"
+            while True:
+                read = functools.partial(
+                    self.store.read_queue, count=_MAX_BATCH, block_ms=None, pending=True,
+                    after=after, nested=nested,
+                )  # fmt: skip
+                batch = await self._retrying(read)
+                if not batch:
+                    break
+                held += batch
+                after = batch[-1].entry_id
         if not held:
             return
         logger.info("recovering %d attempts held before this dispatcher started", len(held))
@@ -285,7 +291,13 @@ class Dispatcher:
         while not self._stopping:
             await self._credit.wait()
             want = min(self.registry.credits(), self.settings.batch_size)
-            if self._backlog:
+            entries = []
+            if self._backlog and self._children_queued:
+                # Children run before what was read ahead of them: their parents wait.
+                entries = await self._read_children(want)
+            if entries:
+                pass
+            elif self._backlog:
                 entries = [self._backlog.popleft() for _ in range(min(want, len(self._backlog)))]
             else:
                 try:
@@ -302,6 +314,16 @@ class Dispatcher:
             if entries:
                 await self._dispatch(entries)
             self._update_credit()
+
+    async def _read_children(self, want: int) -> list[QueueEntry]:
+        try:
+            entries = await self.store.read_queue(count=want, block_ms=None, nested=True)
+        except StoreUnavailable as exc:
+            logger.warning("cannot read the nested queue: %s", exc)
+            return []
+        if len(entries) < want:
+            self._children_queued = False
+        return entries
 
     async def _dispatch(self, entries: list[QueueEntry]) -> None:
         functions = await self._function_code({e.function_id for e in entries})
@@ -384,9 +406,7 @@ class Dispatcher:
             self._resets.clear()
             if self._fetches:
                 fetches, self._fetches = self._fetches, []
-                task = asyncio.create_task(self._send_bundles(fetches))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._in_background(self._send_bundles(fetches))
             self._update_credit()  # freed slots get work while the outcomes commit
             self._ended += ended
             self._lost += lost
@@ -467,12 +487,24 @@ class Dispatcher:
                             task_id, worker.worker_id)  # fmt: skip
         elif msg.command == wire.Command.FETCH:
             self._fetches.append((worker.identity, msg.header["digest"]))
+        elif msg.command == wire.Command.CALL:
+            self._in_background(self._call(worker, msg))
+        elif msg.command == wire.Command.AWAIT:
+            waiter = (worker.identity, msg.header["call_id"])
+            self.waiters.add(msg.header["task_ids"], waiter)
+            self._in_background(self._answer_ended(msg.header["task_ids"]))
+        elif msg.command == wire.Command.SLOTS:
+            # Spare slots while parents wait on nested calls (or their retirement).
+            delta = msg.header["slots"] - worker.slots
+            worker.slots = msg.header["slots"]
+            self.registry.grant(worker, delta if self.settings.mode == DispatchMode.PUSH else 0)
         elif msg.command == wire.Command.DRAIN:
             logger.info("worker %s drains: no more work for it", worker.worker_id)
             worker.draining = True
             self.registry.grant(worker, 0)
         elif msg.command == wire.Command.BYE:
             logger.info("worker %s left", worker.worker_id)
+            self.waiters.forget(worker.identity)
             for flight in self.registry.remove(worker.identity):
                 lost.append((flight.entry, "its worker shut down"))
         elif msg.command != wire.Command.HEARTBEAT:
@@ -536,6 +568,73 @@ class Dispatcher:
         await self._reply(identity, wire.Command.WELCOME,
                           {"heartbeat_interval_s": self.settings.heartbeat_interval_s})  # fmt: skip
 
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- nested calls -----------------------------------------------------------------------
+
+    async def _call(self, worker: WorkerState, msg: wire.Message) -> None:
+        """A running task calls a function: queue the children on the nested stream,
+        with the parent's remaining time as their deadline at most."""
+        h = msg.header
+        flight = worker.tasks.get(h["parent"])
+        depth = flight.entry.depth + 1 if flight is not None else 0
+        error = ""
+        if flight is None or flight.entry.attempt != h["attempt"]:
+            error = f"task {h['parent']} is not running on this worker"
+        elif len(msg.blobs) != len(h["task_ids"]):
+            error = f"{len(h['task_ids'])} task ids for {len(msg.blobs)} payloads"
+        elif depth > self.settings.max_call_depth:
+            error = (f"nested calls may go {self.settings.max_call_depth} deep "
+                     f"(FAAS_MAX_CALL_DEPTH); this one would be {depth} deep")  # fmt: skip
+        else:
+            left = flight.deadline_at - time.monotonic() - self.settings.deadline_grace_s
+            deadline = min(h.get("deadline_s", left), left)
+            if deadline < 0.001:
+                error = f"task {h['parent']} has no time left for a nested call"
+            else:
+                error = await self._submit_children(h, msg.blobs, deadline, depth)
+        header = {"call_id": h["call_id"], **({"error": error} if error else {})}
+        await self._reply(worker.identity, wire.Command.CALLED, header)
+
+    async def _submit_children(
+        self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int
+    ) -> str:
+        """Queue them; returns "" or why they were not queued."""
+        submit = functools.partial(
+            self.store.submit, h["function_id"], list(zip(h["task_ids"], payloads, strict=True)),
+            deadline_s=deadline_s, depth=depth,
+            max_attempts=h.get("max_attempts", self.settings.nested_max_attempts),
+        )  # fmt: skip
+        try:
+            await self._retrying(submit)
+        except FunctionNotFound:
+            return f"function {h['function_id']} not found"
+        self._children_queued = True
+        return ""
+
+    async def _answer_ended(self, task_ids: list[str]) -> None:
+        """Answer the waiters of those of `task_ids` that have ended (or are unknown)."""
+        records = await self._retrying(lambda: self.store.get_tasks(task_ids))
+        for task_id, record in zip(task_ids, records, strict=True):
+            if record is None:
+                self.waiters.ended(task_id, ("", "", f"task {task_id} not found", b""))
+            elif record.status.terminal:
+                kind = record.error_kind.value if record.error_kind else ""
+                ended = (record.status.value, kind, record.error or "", record.result or b"")
+                self.waiters.ended(task_id, ended)
+        await self._send_answers()
+
+    async def _send_answers(self) -> None:
+        assert self._socket is not None
+        for identity, header, blobs in self.waiters.take_answers():
+            with contextlib.suppress(zmq.ZMQError):  # gone: it asks again when back
+                await self._socket.send_multipart(
+                    [identity, *wire.pack(wire.Command.ENDED, header, *blobs)], copy=False
+                )
+
     async def _reply(
         self, identity: bytes, command: wire.Command, header: dict | None = None
     ) -> None:
@@ -584,6 +683,13 @@ class Dispatcher:
             for outcome, done in zip(ended, committed, strict=True):
                 if done:
                     self.ended.add(outcome.status.value)
+                    if outcome.task_id in self.waiters:
+                        kind = outcome.error_kind.value if outcome.error_kind else ""
+                        self.waiters.ended(
+                            outcome.task_id,
+                            (outcome.status.value, kind, outcome.error, outcome.result),
+                        )
+            await self._send_answers()
             stale = committed.count(False)
             if stale:
                 logger.info("%d late or duplicate results were not committed", stale)
@@ -600,6 +706,8 @@ class Dispatcher:
         logger.info("task %s attempt %d: %s; %s", entry.task_id, entry.attempt, reason, verdict)
         if verdict == "failed":
             self.ended.add(TaskStatus.FAILED.value)
+            if entry.task_id in self.waiters:
+                await self._answer_ended([entry.task_id])
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -616,6 +724,8 @@ class Dispatcher:
                 last_beat = now
                 await self._renew_lease()
                 await self._publish_status(ttl_s=renew_every * 3)
+                if waited := self.waiters.task_ids():  # ends committed elsewhere
+                    self._in_background(self._answer_ended(waited))
                 for worker in list(self.registry.workers.values()):
                     await self._reply(
                         worker.identity, wire.Command.HEARTBEAT, {"acked": worker.acked_seq}

@@ -16,11 +16,19 @@ def failure(error: BaseException) -> bytes:
     return pickle.dumps(error)
 
 
+def ended(
+    entry: QueueEntry,
+    status: TaskStatus,
+    result: bytes,
+    error: str = "",
+    kind: ErrorKind | None = None,
+) -> Outcome:
+    return Outcome(entry.task_id, entry.entry_id, entry.attempt, status, result, error, kind,
+                   depth=entry.depth)  # fmt: skip
+
+
 def failed(entry: QueueEntry, error: BaseException, kind: ErrorKind) -> Outcome:
-    return Outcome(
-        entry.task_id, entry.entry_id, entry.attempt, TaskStatus.FAILED,
-        failure(error), str(error), kind,
-    )  # fmt: skip
+    return ended(entry, TaskStatus.FAILED, failure(error), str(error), kind)
 
 
 def function_missing(entry: QueueEntry) -> Outcome:
@@ -39,13 +47,12 @@ def from_result(entry: QueueEntry, header: dict[str, Any], blobs: list[bytes]) -
     kind = header["outcome"]
     error = str(header.get("error") or "")
     blob = blobs[0] if blobs else b""
-    base = (entry.task_id, entry.entry_id, entry.attempt)
     if kind == "ok":
-        return Outcome(*base, TaskStatus.COMPLETED, blob)
+        return ended(entry, TaskStatus.COMPLETED, blob)
     if kind == "error":
-        return Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.USER)
+        return ended(entry, TaskStatus.FAILED, blob, error, ErrorKind.USER)
     if kind == "dependency":
-        return Outcome(*base, TaskStatus.FAILED, blob, error, ErrorKind.DEPENDENCY)
+        return ended(entry, TaskStatus.FAILED, blob, error, ErrorKind.DEPENDENCY)
     if kind == "deadline":
         return failed(entry, TimeoutError(error), ErrorKind.DEADLINE)
     if kind == "too_large":

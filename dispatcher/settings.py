@@ -38,5 +38,10 @@ class DispatcherSettings(BaseFaasSettings):
     deadline_grace_s: float = Field(default=2.0, ge=0)
     """After a task's deadline, how long the dispatcher waits for the worker's own
     deadline report before ending the task itself."""
+    max_call_depth: int = Field(default=10, ge=1, le=1000)
+    """How deep nested calls may go (a task calling a function is depth 1); deeper
+    calls fail at once, so runaway recursion ends instead of filling the queue."""
+    nested_max_attempts: int = Field(default=3, ge=1, le=100)
+    """Attempts of a nested call that does not set its own."""
     batch_size: int = Field(default=256, ge=1)
     """Most queue entries read in one round trip."""

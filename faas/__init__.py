@@ -12,12 +12,14 @@ from faas.errors import (
     ResultTimeout,
     WorkerFailure,
 )
+from faas.nested import NestedCallError
 
 __all__ = [
     "ApiError",
     "Client",
     "FaasClientError",
     "GatewayUnreachable",
+    "NestedCallError",
     "RemoteFunction",
     "ResultTimeout",
     "Task",

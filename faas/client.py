@@ -216,6 +216,13 @@ class RemoteFunction:
     def __repr__(self) -> str:
         return f"RemoteFunction({self.name!r}, id={self.id!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as a reference: a function that captures this one calls it over
+        its worker's link when it runs in a slot (see `faas.nested`)."""
+        from faas import nested
+
+        return nested.rebuild, (self.id, self.name, self._options, self.version)
+
     def options(
         self, *, deadline_s: float | None = None, max_attempts: int | None = None
     ) -> RemoteFunction:

@@ -24,8 +24,9 @@ import zmq
 from common import curve, wire
 from common.errors import ProtocolError
 from common.models import DispatchMode, FunctionEnv
+from worker.calls import NestedCalls
 from worker.environments import Environments, Failed
-from worker.pool import Job, JobResult, SlotPool
+from worker.pool import Job, JobResult, SlotPool, SlotRequest
 from worker.prepare import Prepared, Preparer
 from worker.settings import WorkerSettings
 from worker.slot import Limits, dump_exception
@@ -56,6 +57,7 @@ class WorkerLoop:
                 open_files=settings.slot_max_open_files,
                 processes=settings.slot_max_processes,
             ),
+            max_spare_slots=settings.max_spare_slots,
         )
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
         self._waiting: deque[Job] = deque()
@@ -76,6 +78,8 @@ class WorkerLoop:
         self._next_seq = 1
         self._unacked: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
         self._unacked_bytes = 0
+        self._calls = NestedCalls()
+        self._announced_slots = self._pool.size
         self.draining = False
         self.last_tick = time.monotonic()  # the loop's heartbeat, for /healthz
 
@@ -100,9 +104,12 @@ class WorkerLoop:
         held += [[h["task_id"], h["attempt"]] for h, _ in self._unacked.values()]
         first_seq = next(iter(self._unacked), self._next_seq)
         hello = {"worker_id": self.settings.worker_id, "slots": self._pool.size}
+        self._announced_slots = self._pool.size
         self._send(wire.Command.HELLO, {**hello, "running": held, "seq": first_seq})
         for header, blob in self._unacked.values():
             self._send(wire.Command.RESULT, header, blob)
+        for command, header, blobs in self._calls.outstanding():
+            self._send(command, header, *blobs)
         self._announce_credits()
         if self.draining:
             self._send(wire.Command.DRAIN)
@@ -170,10 +177,14 @@ class WorkerLoop:
         for fd in self._pool.fds():
             if fd in events:
                 result = self._pool.collect(fd)
-                if result is not None:
+                if isinstance(result, SlotRequest):
+                    self._nested(result)
+                elif result is not None:
                     self._report(result)
         for result in self._pool.expire(now):
             self._report(result)
+        if self._pool.trim(now):
+            self._slots_changed()
         self._start_waiting()
         self._keep_alive(now)
 
@@ -233,8 +244,43 @@ class WorkerLoop:
             h = msg.header
             self._preparer.bundle_arrived(h["digest"], h["found"], msg.blobs[0])
             self._start_waiting()
+        elif msg.command == wire.Command.CALLED:
+            called = self._calls.called(msg.header["call_id"])
+            if called is not None:
+                self._pool.reply(called.fd, called.task_id, ("called", msg.header.get("error")))
+        elif msg.command == wire.Command.ENDED:
+            done = self._calls.ended(msg.header["call_id"], msg.header["tasks"], msg.blobs)
+            if done is not None:
+                self._pool.unblock(done.fd)
+                self._pool.reply(done.fd, done.task_id, ("ended", done.ended, ""))
         elif msg.command != wire.Command.WELCOME:
             raise ProtocolError(f"unexpected {msg.command.name} from the dispatcher")
+
+    def _nested(self, request: SlotRequest) -> None:
+        """A function calls other functions (see `faas.nested`): ask the dispatcher.
+        While it waits, its slot is lent out to other work."""
+        if request.kind == "call":
+            pending = self._calls.call(request)
+        elif request.kind == "await":
+            if not self._pool.block(request.fd):
+                error = (f"all {self._pool.size} slots of this worker would wait on nested "
+                         f"calls (FAAS_MAX_SPARE_SLOTS reached): refusing to wait")  # fmt: skip
+                self._pool.reply(request.fd, request.job.task_id, ("ended", None, error))
+                return
+            pending = self._calls.wait(request)
+            self._slots_changed()
+        else:
+            logger.warning("task %s: unknown nested request %r", request.job.task_id,
+                           request.kind)  # fmt: skip
+            return
+        self._send(pending.command, pending.header, *pending.blobs)
+
+    def _slots_changed(self) -> None:
+        """Spare slots came or went: the dispatcher sizes its credits by our slots."""
+        if self._pool.size != self._announced_slots and self._socket is not None:
+            self._announced_slots = self._pool.size
+            self._send(wire.Command.SLOTS, {"slots": self._pool.size})
+        self._announce_credits()
 
     def _forget_acked(self, acked: int) -> None:
         while self._unacked and next(iter(self._unacked)) <= acked:
@@ -262,6 +308,7 @@ class WorkerLoop:
 
     def _report(self, result: JobResult) -> None:
         job = result.job
+        self._calls.forget(job.task_id)
         header = {
             "task_id": job.task_id,
             "attempt": job.attempt,

@@ -11,11 +11,15 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from common.models import FunctionEnv
 from worker import slot
 
 logger = logging.getLogger(__name__)
+
+SPARE_IDLE_S = 2.0
+"""How long a spare slot (see `SlotPool.block`) stays idle before it is retired."""
 
 
 @dataclass(slots=True)
@@ -43,11 +47,24 @@ class JobResult:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """A nested call from the function running in slot `fd` (see `faas.nested`):
+    ("call", function_id, task_ids, payloads, options) or ("await", task_ids)."""
+
+    fd: int
+    job: Job
+    kind: str
+    body: tuple[Any, ...]
+
+
 @dataclass(slots=True)
 class _Slot:
     process: BaseProcess
     conn: Connection
     job: Job | None = None
+    blocked: bool = False  # its function waits on nested calls: the slot is lent out
+    idle_since: float = field(default_factory=time.monotonic)
     # (tenant, environment) whose code it has run: it never runs another's
     binding: tuple[str, str] | None = None
     tasks_run: int = 0
@@ -68,7 +85,10 @@ class SlotPool:
     environment it ran in: code can leave state behind in its process (a
     monkeypatched module, a thread, imported packages), so a slot that must run
     another tenant's task, or a task in another environment, is replaced first.
-    `max_tasks_per_slot` also replaces a slot after that many tasks (0: never)."""
+    `max_tasks_per_slot` also replaces a slot after that many tasks (0: never).
+
+    A slot whose function waits on nested calls is lent out: up to `max_spare_slots`
+    spare processes run other work meanwhile, and are retired once idle again."""
 
     def __init__(
         self,
@@ -77,9 +97,12 @@ class SlotPool:
         max_result_bytes: int = 16 * 2**20,
         max_tasks_per_slot: int = 0,
         limits: slot.Limits | None = None,
+        max_spare_slots: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one slot")
+        self._base = size
+        self._max_spares = 4 * size if max_spare_slots is None else max_spare_slots
         self._ctx = _context()
         self._max_result_bytes = max_result_bytes
         self._max_tasks = max_tasks_per_slot
@@ -134,14 +157,21 @@ class SlotPool:
         s.conn.close()
         return self._spawn()
 
-    def collect(self, fd: int) -> JobResult | None:
-        """Read what slot `fd` sent; None if it sent nothing about a job."""
+    def collect(self, fd: int) -> JobResult | SlotRequest | None:
+        """Read what slot `fd` sent: its job's result, a nested call, or None if it
+        sent nothing about a job."""
         s = self._slots[fd]
         try:
-            task_id, outcome, blob, error = s.conn.recv()
+            message = s.conn.recv()
         except (EOFError, OSError):
             return self._replace(fd, "lost", self._death_reason(s))
-        job, s.job = s.job, None
+        if message[0] != "result":
+            if s.job is None:
+                logger.warning("an idle slot made a nested call; ignored")
+                return None
+            return SlotRequest(fd, s.job, message[0], tuple(message[1:]))
+        _, task_id, outcome, blob, error = message
+        job, s.job, s.blocked, s.idle_since = s.job, None, False, time.monotonic()
         if job is None or job.task_id != task_id:
             logger.warning("slot sent a result for %s it was not running", task_id)
             return None
@@ -149,6 +179,49 @@ class SlotPool:
         if self._max_tasks and s.tasks_run >= self._max_tasks:
             self._recycle(fd)
         return JobResult(job, outcome, blob, error)
+
+    def reply(self, fd: int, task_id: str, message: tuple[Any, ...]) -> bool:
+        """Answer a nested call of the job `task_id` in slot `fd`; False if that slot
+        no longer runs it (it ended, was killed or replaced)."""
+        s = self._slots.get(fd)
+        if s is None or s.job is None or s.job.task_id != task_id:
+            return False
+        s.conn.send(message)
+        return True
+
+    def block(self, fd: int) -> bool:
+        """Slot `fd` waits on nested calls: lend it out, forking a spare slot if the
+        cap allows. False if it may not wait: it would leave no slot free to run
+        other work and no spare may be forked."""
+        s = self._slots[fd]
+        blocked = sum(1 for x in self._slots.values() if x.blocked)
+        if self.size < self._base + min(blocked + 1, self._max_spares):
+            self._spawn()
+        elif blocked + 1 >= self.size:
+            return False
+        s.blocked = True
+        return True
+
+    def unblock(self, fd: int) -> None:
+        if fd in self._slots:
+            self._slots[fd].blocked = False
+
+    def trim(self, now: float) -> bool:
+        """Retire spare slots no longer needed once idle for `SPARE_IDLE_S` (a parent
+        calling children in a loop would otherwise fork one per call); True if the
+        pool shrank."""
+        blocked = sum(1 for s in self._slots.values() if s.blocked)
+        excess = self.size - (self._base + min(blocked, self._max_spares))
+        if excess <= 0:
+            return False
+        idle = [fd for fd, s in self._slots.items()
+                if s.job is None and now - s.idle_since >= SPARE_IDLE_S][:excess]  # fmt: skip
+        for fd in idle:
+            s = self._slots.pop(fd)
+            s.process.kill()
+            s.process.join(timeout=5)
+            s.conn.close()
+        return bool(idle)
 
     def expire(self, now: float) -> list[JobResult]:
         overdue = [

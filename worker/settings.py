@@ -33,6 +33,9 @@ class WorkerSettings(BaseFaasSettings):
     socket; ZeroMQ retries the TCP connection every 0.1 s until it succeeds)."""
     max_tasks_per_slot: int = Field(default=0, ge=0)
     """Replace a slot process after it ran this many tasks (0: never)."""
+    max_spare_slots: int | None = Field(default=None, ge=0)
+    """Spare slot processes forked while functions wait on nested calls (default: 4 x
+    slots); past it a wait that would leave no slot free fails at once."""
     slot_max_memory_bytes: int = Field(default=0, ge=0)
     """Address-space limit of each slot (RLIMIT_AS; 0: none)."""
     slot_max_open_files: int = Field(default=0, ge=0)

@@ -30,6 +30,8 @@ from typing import Any
 import cloudpickle
 import dill
 
+from faas import nested
+
 with contextlib.suppress(ImportError):
     import numpy  # noqa: F401  (paid once per fork server, not per task)
 
@@ -57,7 +59,9 @@ class Limits:
 
 
 def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits = Limits()) -> None:
-    """Slot main loop: (task_id, function_id, function, args, env path) in, outcome out."""
+    """Slot main loop: (task_id, function_id, function, args, env path) in,
+    ("result", task_id, outcome, result, error) out; in between, the function's
+    nested calls go out and their answers come back on the same pipe (`faas.nested`)."""
     _die_with_parent()
     limits.apply()
     # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
@@ -65,11 +69,13 @@ def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits =
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+    channel = nested.install(conn)
     while True:
         try:
             task_id, function_id, function, args, env_path = conn.recv()
         except (EOFError, OSError):
             return
+        channel.begin(task_id)
         if env_path and env_path not in sys.path:  # a slot serves one environment
             sys.path.insert(0, env_path)
         outcome, blob, error = run_call(functions, function_id, function, args)
@@ -77,7 +83,7 @@ def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits =
             error = (f"the result pickles to {len(blob):,} bytes, over the "
                      f"{max_result_bytes:,}-byte limit (FAAS_MAX_RESULT_BYTES)")  # fmt: skip
             outcome, blob = "too_large", b""
-        conn.send((task_id, outcome, blob, error))
+        conn.send(("result", task_id, outcome, blob, error))
 
 
 def run_call(

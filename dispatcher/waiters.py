@@ -1,0 +1,53 @@
+"""Who waits for which task to end: the AWAITs of nested calls (see `faas.nested`).
+
+A worker awaits a parent's children; the dispatcher answers with ENDED as each
+commits (it commits nearly every end itself), and a periodic sweep reads the rest
+from the store (an end committed elsewhere, e.g. a cancel through the gateway).
+Answers are gathered per (worker, call) and sent in one message per flush."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+Waiter = tuple[bytes, int]  # worker identity, call id
+Ended = tuple[str, str, str, bytes]  # status, error_kind, error, result
+
+
+class Waiters:
+    def __init__(self) -> None:
+        self._by_task: dict[str, set[Waiter]] = defaultdict(set)
+        self._answers: dict[Waiter, list[tuple[str, Ended]]] = defaultdict(list)
+
+    def add(self, task_ids: list[str], waiter: Waiter) -> None:
+        for task_id in task_ids:
+            self._by_task[task_id].add(waiter)
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._by_task
+
+    def task_ids(self) -> list[str]:
+        return list(self._by_task)
+
+    def ended(self, task_id: str, ended: Ended) -> None:
+        """`task_id` ended (status "" if it is unknown): answer everyone waiting."""
+        for waiter in self._by_task.pop(task_id, ()):
+            self._answers[waiter].append((task_id, ended))
+
+    def forget(self, identity: bytes) -> None:
+        """A worker left: its waits go with it (it asks again if it comes back)."""
+        for task_id in list(self._by_task):
+            waiting = self._by_task[task_id]
+            waiting -= {w for w in waiting if w[0] == identity}
+            if not waiting:
+                del self._by_task[task_id]
+
+    def take_answers(self) -> list[tuple[bytes, dict[str, Any], list[bytes]]]:
+        """ENDED messages to send: (identity, header, result blobs)."""
+        messages = []
+        for (identity, call_id), items in self._answers.items():
+            tasks = [[t, status, kind, error] for t, (status, kind, error, _) in items]
+            blobs = [result for _, (_, _, _, result) in items]
+            messages.append((identity, {"call_id": call_id, "tasks": tasks}, blobs))
+        self._answers.clear()
+        return messages

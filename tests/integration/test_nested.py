@@ -1,0 +1,142 @@
+"""Functions that call functions (see `faas.nested`), on the real platform: calls go
+over the worker's link, parents that outnumber slots do not deadlock, a parent that
+runs again finds its children, and runaway recursion stops at the depth cap."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.models import DispatchMode
+from faas import Client, NestedCallError
+from faas.platform import LocalPlatform
+from tests.conftest import make_platform
+
+
+@pytest.fixture(scope="module", params=[DispatchMode.LOCAL, DispatchMode.PULL, DispatchMode.PUSH],
+                ids=lambda m: m.value)  # fmt: skip
+def platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalPlatform]:
+    """Four slots in all: 16 waiting parents outnumber them four to one."""
+    tmp = tmp_path_factory.mktemp(f"nested-{request.param.value}")
+    workers = 1 if request.param == DispatchMode.LOCAL else 2
+    slots = 4 if request.param == DispatchMode.LOCAL else 2
+    with make_platform(tmp, request.param, workers=workers, slots=slots) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def client(platform: LocalPlatform) -> Iterator[Client]:
+    with Client(platform.url) as c:
+        yield c
+
+
+def test_a_function_calls_another_inside_its_slot(client: Client) -> None:
+    square = client.register(lambda x: x * x)
+    total = client.register(lambda n: sum(square.map(range(n))))
+    assert total(10) == sum(x * x for x in range(10))
+    one = client.register(lambda x: square(x) + square.submit(x + 1).result())
+    assert one(3) == 9 + 16
+
+
+def test_more_waiting_parents_than_slots_do_not_deadlock(client: Client) -> None:
+    """The regression test: 16 concurrent parents on 4 slots, each waiting on 3
+    children, all complete."""
+
+    def nap(x: int) -> int:
+        import time
+
+        time.sleep(0.05)
+        return x
+
+    child = client.register(nap)
+    parent = client.register(lambda i: sum(child.map([i, i, i])))
+    tasks = [parent.submit(i) for i in range(16)]
+    assert [t.result(timeout=60) for t in tasks] == [3 * i for i in range(16)]
+
+
+def test_a_child_exception_reaches_the_parent(client: Client) -> None:
+    def fails(x: int) -> int:
+        raise KeyError(f"no {x}")
+
+    child = client.register(fails)
+
+    def catches(x: int) -> str:
+        try:
+            child(x)
+        except KeyError as exc:
+            return f"caught {exc}"
+        return "not raised"
+
+    assert client.register(catches)(7) == "caught 'no 7'"
+
+
+def test_unknown_functions_and_runaway_recursion_fail_at_once(client: Client) -> None:
+    from faas.client import RemoteFunction
+
+    ghost = RemoteFunction(client, "00000000-0000-4000-8000-000000000000", "ghost")
+    calls_ghost = client.register(lambda: ghost())
+    with pytest.raises(NestedCallError, match="not found"):
+        calls_ghost()
+
+    recurse = client.register(lambda f, n: f(f, n + 1))  # calls itself, deeper each time
+    started = time.monotonic()
+    with pytest.raises(NestedCallError, match="deep"):
+        recurse(recurse, 0)
+    assert time.monotonic() - started < 30
+
+
+def _child(marker_dir: str, i: int) -> int:
+    import pathlib
+    import uuid
+
+    pathlib.Path(marker_dir, f"child-{i}-{uuid.uuid4().hex}").touch()  # one file per run
+    return i
+
+
+def test_a_parent_that_runs_again_finds_its_children(tmp_path: Path) -> None:
+    """Its worker is killed after the children ended; the re-run calls them again by
+    the same ids and gets their results: no child runs twice."""
+    release = tmp_path / "release"
+    with (
+        make_platform(tmp_path, DispatchMode.PULL, workers=2, slots=2) as platform,
+        Client(platform.url) as client,
+    ):
+        child = client.register(_child)
+
+        def parent(marker_dir: str) -> int:
+            import os
+            import pathlib
+            import time
+
+            total = sum(child.map([marker_dir] * 4, range(4)))
+            pathlib.Path(marker_dir, f"parent-{os.getpid()}").touch()
+            while not pathlib.Path(marker_dir, "release").exists():
+                time.sleep(0.01)
+            return total
+
+        task = client.register(parent).submit(str(tmp_path))
+        first = _eventually(lambda: list(tmp_path.glob("parent-*")))
+        worker = platform.worker_ids[task.info()["worker_id"]]
+        assert worker.popen is not None
+        os.killpg(worker.popen.pid, signal.SIGKILL)  # the worker and its slots
+        _eventually(lambda: set(tmp_path.glob("parent-*")) - set(first))  # the re-run
+        release.touch()
+        assert task.result(timeout=60) == 0 + 1 + 2 + 3
+        assert task.info()["attempt"] == 2
+        assert len(list(tmp_path.glob("child-*"))) == 4  # each child ran once
+
+
+def _eventually(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout_s} s")
