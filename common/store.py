@@ -2,26 +2,30 @@
 
 Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 
-``<p>:fn:<function_id>``   hash: ``name``, ``payload`` (raw pickle bytes), ``created_ms``,
-                           ``env`` (msgpack ``[requirements, bundle digests]``, if any).
+``<p>:fn:<function_id>``   hash: ``name``, ``tenant``, ``payload`` (raw pickle bytes),
+                           ``created_ms``, ``env`` (msgpack ``[requirements, bundle
+                           digests]``, if any). No ``tenant``: the ``default`` tenant's.
 ``<p>:bundle:<sha256>``    string: a code bundle (zip) functions' environments refer to;
                            content-addressed, so stored once however many use it.
-``<p>:functions``          sorted set of function ids, scored by ``created_ms`` (listing).
-``<p>:task:<task_id>``     hash: ``function_id``, ``status``, ``attempt`` (1-based, the
+``<p>:functions:<tenant>`` sorted set of a tenant's function ids, scored by ``created_ms``.
+``<p>:task:<task_id>``     hash: ``function_id``, ``tenant``, ``status``, ``attempt`` (1-based, the
                            current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
                            ``started_ms``, ``finished_ms``, ``worker``, ``error``,
                            ``error_kind``, ``result`` (raw pickle bytes). Expires
                            ``result_ttl_s`` after it ends.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
-                           ``d`` deadline_ms, ``p`` args payload (stored only here).
+                           ``d`` deadline_ms, ``n`` tenant, ``p`` args payload (stored
+                           only here).
                            Consumer group ``dispatch``; the active dispatcher reads as
                            consumer ``dispatcher``, so its pending list (PEL) is exactly
                            the set of attempts it holds, found again after a crash.
                            An entry is acked and deleted in the same script that ends
                            or re-queues its task.
-``<p>:idem:<key>``         string: ``<task_id> <digest>``, the task first submitted with that
-                           idempotency key and a digest of that request.
+``<p>:idem:<tenant>:<key>`` string: ``<task_id> <digest>``, the task the tenant first
+                           submitted with that idempotency key, and a digest of that request.
+``<p>:unfinished``         hash: tenant -> its queued + running tasks (the quota's count):
+                           up in submit, down in the one script that ends each task.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
 ``<p>:lost-workers``       list of ``<worker_id> <ms>``: workers another component (the
                            Kubernetes controller) saw die; the dispatcher re-queues their
@@ -50,7 +54,13 @@ import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from common.errors import FunctionNotFound, IdempotencyConflict, StoreFull, StoreUnavailable
+from common.errors import (
+    FunctionNotFound,
+    IdempotencyConflict,
+    QuotaExceeded,
+    StoreFull,
+    StoreUnavailable,
+)
 from common.models import (
     ErrorKind,
     FunctionCode,
@@ -59,6 +69,7 @@ from common.models import (
     TaskRecord,
     TaskStatus,
 )
+from common.tenants import DEFAULT_TENANT
 
 GROUP = "dispatch"
 CONSUMER = "dispatcher"
@@ -116,6 +127,7 @@ class QueueEntry:
     function_id: str
     deadline_s: float
     payload: bytes
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +147,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.queue = f"{prefix}:queue"
-        self.functions = f"{prefix}:functions"
+        self.unfinished = f"{prefix}:unfinished"
         self.lease = f"{prefix}:lease"
         self.lost_workers = f"{prefix}:lost-workers"
         self.done_channel = f"{prefix}:done"
@@ -146,8 +158,11 @@ class Keys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+    def functions(self, tenant: str) -> str:
+        return f"{self.prefix}:functions:{tenant}"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
 
     def bundle(self, digest: str) -> str:
         return f"{self.prefix}:bundle:{digest}"
@@ -158,6 +173,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+_DELETE_FUNCTION = """
+local owner = redis.call('HGET', KEYS[1], 'tenant')
+if not owner and redis.call('EXISTS', KEYS[1]) == 1 then
+  owner = 'default'
+end
+if owner ~= ARGV[2] then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
 """
 _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -191,6 +217,7 @@ class Store:
         self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
+        self._delete_function = client.register_script(_DELETE_FUNCTION)
 
     @classmethod
     def from_url(
@@ -224,32 +251,47 @@ class Store:
 
     @_translated
     async def register_function(
-        self, function_id: str, name: str, payload: bytes, env: FunctionEnv | None = None
+        self,
+        function_id: str,
+        name: str,
+        payload: bytes,
+        env: FunctionEnv | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         created = now_ms()
-        fields: dict[str, Any] = {"name": name, "payload": payload, "created_ms": created}
+        fields: dict[str, Any] = {
+            "name": name, "tenant": tenant, "payload": payload, "created_ms": created,
+        }  # fmt: skip
         if env:
             fields["env"] = msgpack.packb([list(env.requirements), list(env.bundles)])
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.function(function_id), mapping=fields)
-            pipe.zadd(self.keys.functions, {function_id: created})
+            pipe.zadd(self.keys.functions(tenant), {function_id: created})
             await pipe.execute()
 
     @_translated
-    async def get_function(self, function_id: str) -> FunctionRecord:
-        name, created, size = await self.redis.eval(
-            "local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms')"
-            " return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload')}",
+    async def get_function(
+        self, function_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> FunctionRecord:
+        """The function if it exists and is `tenant`'s; else FunctionNotFound, the same
+        for both, so another tenant's ids cannot be probed."""
+        name, created, size, owner = await self.redis.eval(
+            "local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms', 'tenant')"
+            " return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload'), h[3]}",
             1,
             self.keys.function(function_id),
         )
-        if name is None:
+        if name is None or (_text(owner) or DEFAULT_TENANT) != tenant:
             raise FunctionNotFound(function_id)
         return FunctionRecord(function_id, name.decode(), int(created), int(size))
 
     @_translated
-    async def list_functions(self, *, limit: int = 1000) -> list[FunctionRecord]:
-        ids = [raw.decode() for raw in await self.redis.zrange(self.keys.functions, 0, limit - 1)]
+    async def list_functions(
+        self, *, tenant: str = DEFAULT_TENANT, limit: int = 1000
+    ) -> list[FunctionRecord]:
+        key = self.keys.functions(tenant)
+        ids = [raw.decode() for raw in await self.redis.zrange(key, 0, limit - 1)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for function_id in ids:
                 pipe.hmget(self.keys.function(function_id), ["name", "created_ms"])
@@ -264,12 +306,9 @@ class Store:
         ]
 
     @_translated
-    async def delete_function(self, function_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.function(function_id))
-            pipe.zrem(self.keys.functions, function_id)
-            deleted, _ = await pipe.execute()
-        if not deleted:
+    async def delete_function(self, function_id: str, *, tenant: str = DEFAULT_TENANT) -> None:
+        keys = [self.keys.function(function_id), self.keys.functions(tenant)]
+        if not await self._delete_function(keys=keys, args=[function_id, tenant]):
             raise FunctionNotFound(function_id)
 
     @_translated
@@ -312,16 +351,21 @@ class Store:
         idempotency_key: str | None = None,
         idempotency_digest: str = "",
         idempotency_ttl_s: int = 86400,
+        tenant: str = DEFAULT_TENANT,
+        max_unfinished: int = 100_000,
     ) -> list[str]:
-        """Queue (task_id, args payload) pairs atomically; returns the ids accepted.
-        An idempotency key is bound to `idempotency_digest` (of the whole request): the
-        key seen with another digest raises IdempotencyConflict."""
+        """Queue (task_id, args payload) pairs of `tenant`'s function atomically;
+        returns the ids accepted. An idempotency key (the tenant's own) is bound to
+        `idempotency_digest` (of the whole request): the key seen with another digest
+        raises IdempotencyConflict. QuotaExceeded, with nothing stored, if the tenant
+        would have more than `max_unfinished` queued + running tasks."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
         keys = [
             self.keys.queue,
             self.keys.function(function_id),
-            self.keys.idempotency(idempotency_key or ""),
+            self.keys.idempotency(tenant, idempotency_key or ""),
+            self.keys.unfinished,
             *(self.keys.task(task_id) for task_id, _ in tasks),
         ]
         args: list[Any] = [
@@ -331,6 +375,8 @@ class Store:
             max_attempts,
             idempotency_ttl_s if idempotency_key else 0,
             idempotency_digest,
+            tenant,
+            max_unfinished,
         ]
         for task_id, payload in tasks:
             args += [task_id, payload]
@@ -341,11 +387,13 @@ class Store:
                 raise FunctionNotFound(function_id) from None
             if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
                 raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
+            if str(exc).startswith("QUOTA"):
+                raise QuotaExceeded(tenant, int(str(exc).split()[-1]), max_unfinished) from None
             raise
         return [raw.decode() for raw in ids]
 
     _TASK_FIELDS = (
-        "function_id", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
+        "function_id", "tenant", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
         "started_ms", "finished_ms", "worker", "error", "error_kind",
     )  # fmt: skip
 
@@ -365,6 +413,11 @@ class Store:
 
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
+
+    @_translated
+    async def unfinished(self, tenant: str) -> int:
+        """The tenant's queued + running tasks, as its quota counts them."""
+        return int(await self.redis.hget(self.keys.unfinished, tenant) or 0)
 
     # -- the dispatcher's side ---------------------------------------------------------
 
@@ -403,6 +456,7 @@ class Store:
                         function_id=fields[b"f"].decode(),
                         deadline_s=int(fields[b"d"]) / 1000,
                         payload=fields[b"p"],
+                        tenant=fields.get(b"n", DEFAULT_TENANT.encode()).decode(),
                     )
                 )
         return entries
@@ -422,7 +476,7 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for o in outcomes:
                 await self._finish(
-                    keys=[self.keys.task(o.task_id), self.keys.queue],
+                    keys=[self.keys.task(o.task_id), self.keys.queue, self.keys.unfinished],
                     args=[
                         GROUP,
                         o.entry_id,
@@ -450,7 +504,7 @@ class Store:
             entry = (entry.task_id, entry.entry_id, entry.attempt)
         task_id, entry_id, attempt = entry
         verdict = await self._requeue(
-            keys=[self.keys.task(task_id), self.keys.queue],
+            keys=[self.keys.task(task_id), self.keys.queue, self.keys.unfinished],
             args=[
                 GROUP,
                 entry_id,
@@ -570,4 +624,5 @@ def _task_record(task_id: str, fields: dict[str, bytes | None]) -> TaskRecord | 
         error=_text(fields.get("error")),
         error_kind=ErrorKind(kind) if kind else None,
         result=fields.get("result"),
+        tenant=_text(fields.get("tenant")) or DEFAULT_TENANT,
     )

@@ -15,11 +15,13 @@ from common.errors import (
     IdempotencyConflict,
     InvalidId,
     InvalidPayload,
+    QuotaExceeded,
     StoreFull,
     StoreUnavailable,
     TaskNotFound,
 )
 from common.store import Store
+from common.tenants import DEFAULT_TENANT, KeyEntry, Tenant, key_digest, load_keys
 from gateway.auth import ApiKeyMiddleware
 from gateway.completions import CompletionHub
 from gateway.limits import BodyLimitMiddleware
@@ -35,6 +37,7 @@ _STATUS = {
     FunctionNotFound: 404,
     TaskNotFound: 404,
     IdempotencyConflict: 409,
+    QuotaExceeded: 429,
     StoreUnavailable: 503,
 }
 RETRY_AFTER_S = 1
@@ -74,8 +77,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         default_response_class=FastJSON,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    if settings.api_key is not None:  # added last: runs first, before any body is read
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    keys = api_keys(settings)
+    if keys:  # added last: runs first, before any body is read
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.include_router(course.router)
     app.include_router(v1.router)
     app.include_router(health.router)
@@ -85,6 +89,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
         if status >= 500:
             logger.warning("%s: %s", type(exc).__name__, exc)
+        if isinstance(exc, QuotaExceeded):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            return FastJSON({"detail": str(exc)}, status_code=status, headers=headers)
         if isinstance(exc, StoreUnavailable):
             what = "full (out of memory)" if isinstance(exc, StoreFull) else "unavailable"
             detail = f"the task store is {what}; retry later"
@@ -97,6 +104,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return FastJSON({"detail": _describe(exc)}, status_code=422)
 
     return app
+
+
+def api_keys(settings: GatewaySettings) -> list[KeyEntry]:
+    """The accepted keys: `api_key` (the default tenant's) and the keys file's lines.
+    Empty: no key is needed, and every caller is the default tenant."""
+    keys = []
+    if settings.api_key is not None:
+        digest = key_digest(settings.api_key.get_secret_value())
+        keys.append(KeyEntry(Tenant(DEFAULT_TENANT), digest))
+    if settings.api_keys_file is not None:
+        keys += load_keys(settings.api_keys_file)
+        if not keys:  # an empty file must not silently open the gateway to everyone
+            raise ValueError(f"{settings.api_keys_file} holds no keys")
+    return keys
 
 
 def _describe(exc: RequestValidationError) -> str:

@@ -1,24 +1,31 @@
-"""The optional API-key check, as ASGI middleware: it answers 401 from the headers
-alone, before any of the body is read, so unauthenticated uploads cost nothing.
-Everything but the health checks needs the key, the API docs included."""
+"""The API-key check, as ASGI middleware: it answers 401 from the headers alone,
+before any of the body is read, so unauthenticated uploads cost nothing. A key
+names its tenant, which the middleware puts in the scope (`TENANT_SCOPE_KEY`) for
+the routes. Everything but the health checks needs a key, the API docs included."""
 
 from __future__ import annotations
-
-import hmac
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from common.tenants import KeyEntry, Tenant, find_tenant
+
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+TENANT_SCOPE_KEY = "faas.tenant"
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, *, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, *, keys: list[KeyEntry]) -> None:
         self.app = app
-        self.expected = api_key.encode()
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        tenant = self._tenant(scope)
+        if tenant is not None:
+            scope[TENANT_SCOPE_KEY] = tenant
             await self.app(scope, receive, send)
             return
         body = orjson.dumps({"detail": "missing or wrong API key"})
@@ -36,11 +43,11 @@ class ApiKeyMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _allowed(self, scope: Scope) -> bool:
+    def _tenant(self, scope: Scope) -> Tenant | None:
         given = b""
         for name, value in scope["headers"]:
             if name == b"x-api-key" and not given:
                 given = value
             elif name == b"authorization" and value[:7].lower() == b"bearer ":
                 given = value[7:]
-        return hmac.compare_digest(given, self.expected)
+        return find_tenant(self.keys, given) if given else None
