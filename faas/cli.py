@@ -109,6 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--raw", action="store_true", help="the result as base64 pickle text")
     command("status", "print a task's status", _status).add_argument("task_id")
     command("functions", "list registered functions", _functions)
+
+    keys = sub.add_parser("keys", help="make API keys for the gateway's keys file")
+    keys_sub = keys.add_subparsers(required=True, metavar="ACTION")
+    new = keys_sub.add_parser(
+        "new",
+        help="make a new API key for TENANT",
+        description="Print a new random API key for TENANT (shown only this once) and the"
+        " line to append to the gateway's keys file ($FAAS_API_KEYS_FILE), which holds only"
+        " the key's SHA-256.",
+    )
+    new.add_argument("tenant", metavar="TENANT")
+    new.add_argument("--quota", type=int, help="this tenant's most unfinished tasks")
+    new.add_argument("--json", action="store_true", help="print JSON: tenant, key, line")
+    new.set_defaults(run=_new_key)
     return parser
 
 
@@ -256,6 +270,24 @@ def _functions(args: argparse.Namespace) -> None:
     functions = _client(args).functions()
     human = "\n".join(function_line(f) for f in functions) or "(no functions registered)"
     _emit(args, human, functions)
+
+
+def _new_key(args: argparse.Namespace) -> None:
+    from common.tenants import new_key_line
+
+    if args.quota is not None and args.quota < 1:
+        raise CliError("--quota must be at least 1")
+    try:
+        key, line = new_key_line(args.tenant)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.quota is not None:
+        line += f":{args.quota}"
+    if args.json:
+        print(json.dumps({"tenant": args.tenant, "key": key, "line": line}))
+        return
+    print(f"key:  {key}\n      (give it to the tenant; it is not stored and not shown again)")
+    print(f"line: {line}\n      (append it to the keys file, then restart the gateway)")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from common.errors import (
     TaskNotFound,
 )
 from common.store import Store
-from common.tenants import DEFAULT_TENANT, KeyEntry, Tenant, key_digest, load_keys
-from gateway.auth import ApiKeyMiddleware
+from gateway.auth import ApiKeyMiddleware, api_keys
 from gateway.completions import CompletionHub
 from gateway.limits import BodyLimitMiddleware
 from gateway.routes import FastJSON, course, health, v1
@@ -104,20 +103,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return FastJSON({"detail": _describe(exc)}, status_code=422)
 
     return app
-
-
-def api_keys(settings: GatewaySettings) -> list[KeyEntry]:
-    """The accepted keys: `api_key` (the default tenant's) and the keys file's lines.
-    Empty: no key is needed, and every caller is the default tenant."""
-    keys = []
-    if settings.api_key is not None:
-        digest = key_digest(settings.api_key.get_secret_value())
-        keys.append(KeyEntry(Tenant(DEFAULT_TENANT), digest))
-    if settings.api_keys_file is not None:
-        keys += load_keys(settings.api_keys_file)
-        if not keys:  # an empty file must not silently open the gateway to everyone
-            raise ValueError(f"{settings.api_keys_file} holds no keys")
-    return keys
 
 
 def _describe(exc: RequestValidationError) -> str:

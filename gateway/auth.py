@@ -8,7 +8,8 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.tenants import KeyEntry, Tenant, find_tenant
+from common.tenants import DEFAULT_TENANT, KeyEntry, Tenant, find_tenant, key_digest, load_keys
+from gateway.settings import GatewaySettings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 TENANT_SCOPE_KEY = "faas.tenant"
@@ -51,3 +52,17 @@ class ApiKeyMiddleware:
             elif name == b"authorization" and value[:7].lower() == b"bearer ":
                 given = value[7:]
         return find_tenant(self.keys, given) if given else None
+
+
+def api_keys(settings: GatewaySettings) -> list[KeyEntry]:
+    """The accepted keys: `api_key` (the default tenant's) and the keys file's lines.
+    Empty: no key is needed, and every caller is the default tenant."""
+    keys = []
+    if settings.api_key is not None:
+        digest = key_digest(settings.api_key.get_secret_value())
+        keys.append(KeyEntry(Tenant(DEFAULT_TENANT), digest))
+    if settings.api_keys_file is not None:
+        keys += load_keys(settings.api_keys_file)
+        if not keys:  # an empty file must not silently open the gateway to everyone
+            raise ValueError(f"{settings.api_keys_file} holds no keys")
+    return keys
