@@ -55,10 +55,11 @@ class IdempotencyConflict(FaasError):
 class QuotaExceeded(FaasError):
     """The tasks submitted would take the tenant past its most unfinished tasks."""
 
-    def __init__(self, tenant: str, unfinished: int, quota: int) -> None:
+    def __init__(self, tenant: str, unfinished: int, quota: int, asked: int) -> None:
         super().__init__(
             f"tenant {tenant!r} has {unfinished} unfinished (queued or running) tasks and"
-            f" may have at most {quota}; nothing was queued: retry once some have ended"
+            f" may have at most {quota}, so {asked} more cannot be queued; nothing was"
+            " queued: retry once some have ended"
         )
         self.tenant = tenant
         self.unfinished = unfinished

@@ -388,7 +388,8 @@ class Store:
             if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
                 raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
             if str(exc).startswith("QUOTA"):
-                raise QuotaExceeded(tenant, int(str(exc).split()[-1]), max_unfinished) from None
+                unfinished = int(str(exc).split()[-1])
+                raise QuotaExceeded(tenant, unfinished, max_unfinished, len(tasks)) from None
             raise
         return [raw.decode() for raw in ids]
 
