@@ -415,11 +415,6 @@ class Store:
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
 
-    @_translated
-    async def unfinished(self, tenant: str) -> int:
-        """The tenant's queued + running tasks, as its quota counts them."""
-        return int(await self.redis.hget(self.keys.unfinished, tenant) or 0)
-
     # -- the dispatcher's side ---------------------------------------------------------
 
     @_translated
