@@ -335,6 +335,7 @@ class Dispatcher:
             "attempt": entry.attempt,
             "function_id": entry.function_id,
             "deadline_s": entry.deadline_s,
+            "tenant": entry.tenant,  # the worker runs it in a slot only this tenant used
         }
         if function.env:
             header["env"] = [list(function.env.requirements), list(function.env.bundles)]
