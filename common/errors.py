@@ -7,6 +7,7 @@ FaasError
 ├── InvalidPayload        not strict base64 of a well-formed pickle, or too large
 ├── InvalidId             a function or task id that is not a UUID
 ├── IdempotencyConflict   an idempotency key reused for a different request
+├── QuotaExceeded         a tenant's unfinished tasks would pass its quota
 ├── FunctionNotFound
 └── TaskNotFound
 """
@@ -49,6 +50,20 @@ class IdempotencyConflict(FaasError):
         )
         self.key = key
         self.task_id = task_id
+
+
+class QuotaExceeded(FaasError):
+    """The tasks submitted would take the tenant past its most unfinished tasks."""
+
+    def __init__(self, tenant: str, unfinished: int, quota: int, asked: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {unfinished} unfinished (queued or running) tasks and"
+            f" may have at most {quota}, so {asked} more cannot be queued; nothing was"
+            " queued: retry once some have ended"
+        )
+        self.tenant = tenant
+        self.unfinished = unfinished
+        self.quota = quota
 
 
 class FunctionNotFound(FaasError):

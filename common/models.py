@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from common.errors import InvalidId
+from common.tenants import DEFAULT_TENANT
 
 
 class TaskStatus(StrEnum):
@@ -68,6 +69,7 @@ class TaskRecord:
     error: str | None
     error_kind: ErrorKind | None
     result: bytes | None
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,39 +2,43 @@
 
 Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 
-``<p>:fn:<function_id>``   hash: ``name``, ``payload`` (raw pickle bytes), ``created_ms``,
-                           ``env`` (msgpack ``[requirements, bundle digests]``, if any).
+``<p>:fn:<function_id>``   hash: ``name``, ``tenant``, ``payload`` (raw pickle bytes),
+                           ``created_ms``, ``env`` (msgpack ``[requirements, bundle
+                           digests]``, if any). No ``tenant``: the ``default`` tenant's.
 ``<p>:bundle:<sha256>``    string: a code bundle (zip) functions' environments refer to;
                            content-addressed, so stored once however many use it.
-``<p>:functions``          sorted set of function ids, scored by ``created_ms`` (listing).
-``<p>:name:<name>``        list of the function ids registered under a name, oldest
-                           first: version N is the Nth; the name means the last.
-``<p>:task:<task_id>``     hash: ``function_id``, ``status``, ``attempt`` (1-based, the
-                           current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
+``<p>:functions:<tenant>`` sorted set of a tenant's function ids, scored by ``created_ms``.
+``<p>:name:<tenant>:<name>`` list of the function ids a tenant registered under a name,
+                           oldest first: version N is the Nth; the name means the last.
+``<p>:task:<task_id>``     hash: ``function_id``, ``tenant``, ``status``, ``attempt`` (1-based,
+                           the current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
                            ``started_ms``, ``finished_ms``, ``worker``, ``error``,
                            ``error_kind``, ``result`` (raw pickle bytes). Expires
                            ``result_ttl_s`` after it ends.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
-                           ``d`` deadline_ms, ``p`` args payload (stored only here).
+                           ``d`` deadline_ms, ``n`` tenant, ``p`` args payload (stored
+                           only here).
                            Consumer group ``dispatch``; the active dispatcher reads as
                            consumer ``dispatcher``, so its pending list (PEL) is exactly
                            the set of attempts it holds, found again after a crash.
                            An entry is acked and deleted in the same script that ends
                            or re-queues its task.
 ``<p>:queue:nested``       stream, the same for calls made by running tasks (entries add
-                           ``n``, the call depth). Read before the main queue: children
+                           ``c``, the call depth). Read before the main queue: children
                            run before new top-level tasks, which bounds how many
                            parents wait.
-``<p>:tasks``              sorted set of task ids scored by ``queued_ms``: the listing
-                           index, kept by submit.lua. Entries outlive their task
+``<p>:tasks:<tenant>``     sorted set of a tenant's task ids scored by ``queued_ms``: the
+                           listing index, kept by submit.lua. Entries outlive their task
                            (ids whose hash expired are skipped and dropped when read)
                            and are trimmed after twice the result TTL.
 ``<p>:status``             string: the active dispatcher's view (msgpack: workers, their
                            slots and load, tasks ended per minute), rewritten every
                            heartbeat interval with a TTL of a few, so it vanishes with it.
-``<p>:idem:<key>``         string: ``<task_id> <digest>``, the task first submitted with that
-                           idempotency key and a digest of that request.
+``<p>:idem:<tenant>:<key>`` string: ``<task_id> <digest>``, the task the tenant first
+                           submitted with that idempotency key, and a digest of that request.
+``<p>:unfinished``         hash: tenant -> its queued + running tasks (the quota's count):
+                           up in submit, down in the one script that ends each task.
 ``<p>:lease``              string: id of the active dispatcher, with a TTL it renews.
 ``<p>:lost-workers``       list of ``<worker_id> <ms>``: workers another component (the
                            Kubernetes controller) saw die; the dispatcher re-queues their
@@ -63,7 +67,13 @@ import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from common.errors import FunctionNotFound, IdempotencyConflict, StoreFull, StoreUnavailable
+from common.errors import (
+    FunctionNotFound,
+    IdempotencyConflict,
+    QuotaExceeded,
+    StoreFull,
+    StoreUnavailable,
+)
 from common.models import (
     ErrorKind,
     FunctionCode,
@@ -72,6 +82,7 @@ from common.models import (
     TaskRecord,
     TaskStatus,
 )
+from common.tenants import DEFAULT_TENANT
 
 GROUP = "dispatch"
 CONSUMER = "dispatcher"
@@ -129,6 +140,7 @@ class QueueEntry:
     function_id: str
     deadline_s: float
     payload: bytes
+    tenant: str = DEFAULT_TENANT
     depth: int = 0  # 0: submitted from outside; n: called by a task at depth n - 1
 
 
@@ -151,15 +163,17 @@ class Keys:
         self.prefix = prefix
         self.queue = f"{prefix}:queue"
         self.nested_queue = f"{prefix}:queue:nested"
-        self.functions = f"{prefix}:functions"
+        self.unfinished = f"{prefix}:unfinished"
         self.lease = f"{prefix}:lease"
         self.lost_workers = f"{prefix}:lost-workers"
         self.done_channel = f"{prefix}:done"
-        self.tasks = f"{prefix}:tasks"
         self.status = f"{prefix}:status"
 
-    def name(self, name: str) -> str:
-        return f"{self.prefix}:name:{name}"
+    def name(self, tenant: str, name: str) -> str:
+        return f"{self.prefix}:name:{tenant}:{name}"
+
+    def tasks(self, tenant: str) -> str:
+        return f"{self.prefix}:tasks:{tenant}"
 
     def queue_of(self, depth: int) -> str:
         """The stream holding attempts of tasks at this call depth."""
@@ -171,8 +185,11 @@ class Keys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+    def functions(self, tenant: str) -> str:
+        return f"{self.prefix}:functions:{tenant}"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
 
     def bundle(self, digest: str) -> str:
         return f"{self.prefix}:bundle:{digest}"
@@ -183,6 +200,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+_DELETE_FUNCTION = """
+local owner = redis.call('HGET', KEYS[1], 'tenant')
+if not owner and redis.call('EXISTS', KEYS[1]) == 1 then
+  owner = 'default'
+end
+if owner ~= ARGV[2] then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
 """
 _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -216,6 +244,7 @@ class Store:
         self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
+        self._delete_function = client.register_script(_DELETE_FUNCTION)
 
     @classmethod
     def from_url(
@@ -249,40 +278,56 @@ class Store:
 
     @_translated
     async def register_function(
-        self, function_id: str, name: str, payload: bytes, env: FunctionEnv | None = None
+        self,
+        function_id: str,
+        name: str,
+        payload: bytes,
+        env: FunctionEnv | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> int:
         """Store a function; returns its version under `name` (1 for the first)."""
         created = now_ms()
-        fields: dict[str, Any] = {"name": name, "payload": payload, "created_ms": created}
+        fields: dict[str, Any] = {
+            "name": name, "tenant": tenant, "payload": payload, "created_ms": created,
+        }  # fmt: skip
         if env:
             fields["env"] = msgpack.packb([list(env.requirements), list(env.bundles)])
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.function(function_id), mapping=fields)
-            pipe.zadd(self.keys.functions, {function_id: created})
-            pipe.rpush(self.keys.name(name), function_id)
+            pipe.zadd(self.keys.functions(tenant), {function_id: created})
+            pipe.rpush(self.keys.name(tenant, name), function_id)
             *_, version = await pipe.execute()
         return int(version)
 
     @_translated
-    async def function_versions(self, name: str) -> list[str]:
-        """The ids registered under `name`, oldest first (version N at index N-1)."""
-        return [raw.decode() for raw in await self.redis.lrange(self.keys.name(name), 0, -1)]
+    async def function_versions(self, name: str, *, tenant: str = DEFAULT_TENANT) -> list[str]:
+        """The ids `tenant` registered under `name`, oldest first (version N at N-1)."""
+        ids = await self.redis.lrange(self.keys.name(tenant, name), 0, -1)
+        return [raw.decode() for raw in ids]
 
     @_translated
-    async def get_function(self, function_id: str) -> FunctionRecord:
-        name, created, size = await self.redis.eval(
-            "local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms')"
-            " return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload')}",
+    async def get_function(
+        self, function_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> FunctionRecord:
+        """The function if it exists and is `tenant`'s; else FunctionNotFound, the same
+        for both, so another tenant's ids cannot be probed."""
+        name, created, size, owner = await self.redis.eval(
+            "local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms', 'tenant')"
+            " return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload'), h[3]}",
             1,
             self.keys.function(function_id),
         )
-        if name is None:
+        if name is None or (_text(owner) or DEFAULT_TENANT) != tenant:
             raise FunctionNotFound(function_id)
         return FunctionRecord(function_id, name.decode(), int(created), int(size))
 
     @_translated
-    async def list_functions(self, *, limit: int = 1000) -> list[FunctionRecord]:
-        ids = [raw.decode() for raw in await self.redis.zrange(self.keys.functions, 0, limit - 1)]
+    async def list_functions(
+        self, *, tenant: str = DEFAULT_TENANT, limit: int = 1000
+    ) -> list[FunctionRecord]:
+        key = self.keys.functions(tenant)
+        ids = [raw.decode() for raw in await self.redis.zrange(key, 0, limit - 1)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for function_id in ids:
                 pipe.hmget(self.keys.function(function_id), ["name", "created_ms"])
@@ -297,15 +342,10 @@ class Store:
         ]
 
     @_translated
-    async def delete_function(self, function_id: str) -> None:
-        record = await self.get_function(function_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.function(function_id))
-            pipe.zrem(self.keys.functions, function_id)
-            # Versions keep their numbers: a deleted one stays as a tombstone id.
-            deleted, *_ = await pipe.execute()
-        if not deleted:
-            raise FunctionNotFound(record.function_id)
+    async def delete_function(self, function_id: str, *, tenant: str = DEFAULT_TENANT) -> None:
+        keys = [self.keys.function(function_id), self.keys.functions(tenant)]
+        if not await self._delete_function(keys=keys, args=[function_id, tenant]):
+            raise FunctionNotFound(function_id)
 
     @_translated
     async def function_code(self, function_ids: Iterable[str]) -> dict[str, FunctionCode | None]:
@@ -347,20 +387,25 @@ class Store:
         idempotency_key: str | None = None,
         idempotency_digest: str = "",
         idempotency_ttl_s: int = 86400,
+        tenant: str = DEFAULT_TENANT,
+        max_unfinished: int = 100_000,
         depth: int = 0,
     ) -> list[str]:
-        """Queue (task_id, args payload) pairs atomically; returns the ids accepted.
-        An idempotency key is bound to `idempotency_digest` (of the whole request): the
-        key seen with another digest raises IdempotencyConflict. Tasks called by a
-        running task (`depth` > 0) go to the nested queue; an id that exists already
-        is not queued again."""
+        """Queue (task_id, args payload) pairs of `tenant`'s function atomically;
+        returns the ids accepted. An idempotency key (the tenant's own) is bound to
+        `idempotency_digest` (of the whole request): the key seen with another digest
+        raises IdempotencyConflict. QuotaExceeded, with nothing stored, if the tenant
+        would have more than `max_unfinished` queued + running tasks. Tasks called by
+        a running task (`depth` > 0) go to the nested queue; an id that exists already
+        is not queued again (nor counted)."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
         keys = [
             self.keys.queue_of(depth),
             self.keys.function(function_id),
-            self.keys.idempotency(idempotency_key or ""),
-            self.keys.tasks,
+            self.keys.idempotency(tenant, idempotency_key or ""),
+            self.keys.unfinished,
+            self.keys.tasks(tenant),
             *(self.keys.task(task_id) for task_id, _ in tasks),
         ]
         args: list[Any] = [
@@ -370,6 +415,8 @@ class Store:
             max_attempts,
             idempotency_ttl_s if idempotency_key else 0,
             idempotency_digest,
+            tenant,
+            max_unfinished,
             self.result_ttl_s * 2000,  # the index outlives tasks by as long again
             depth,
         ]
@@ -382,11 +429,14 @@ class Store:
                 raise FunctionNotFound(function_id) from None
             if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
                 raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
+            if str(exc).startswith("QUOTA"):
+                unfinished = int(str(exc).split()[-1])
+                raise QuotaExceeded(tenant, unfinished, max_unfinished, len(tasks)) from None
             raise
         return [raw.decode() for raw in ids]
 
     _TASK_FIELDS = (
-        "function_id", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
+        "function_id", "tenant", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
         "started_ms", "finished_ms", "worker", "error", "error_kind",
     )  # fmt: skip
 
@@ -412,6 +462,7 @@ class Store:
         self,
         *,
         limit: int,
+        tenant: str = DEFAULT_TENANT,
         cursor: tuple[int, int] | None = None,
         keep: Callable[[TaskRecord], bool] = lambda _record: True,
         max_scanned: int = 5000,
@@ -427,7 +478,7 @@ class Store:
         while scanned < max_scanned:
             batch = min(max(limit * 2, 100), max_scanned - scanned)
             rows = await self.redis.zrevrangebyscore(
-                self.keys.tasks, "+inf" if top is None else top, "-inf",
+                self.keys.tasks(tenant), "+inf" if top is None else top, "-inf",
                 start=skip, num=batch, withscores=True,
             )  # fmt: skip
             if not rows:
@@ -435,7 +486,7 @@ class Store:
             ids = [raw.decode() for raw, _ in rows]
             records = await self.get_tasks(ids, with_result=False)
             if gone := [i for i, r in zip(ids, records, strict=True) if r is None]:
-                await self.redis.zrem(self.keys.tasks, *gone)
+                await self.redis.zrem(self.keys.tasks(tenant), *gone)
             for (_, score), record in zip(rows, records, strict=True):
                 scanned += 1
                 if int(score) != top:
@@ -503,7 +554,8 @@ class Store:
                         function_id=fields[b"f"].decode(),
                         deadline_s=int(fields[b"d"]) / 1000,
                         payload=fields[b"p"],
-                        depth=int(fields.get(b"n", 0)),
+                        tenant=fields.get(b"n", DEFAULT_TENANT.encode()).decode(),
+                        depth=int(fields.get(b"c", 0)),
                     )
                 )
         return entries
@@ -523,7 +575,11 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for o in outcomes:
                 await self._finish(
-                    keys=[self.keys.task(o.task_id), self.keys.queue_of(o.depth)],
+                    keys=[
+                        self.keys.task(o.task_id),
+                        self.keys.queue_of(o.depth),
+                        self.keys.unfinished,
+                    ],
                     args=[
                         GROUP,
                         o.entry_id,
@@ -552,7 +608,7 @@ class Store:
             entry = (entry.task_id, entry.entry_id, entry.attempt)
         task_id, entry_id, attempt = entry
         verdict = await self._requeue(
-            keys=[self.keys.task(task_id), self.keys.queue_of(depth)],
+            keys=[self.keys.task(task_id), self.keys.queue_of(depth), self.keys.unfinished],
             args=[
                 GROUP,
                 entry_id,
@@ -683,4 +739,5 @@ def _task_record(task_id: str, fields: dict[str, bytes | None]) -> TaskRecord | 
         error=_text(fields.get("error")),
         error_kind=ErrorKind(kind) if kind else None,
         result=fields.get("result"),
+        tenant=_text(fields.get("tenant")) or DEFAULT_TENANT,
     )

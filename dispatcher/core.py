@@ -357,6 +357,7 @@ class Dispatcher:
             "attempt": entry.attempt,
             "function_id": entry.function_id,
             "deadline_s": entry.deadline_s,
+            "tenant": entry.tenant,  # the worker runs it in a slot only this tenant used
         }
         if function.env:
             header["env"] = [list(function.env.requirements), list(function.env.bundles)]
@@ -595,17 +596,22 @@ class Dispatcher:
             if deadline < 0.001:
                 error = f"task {h['parent']} has no time left for a nested call"
             else:
-                error = await self._submit_children(h, msg.blobs, deadline, depth)
+                error = await self._submit_children(
+                    h, msg.blobs, deadline, depth, flight.entry.tenant
+                )
         header = {"call_id": h["call_id"], **({"error": error} if error else {})}
         await self._reply(worker.identity, wire.Command.CALLED, header)
 
     async def _submit_children(
-        self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int
-    ) -> str:
-        """Queue them; returns "" or why they were not queued."""
+        self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int,
+        tenant: str,
+    ) -> str:  # fmt: skip
+        """Queue them, as the parent's tenant (whose functions only it may call);
+        returns "" or why they were not queued. The tenant's quota applies to the
+        tasks it submits through the gateway, not to these."""
         submit = functools.partial(
             self.store.submit, h["function_id"], list(zip(h["task_ids"], payloads, strict=True)),
-            deadline_s=deadline_s, depth=depth,
+            deadline_s=deadline_s, depth=depth, tenant=tenant, max_unfinished=2**62,
             max_attempts=h.get("max_attempts", self.settings.nested_max_attempts),
         )  # fmt: skip
         try:

@@ -124,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("-n", "--limit", type=int, default=20)
     command("workers", "list the workers and their slots", _workers)
     command("stats", "queue depth, running tasks, capacity, throughput", _stats)
+
+    keys = sub.add_parser("keys", help="make API keys for the gateway's keys file")
+    keys_sub = keys.add_subparsers(required=True, metavar="ACTION")
+    new = keys_sub.add_parser(
+        "new",
+        help="make a new API key for TENANT",
+        description="Print a new random API key for TENANT (shown only this once) and the"
+        " line to append to the gateway's keys file ($FAAS_API_KEYS_FILE), which holds only"
+        " the key's SHA-256.",
+    )
+    new.add_argument("tenant", metavar="TENANT")
+    new.add_argument("--quota", type=int, help="this tenant's most unfinished tasks")
+    new.add_argument("--json", action="store_true", help="print JSON: tenant, key, line")
+    new.set_defaults(run=_new_key)
     return parser
 
 
@@ -293,6 +307,24 @@ def _stats(args: argparse.Namespace) -> None:
         f"{stats['completed_last_minute']} completed, {stats['failed_last_minute']} failed"
     )
     _emit(args, human, stats)
+
+
+def _new_key(args: argparse.Namespace) -> None:
+    from common.tenants import new_key_line
+
+    if args.quota is not None and args.quota < 1:
+        raise CliError("--quota must be at least 1")
+    try:
+        key, line = new_key_line(args.tenant)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.quota is not None:
+        line += f":{args.quota}"
+    if args.json:
+        print(json.dumps({"tenant": args.tenant, "key": key, "line": line}))
+        return
+    print(f"key:  {key}\n      (give it to the tenant; it is not stored and not shown again)")
+    print(f"line: {line}\n      (append it to the keys file, then restart the gateway)")
 
 
 if __name__ == "__main__":

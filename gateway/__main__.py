@@ -9,6 +9,7 @@ import uvicorn
 
 from common.hardening import protect_process
 from common.logs import configure_logging
+from gateway.auth import api_keys
 from gateway.settings import GatewaySettings
 
 
@@ -23,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = GatewaySettings(**overrides)
+    try:  # a bad keys file stops the gateway here, in one line, not in each server process
+        api_keys(settings)
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"faas-gateway: API keys: {exc}\n")
     configure_logging(settings.log_level, json_lines=settings.log_json)
     protect_process()  # user code must not read our environment from /proc
     if settings.gateway_workers > 1:

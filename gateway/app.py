@@ -15,12 +15,13 @@ from common.errors import (
     IdempotencyConflict,
     InvalidId,
     InvalidPayload,
+    QuotaExceeded,
     StoreFull,
     StoreUnavailable,
     TaskNotFound,
 )
 from common.store import Store
-from gateway.auth import ApiKeyMiddleware
+from gateway.auth import ApiKeyMiddleware, api_keys
 from gateway.completions import CompletionHub
 from gateway.limits import BodyLimitMiddleware
 from gateway.routes import FastJSON, course, health, status, v1
@@ -36,6 +37,7 @@ _STATUS = {
     FunctionNotFound: 404,
     TaskNotFound: 404,
     IdempotencyConflict: 409,
+    QuotaExceeded: 429,
     StoreUnavailable: 503,
 }
 RETRY_AFTER_S = 1
@@ -77,8 +79,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    if settings.api_key is not None:  # added last: runs first, before any body is read
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    keys = api_keys(settings)
+    if keys:  # added last: runs first, before any body is read
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.include_router(course.router)
     app.include_router(v1.router)
     app.include_router(status.router)
@@ -90,6 +93,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
         if status >= 500:
             logger.warning("%s: %s", type(exc).__name__, exc)
+        if isinstance(exc, QuotaExceeded):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            return FastJSON({"detail": str(exc)}, status_code=status, headers=headers)
         if isinstance(exc, StoreUnavailable):
             what = "full (out of memory)" if isinstance(exc, StoreFull) else "unavailable"
             detail = f"the task store is {what}; retry later"

@@ -1,5 +1,6 @@
 """What the routes do, apart from HTTP: check payloads, apply defaults, submit,
-read tasks back and wait for them to end."""
+read tasks back and wait for them to end. Every call acts for one tenant: another
+tenant's function or task is answered exactly like an unknown id."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from common.errors import InvalidPayload, TaskNotFound
 from common.models import FunctionEnv, FunctionRecord, TaskRecord, check_id, new_id
 from common.requirements import validate_requirements
 from common.store import Store
+from common.tenants import Tenant
 from gateway.checker import PayloadChecker
 from gateway.completions import CompletionHub, Watch
 from gateway.environments import (
@@ -54,6 +56,8 @@ class TaskService:
         payload: str,
         requirements: Sequence[str] = (),
         py_modules: Sequence[str] = (),
+        *,
+        tenant: Tenant,
     ) -> tuple[str, int, list[str]]:
         """Store a function (and its environment); returns its id, its version under
         `name`, and warnings about modules it refers to that workers may lack."""
@@ -67,14 +71,18 @@ class TaskService:
         for digest, zipped in bundles.items():
             await self.store.put_bundle(digest, zipped)
         env = FunctionEnv(wanted, tuple(bundles))
-        version = await self.store.register_function(function_id, name, data, env)
+        version = await self.store.register_function(
+            function_id, name, data, env, tenant=tenant.name
+        )
         shipped = {top_level(n) for z in bundles.values() for n in zip_names(z)}
         shipped |= {requirement_name(r) for r in wanted}
         modules = await asyncio.to_thread(payloads.referenced_modules, data)
         return function_id, version, unavailable_warnings(modules, shipped)
 
-    async def get_function(self, function_id: str) -> FunctionRecord:
-        return await self.store.get_function(check_id(function_id, "function_id"))
+    async def get_function(self, function_id: str, *, tenant: Tenant) -> FunctionRecord:
+        return await self.store.get_function(
+            check_id(function_id, "function_id"), tenant=tenant.name
+        )
 
     async def submit(
         self,
@@ -83,6 +91,7 @@ class TaskService:
         *,
         deadline_s: float | None,
         max_attempts: int | None,
+        tenant: Tenant,
         idempotency_key: str | None = None,
         task_ids: Sequence[str] | None = None,
     ) -> list[str]:
@@ -105,9 +114,13 @@ class TaskService:
             if idempotency_key is None
             else await _request_digest(function_id, args, deadline, attempts),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
+            tenant=tenant.name,
+            max_unfinished=tenant.max_unfinished or self.settings.max_unfinished_tasks,
         )
 
-    async def submit_call(self, body: ExecuteFunction, *, task_id: str | None = None) -> str:
+    async def submit_call(
+        self, body: ExecuteFunction, *, tenant: Tenant, task_id: str | None = None
+    ) -> str:
         """Queue one call as the API describes it; returns its task id (an earlier
         task's when the idempotency key was seen before)."""
         (accepted,) = await self.submit(
@@ -115,14 +128,15 @@ class TaskService:
             [body.payload],
             deadline_s=body.deadline_s,
             max_attempts=body.max_attempts,
+            tenant=tenant,
             idempotency_key=body.idempotency_key,
             task_ids=None if task_id is None else [task_id],
         )
         return accepted
 
-    async def get(self, task_id: str, *, with_result: bool = True) -> TaskRecord:
+    async def get(self, task_id: str, *, tenant: Tenant, with_result: bool = True) -> TaskRecord:
         task_id = check_id(task_id, "task_id")
-        record = await self.store.get_task(task_id, with_result=with_result)
+        record = _owned(await self.store.get_task(task_id, with_result=with_result), tenant)
         if record is None:
             raise TaskNotFound(task_id)
         return record
@@ -130,12 +144,12 @@ class TaskService:
     def clamp_wait(self, wait_s: float) -> float:
         return max(0.0, min(wait_s, self.settings.max_wait_s))
 
-    async def wait(self, task_id: str, wait_s: float) -> TaskRecord:
+    async def wait(self, task_id: str, wait_s: float, *, tenant: Tenant) -> TaskRecord:
         """The task once it ended, or as it is after `wait_s`."""
         task_id = check_id(task_id, "task_id")
         if wait_s <= 0:
-            return await self.get(task_id)
-        (record,) = await self.wait_many([task_id], wait_s)
+            return await self.get(task_id, tenant=tenant)
+        (record,) = await self.wait_many([task_id], wait_s, tenant=tenant)
         if record is None:
             raise TaskNotFound(task_id)
         return record
@@ -153,10 +167,12 @@ class TaskService:
         task_ids: Sequence[str],
         wait_s: float,
         *,
+        tenant: Tenant,
         watch: Watch | None = None,
         any_ended: bool = False,
     ) -> list[TaskRecord | None]:
-        """Records of `task_ids` once all ended (or are unknown), or as they are after
+        """Records of `task_ids` once all ended (or are unknown, or another tenant's:
+        None for both), or as they are after
         `wait_s`. Ended tasks arrive through a watch; a task is read from the store at
         the start, when its result was too large to be published, after the
         subscription was lost, and at the timeout if it was never seen. Pass the
@@ -176,7 +192,7 @@ class TaskService:
 
         def note(records: Iterable[tuple[str, TaskRecord | None]]) -> None:
             for task_id, record in records:
-                found[task_id] = record
+                found[task_id] = record = _owned(record, tenant)
                 if record is None or record.status.terminal:
                     still_open.discard(task_id)
 
@@ -207,6 +223,11 @@ class TaskService:
                 except TimeoutError:
                     pass
         return [found.get(t) for t in wanted]
+
+
+def _owned(record: TaskRecord | None, tenant: Tenant) -> TaskRecord | None:
+    """The record if it is `tenant`'s task, else None: to another tenant it does not exist."""
+    return record if record is not None and record.tenant == tenant.name else None
 
 
 async def _request_digest(

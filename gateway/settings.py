@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from common.settings import BaseFaasSettings
@@ -41,4 +43,12 @@ class GatewaySettings(BaseFaasSettings):
     """An idle keep-alive connection is closed after this."""
     api_key: SecretStr | None = None
     """If set, every call but the health checks (the API docs too) needs
-    `Authorization: Bearer <key>` or `X-API-Key: <key>`; checked before the body is read."""
+    `Authorization: Bearer <key>` or `X-API-Key: <key>`; checked before the body is read.
+    This key is the `default` tenant's."""
+    api_keys_file: Path | None = None
+    """A file of `TENANT:SHA256-HEX-OF-KEY[:MAX_UNFINISHED]` lines (`faas keys new TENANT`
+    makes one): each key is its tenant's, and every call needs one of them (or `api_key`).
+    Tenants see only their own functions, tasks and idempotency keys."""
+    max_unfinished_tasks: int = Field(default=100_000, ge=1)
+    """Most queued + running tasks a tenant may have; more are refused (429). A line
+    of the keys file may set its tenant's own."""

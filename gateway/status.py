@@ -29,6 +29,7 @@ def format_cursor(cursor: tuple[int, int] | None) -> str | None:
 async def list_tasks(
     store: Store,
     *,
+    tenant: str,
     status: TaskStatus | None,
     function_id: str | None,
     limit: int,
@@ -41,7 +42,9 @@ async def list_tasks(
             wanted_fn is None or record.function_id == wanted_fn
         )
 
-    records, after = await store.list_tasks(limit=limit, cursor=parse_cursor(cursor), keep=keep)
+    records, after = await store.list_tasks(
+        limit=limit, tenant=tenant, cursor=parse_cursor(cursor), keep=keep
+    )
     return records, format_cursor(after)
 
 

@@ -1,6 +1,7 @@
 --[[ finish.lua: commit a task's outcome exactly once, fenced by its attempt.
 KEYS[1]  task hash     <p>:task:<task_id>
 KEYS[2]  queue stream  <p>:queue
+KEYS[3]  unfinished tasks per tenant  <p>:unfinished
 ARGV[1]  consumer group
 ARGV[2]  stream entry id that delivered this attempt
 ARGV[3]  attempt the outcome belongs to
@@ -24,6 +25,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[4], 'result', ARGV[5], 'error', ARGV[
   'error_kind', ARGV[7], 'finished_ms', ARGV[8])
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
+uncount(KEYS[1], KEYS[3])
 if tonumber(ARGV[9]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[9])
 end

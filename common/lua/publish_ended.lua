@@ -1,5 +1,5 @@
 --[[ publish_ended.lua: prepended to the scripts that end a task (finish, requeue).
-Publishes the ended task's fields to the notification channel as a msgpack array
+`publish_ended` publishes the ended task's fields to the notification channel as a msgpack array
 {task_id, field, value, field, value, ...}, leaving out `result` when it is longer
 than inline_max bytes (the waiter then reads it). Waiters need no extra round trip.
 ]]
@@ -13,4 +13,14 @@ local function publish_ended(task_key, channel, task_id, inline_max)
     end
   end
   redis.call('PUBLISH', channel, cmsgpack.pack(message))
+end
+
+-- The task no longer counts against its tenant's quota of unfinished tasks (see
+-- submit.lua). Called exactly once per task, on its one transition to a terminal state.
+-- Tasks without a `tenant` field were never counted.
+local function uncount(task_key, counter_key)
+  local tenant = redis.call('HGET', task_key, 'tenant')
+  if tenant and redis.call('HINCRBY', counter_key, tenant, -1) <= 0 then
+    redis.call('HDEL', counter_key, tenant)
+  end
 end

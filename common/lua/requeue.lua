@@ -1,6 +1,7 @@
 --[[ requeue.lua: give back a task whose worker (or dispatcher) was lost.
 KEYS[1]  task hash     <p>:task:<task_id>
 KEYS[2]  queue stream  <p>:queue
+KEYS[3]  unfinished tasks per tenant  <p>:unfinished
 ARGV[1]  consumer group
 ARGV[2]  stream entry id that delivered this attempt
 ARGV[3]  attempt that was lost
@@ -32,6 +33,7 @@ if h[1] == 'RUNNING' and attempt >= tonumber(h[3]) or #entry == 0 then
   redis.call('HSET', KEYS[1], 'status', 'FAILED', 'result', ARGV[6], 'error', ARGV[5],
     'error_kind', 'worker_lost', 'finished_ms', ARGV[4])
   drop_entry()
+  uncount(KEYS[1], KEYS[3])
   if tonumber(ARGV[7]) > 0 then
     redis.call('EXPIRE', KEYS[1], ARGV[7])
   end

@@ -1,27 +1,38 @@
 --[[ submit.lua: accept tasks of one function in one atomic step.
 KEYS[1]   queue stream                 <p>:queue, or <p>:queue:nested for calls from a task
 KEYS[2]   function hash                <p>:fn:<function_id>
-KEYS[3]   idempotency key              <p>:idem:<key>  (read only when ARGV[5] > 0)
-KEYS[4]   task index                   <p>:tasks (sorted set, scored by queued ms)
-KEYS[5..] task hashes                  <p>:task:<task_id>, in the order of the pairs below
+KEYS[3]   idempotency key              <p>:idem:<tenant>:<key>  (read only when ARGV[5] > 0)
+KEYS[4]   unfinished tasks per tenant  <p>:unfinished  (hash: tenant -> count)
+KEYS[5]   the tenant's task index      <p>:tasks:<tenant> (sorted set, scored by queued ms)
+KEYS[6..] task hashes                  <p>:task:<task_id>, in the order of the pairs below
 ARGV[1]   function_id
 ARGV[2]   now (ms since the epoch)
 ARGV[3]   deadline (ms)
 ARGV[4]   max_attempts
 ARGV[5]   idempotency key TTL in seconds; 0 means no key (then there is exactly one task)
 ARGV[6]   digest of the request (function, payload, options) the key is bound to
-ARGV[7]   how long the index remembers a task (ms); 0: forever
-ARGV[8]   call depth: 0 for a task submitted from outside, n for a call made by a task
+ARGV[7]   tenant
+ARGV[8]   the tenant's most unfinished (queued + running) tasks
+ARGV[9]   how long the index remembers a task (ms); 0: forever
+ARGV[10]  call depth: 0 for a task submitted from outside, n for a call made by a task
           at depth n - 1
-ARGV[9..] task_id, args payload: one pair per task
-A task whose hash exists already is left alone (a parent that runs again after its
-worker died calls its children by the same ids: it finds them instead of starting
-them twice), and its id is returned like the others.
+ARGV[11..] task_id, args payload: one pair per task
 Returns the list of task ids. With an idempotency key seen before with the same digest,
 returns the task id it was first given and adds nothing; with another digest, error
-IDEMCONFLICT <task_id>. Error NOFUNCTION when the function is not registered.
+IDEMCONFLICT <task_id>. Error NOFUNCTION when the function is not registered or belongs
+to another tenant (a function without a tenant is the `default` tenant's); error
+QUOTA <unfinished> when the tasks would take the tenant past its quota: then nothing
+is stored. The count goes up here, once per task, and down in finish.lua or
+requeue.lua when the task ends (the `tenant` field marks a task as counted).
+A task whose hash exists already is left alone and not counted (a parent that runs
+again after its worker died calls its children by the same ids: it finds them instead
+of starting them twice); its id is returned like the others.
 ]]
-if redis.call('EXISTS', KEYS[2]) == 0 then
+local owner = redis.call('HGET', KEYS[2], 'tenant')
+if not owner and redis.call('EXISTS', KEYS[2]) == 1 then
+  owner = 'default'
+end
+if owner ~= ARGV[7] then
   return redis.error_reply('NOFUNCTION')
 end
 if tonumber(ARGV[5]) > 0 then
@@ -36,27 +47,38 @@ if tonumber(ARGV[5]) > 0 then
     end
     return {task_id}
   end
-  redis.call('SET', KEYS[3], ARGV[9] .. ' ' .. ARGV[6], 'EX', ARGV[5])
 end
+local count = 0
+for i = 6, #KEYS do
+  count = count + 1 - redis.call('EXISTS', KEYS[i])
+end
+local unfinished = tonumber(redis.call('HGET', KEYS[4], ARGV[7]) or '0')
+if unfinished + count > tonumber(ARGV[8]) then
+  return redis.error_reply('QUOTA ' .. unfinished)
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[11] .. ' ' .. ARGV[6], 'EX', ARGV[5])
+end
+redis.call('HINCRBY', KEYS[4], ARGV[7], count)
 local ids = {}
-for i = 5, #KEYS do
-  local j = 9 + (i - 5) * 2
+for i = 6, #KEYS do
+  local j = 11 + (i - 6) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('HSET', KEYS[i], 'function_id', ARGV[1], 'status', 'QUEUED', 'attempt', 1,
-      'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2])
-    if ARGV[8] == '0' then
+    redis.call('HSET', KEYS[i], 'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
+      'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2])
+    if ARGV[10] == '0' then
       redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3],
-        'p', ARGV[j + 1])
+        'n', ARGV[7], 'p', ARGV[j + 1])
     else
       redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3],
-        'p', ARGV[j + 1], 'n', ARGV[8])
+        'n', ARGV[7], 'c', ARGV[10], 'p', ARGV[j + 1])
     end
-    redis.call('ZADD', KEYS[4], ARGV[2], ARGV[j])
+    redis.call('ZADD', KEYS[5], ARGV[2], ARGV[j])
   end
   ids[#ids + 1] = ARGV[j]
 end
 -- Tasks expire on their own; their index entries go once surely past that.
-if tonumber(ARGV[7]) > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[7])))
+if tonumber(ARGV[9]) > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[9])))
 end
 return ids

@@ -8,6 +8,7 @@ from common.errors import FunctionNotFound
 from common.models import TaskStatus
 from gateway import status
 from gateway.deps import service as get_service
+from gateway.deps import tenant as get_tenant
 from gateway.routes import FastJSON, FastRoute
 from gateway.schemas import ErrorBody, NameView, StatsView, TaskPage, WorkersView
 from gateway.views import task_view
@@ -30,8 +31,9 @@ async def list_tasks(
     A page may come back short (with a cursor) when a filter matches rarely."""
     service = get_service(request)
     records, after = await status.list_tasks(
-        service.store, status=status_, function_id=function_id, limit=limit, cursor=cursor
-    )
+        service.store, tenant=get_tenant(request).name, status=status_,
+        function_id=function_id, limit=limit, cursor=cursor,
+    )  # fmt: skip
     return FastJSON({"tasks": [task_view(r) for r in records], "next_cursor": after})
 
 
@@ -51,7 +53,8 @@ async def get_stats(request: Request) -> FastJSON:
 @router.get("/names/{name:path}", response_model=NameView, responses=_ERRORS)
 async def resolve_name(name: str, request: Request) -> FastJSON:
     """The function a name calls (its latest registration) and its earlier versions."""
-    versions = await get_service(request).store.function_versions(name)
+    store = get_service(request).store
+    versions = await store.function_versions(name, tenant=get_tenant(request).name)
     if not versions:
         raise FunctionNotFound(f"named {name!r}")
     view = {"name": name, "function_id": versions[-1], "version": len(versions)}

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from common.errors import TaskNotFound
 from common.models import new_id
 from gateway.deps import service as get_service
+from gateway.deps import tenant as get_tenant
 from gateway.routes import FastJSON, FastRoute
 from gateway.schemas import (
     BatchCreated,
@@ -35,7 +36,7 @@ async def register_function(body: RegisterFunctionV1, request: Request) -> FastJ
     function refers to that workers may lack."""
     service = get_service(request)
     function_id, version, warnings = await service.register(
-        body.name, body.payload, body.requirements, body.py_modules
+        body.name, body.payload, body.requirements, body.py_modules, tenant=get_tenant(request)
     )
     view = {"function_id": function_id, "version": version, "warnings": warnings}
     return FastJSON(view, status_code=201)
@@ -44,34 +45,39 @@ async def register_function(body: RegisterFunctionV1, request: Request) -> FastJ
 @router.get("/functions", response_model=list[FunctionView])
 async def list_functions(request: Request) -> FastJSON:
     service = get_service(request)
-    return FastJSON([function_view(f) for f in await service.store.list_functions()])
+    functions = await service.store.list_functions(tenant=get_tenant(request).name)
+    return FastJSON([function_view(f) for f in functions])
 
 
 @router.get("/functions/{function_id}", response_model=FunctionView, responses=_ERRORS)
 async def get_function(function_id: str, request: Request) -> FastJSON:
     service = get_service(request)
-    return FastJSON(function_view(await service.get_function(function_id)))
+    return FastJSON(
+        function_view(await service.get_function(function_id, tenant=get_tenant(request)))
+    )
 
 
 @router.delete("/functions/{function_id}", status_code=204, responses=_ERRORS)
 async def delete_function(function_id: str, request: Request) -> Response:
     """Forget a function; tasks already queued for it may still run."""
     service = get_service(request)
-    record = await service.get_function(function_id)
-    await service.store.delete_function(record.function_id)
+    tenant = get_tenant(request)
+    record = await service.get_function(function_id, tenant=tenant)
+    await service.store.delete_function(record.function_id, tenant=tenant.name)
     return Response(status_code=204)
 
 
 @router.post("/tasks", status_code=201, response_model=TaskView, responses=_ERRORS)
 async def submit_task(body: ExecuteFunction, request: Request, wait: float = _WAIT) -> FastJSON:
     """Queue one call; with `wait`, answer when it ended: a synchronous call in one request."""
-    service = get_service(request)
+    service, tenant = get_service(request), get_tenant(request)
     task_id = new_id()
     with service.hub.watch([task_id]) as watch:  # before submitting: the end cannot be missed
-        accepted = await service.submit_call(body, task_id=task_id)
+        accepted = await service.submit_call(body, tenant=tenant, task_id=task_id)
         # An idempotency key may have returned an older task: that one is read first.
         fresh = watch if accepted == task_id else None
-        (record,) = await service.wait_many([accepted], service.clamp_wait(wait), watch=fresh)
+        wait_s = service.clamp_wait(wait)
+        (record,) = await service.wait_many([accepted], wait_s, tenant=tenant, watch=fresh)
     if record is None:
         raise TaskNotFound(accepted)
     return FastJSON(task_view(record), status_code=201)
@@ -82,7 +88,11 @@ async def submit_batch(body: ExecuteBatch, request: Request) -> FastJSON:
     """Queue many calls of one function in one atomic step."""
     service = get_service(request)
     task_ids = await service.submit(
-        body.function_id, body.payloads, deadline_s=body.deadline_s, max_attempts=body.max_attempts
+        body.function_id,
+        body.payloads,
+        deadline_s=body.deadline_s,
+        max_attempts=body.max_attempts,
+        tenant=get_tenant(request),
     )
     return FastJSON({"task_ids": task_ids}, status_code=201)
 
@@ -91,14 +101,17 @@ async def submit_batch(body: ExecuteBatch, request: Request) -> FastJSON:
 async def get_task(task_id: str, request: Request, wait: float = _WAIT) -> FastJSON:
     """Everything about a task: status, result, attempts, timestamps, worker, error."""
     service = get_service(request)
-    return FastJSON(task_view(await service.wait(task_id, service.clamp_wait(wait))))
+    record = await service.wait(task_id, service.clamp_wait(wait), tenant=get_tenant(request))
+    return FastJSON(task_view(record))
 
 
 @router.post("/tasks/wait", response_model=TaskList, responses=_ERRORS)
 async def wait_for_tasks(body: WaitForTasks, request: Request) -> FastJSON:
     """The tasks once all ended, or as they are after `wait` seconds. Unknown ids are 404."""
     service = get_service(request)
-    records = await service.wait_many(body.task_ids, body.wait, any_ended=body.any)
+    records = await service.wait_many(
+        body.task_ids, body.wait, tenant=get_tenant(request), any_ended=body.any
+    )
     for task_id, record in zip(body.task_ids, records, strict=True):
         if record is None:
             raise TaskNotFound(task_id)

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from common.tenants import parse_keys
 from controller.rbac import REQUIRED_RULES
 from controller.settings import ControllerSettings
 from dispatcher.settings import DispatcherSettings
@@ -39,7 +40,7 @@ VARIANTS = {
         "gateway.ingress.enabled=true", "gateway.ingress.host=faas.example.com",
         "gateway.ingress.tls.enabled=true", "gateway.ingress.tls.secretName=faas-tls",
         "redis.enabled=false", "externalRedis.url=redis://redis.example:6379/0",
-        "worker.slots=8", "controller.enabled=false",
+        "worker.slots=8", "controller.enabled=false", f"tenants.keys[0]=alice:{'a' * 64}",
     ],
     "push-no-controller": ["mode=push", "controller.enabled=false", "redis.storage.storageClassName=fast"],
     "pull-user-code": [
@@ -51,7 +52,8 @@ VARIANTS = {
         "redis.auth.existingSecret=redis-pw",
     ],
     "local-user-code": ["mode=local", "userCode.configMap=course-code", "networkPolicy.enabled=false"],
-    "push-link-secret": ["mode=push", "workerLink.existingSecret=faas-link-keys"],
+    "push-link-secret": ["mode=push", "workerLink.existingSecret=faas-link-keys",
+                         "tenants.existingSecret=faas-tenants"],
     "pull-plain-link": ["mode=pull", "workerLink.enabled=false"],
 }  # fmt: skip
 SETTINGS = {
@@ -199,6 +201,40 @@ def test_the_api_key_secret_is_generated_once_and_kept(helm: str) -> None:
     assert env_of(existing, "gateway")["FAAS_API_KEY"]["secretKeyRef"]["name"] == "mine"
 
 
+def test_the_tenants_keys_file_reaches_the_gateway_from_a_secret(helm: str) -> None:
+    lines = [f"alice:{'a' * 64}", f"bob:{'b' * 64}:50"]
+    docs = documents(helm, f"tenants.keys[0]={lines[0]}", f"tenants.keys[1]={lines[1]}",
+                     "tenants.maxUnfinishedTasks=7")  # fmt: skip
+    (secret,) = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == "faas-tenants"]
+    entries = parse_keys(secret["stringData"]["api-keys"])  # what the gateway will read
+    assert [(e.tenant.name, e.tenant.max_unfinished) for e in entries] == [
+        ("alice", None), ("bob", 50),
+    ]  # fmt: skip
+    env = env_of(docs, "gateway")
+    assert env["FAAS_API_KEYS_FILE"] == "/etc/faas/tenants/api-keys"
+    assert env["FAAS_MAX_UNFINISHED_TASKS"] == "7"
+    (gateway,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "faas-gateway"]
+    spec = pod_spec(gateway)
+    volume = next(v for v in spec["volumes"] if v["name"] == "tenants")
+    assert volume["secret"]["secretName"] == "faas-tenants"
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tenants"]
+    assert mount == {"name": "tenants", "mountPath": "/etc/faas/tenants", "readOnly": True}
+    assert gateway["spec"]["template"]["metadata"]["annotations"]["checksum/tenants"]
+    for component in ("dispatcher", "worker"):  # only the gateway ever sees the file
+        assert "FAAS_API_KEYS_FILE" not in env_of(docs, component)
+
+    existing = documents(helm, "tenants.existingSecret=mine", f"tenants.keys[0]={lines[0]}")
+    assert not [s for s in by_kind(existing, "Secret") if "tenants" in s["metadata"]["name"]]
+    (gateway,) = [
+        d for d in by_kind(existing, "Deployment") if d["metadata"]["name"] == "faas-gateway"
+    ]
+    volume = next(v for v in pod_spec(gateway)["volumes"] if v["name"] == "tenants")
+    assert volume["secret"]["secretName"] == "mine"
+
+    without = documents(helm)
+    assert "FAAS_API_KEYS_FILE" not in env_of(without, "gateway")
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
@@ -207,6 +243,8 @@ def test_the_api_key_secret_is_generated_once_and_kept(helm: str) -> None:
         (["workerPool.minReplicas=5", "workerPool.maxReplicas=2"], "minReplicas"),
         (["worker.terminationGracePeriodSeconds=10"], "drainTimeoutSeconds"),
         (["apiKey.existingSecret=x"], "apiKey.enabled=false"),
+        (["tenants.keys[0]=alice:not-a-hash"], "/tenants/keys/0"),
+        (["tenants.keys[0]=alice:{}".format("A" * 64)], "/tenants/keys/0"),
         (["gateway.ingress.tls.enabled=true"], "secretName"),
         (["mode=sideways"], "mode"),
         (["gateway.replicaz=3"], "replicaz"),

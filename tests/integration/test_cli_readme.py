@@ -109,3 +109,20 @@ def test_the_see_your_work_example(running: LocalPlatform, tmp_path: Path) -> No
     assert any("COMPLETED" in line for line in out[2:5]), done.stdout
     assert any("busy" in line for line in out), done.stdout
     assert any(line.startswith("queued ") for line in out), done.stdout
+
+
+@pytest.mark.skipif(not shutil.which("jq"), reason="needs jq")
+def test_the_tenants_example(tmp_path: Path) -> None:
+    """Keys made as the README says, a gateway started on their file, then alice's
+    function is hers: bob's key gets 'not found'."""
+    make_keys = run(["bash", "-euo", "pipefail", "-c", block("Tenants and API keys", "bash")],
+                    tmp_path, "unused")  # fmt: skip
+    assert make_keys.returncode == 0, make_keys.stderr
+    env = {"FAAS_API_KEYS_FILE": str(tmp_path / "api-keys")}
+    with make_platform(tmp_path / "platform", DispatchMode.LOCAL, slots=2, env=env) as platform:
+        script = block("Tenants and API keys", "bash", index=1)
+        done = run(["bash", "-euo", "pipefail", "-c", script], tmp_path, platform.url)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0].isdigit() and out[-1] == "bob: no such function", done.stdout
+    assert "not found" in done.stderr, done.stderr

@@ -124,7 +124,7 @@ def test_a_task_whose_workers_keep_dying_fails_after_max_attempts(redis_url: str
 def test_the_pending_list_is_found_again_after_a_crash(redis_url: str) -> None:
     async def scenario(store: Store) -> None:
         entry = await submit_one(store)
-        held = await store.read_queue(count=10, block_ms=None, pending=True)
+        held = await store.read_queue(count=10, block_ms=None, pending=True, nested=False)
         assert [e.task_id for e in held] == [entry.task_id]
         assert await store.queue_depth() == (0, 1)
 

@@ -95,3 +95,17 @@ def blob(size):
 
 def environment():
     return dict(os.environ)
+
+
+def pid():
+    return os.getpid()
+
+
+def hold(path, timeout_s=60.0):
+    """Runs until `path` exists (tests release it), so a task stays unfinished on cue."""
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return path

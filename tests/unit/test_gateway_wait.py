@@ -10,11 +10,13 @@ import uuid
 
 from common.models import TaskRecord, TaskStatus
 from common.store import Ended
+from common.tenants import DEFAULT_TENANT, Tenant
 from gateway.completions import CompletionHub
 from gateway.schemas import ExecuteFunction
 from gateway.service import TaskService
 from gateway.settings import GatewaySettings
 
+TENANT = Tenant(DEFAULT_TENANT)
 PAYLOAD = base64.b64encode(pickle.dumps(((), {}))).decode()
 
 
@@ -51,8 +53,10 @@ def test_a_task_that_ends_during_submit_is_answered_at_once_without_a_read() -> 
         task_id = str(uuid.uuid4())
         body = ExecuteFunction(function_id=str(uuid.uuid4()), payload=PAYLOAD)
         with hub.watch([task_id]) as watch:
-            accepted = await svc.submit_call(body, task_id=task_id)
-            (found,) = await asyncio.wait_for(svc.wait_many([accepted], 30, watch=watch), 2)
+            accepted = await svc.submit_call(body, tenant=TENANT, task_id=task_id)
+            (found,) = await asyncio.wait_for(
+                svc.wait_many([accepted], 30, tenant=TENANT, watch=watch), 2
+            )
         assert found is not None and found.status is TaskStatus.COMPLETED
         assert store.reads == []
 
@@ -64,7 +68,7 @@ def test_a_wait_that_times_out_answers_the_current_state_not_nothing() -> None:
         svc, store, hub = service()
         task_id = str(uuid.uuid4())
         with hub.watch([task_id]) as watch:
-            (found,) = await svc.wait_many([task_id], 0.05, watch=watch)
+            (found,) = await svc.wait_many([task_id], 0.05, tenant=TENANT, watch=watch)
         assert found is not None and found.status is TaskStatus.QUEUED
         assert store.reads == [[task_id]]
 

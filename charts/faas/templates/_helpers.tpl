@@ -84,6 +84,15 @@ tcp://{{ include "faas.fullname" . }}-dispatcher:{{ .Values.dispatcher.port }}
 {{- .Values.apiKey.existingSecret | default (printf "%s-api-key" (include "faas.fullname" .)) -}}
 {{- end -}}
 
+{{/* The Secret holding the tenants' keys file, or empty when there are no tenants. */}}
+{{- define "faas.tenantsSecret" -}}
+{{- if .Values.tenants.existingSecret -}}
+{{- .Values.tenants.existingSecret -}}
+{{- else if .Values.tenants.keys -}}
+{{- printf "%s-tenants" (include "faas.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The worker link's CURVE keys: "true" or empty. Local mode's dispatcher makes
 ephemeral keys for its own worker, so it needs no Secret. */}}
 {{- define "faas.workerLink" -}}
