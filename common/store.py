@@ -10,7 +10,8 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 ``<p>:task:<task_id>``     hash: ``function_id``, ``status``, ``attempt`` (1-based, the
                            current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
                            ``started_ms``, ``finished_ms``, ``worker``, ``error``,
-                           ``error_kind``, ``result`` (raw pickle bytes). Expires
+                           ``error_kind``, ``result`` (raw pickle bytes), ``entry``
+                           (id of its current queue entry, for cancel). Expires
                            ``result_ttl_s`` after it ends.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
@@ -27,13 +28,17 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            Kubernetes controller) saw die; the dispatcher re-queues their
                            attempts at once, ignoring reports older than the worker's
                            latest registration.
+``<p>:cancels``            list of task ids cancelled while QUEUED or RUNNING: the
+                           dispatcher drops them from what it read ahead and has the
+                           workers running them kill their attempts.
 ``<p>:done``               pub/sub channel: when a task ends, a msgpack array of its id
                            and its hash's fields (``result`` only if small), so waiters
                            need not read it again.
 
 State changes are Lua scripts in ``common/lua/`` (each documents its KEYS and ARGV):
 submit (hash + queue entry in one step), start, finish and requeue (both fenced by the
-attempt number, so a late result can never overwrite a terminal state).
+attempt number, so a late result can never overwrite a terminal state), and cancel.
+Every script that ends a task does so through `end_task` (publish_ended.lua).
 """
 
 from __future__ import annotations
@@ -138,6 +143,7 @@ class Keys:
         self.functions = f"{prefix}:functions"
         self.lease = f"{prefix}:lease"
         self.lost_workers = f"{prefix}:lost-workers"
+        self.cancels = f"{prefix}:cancels"
         self.done_channel = f"{prefix}:done"
 
     def function(self, function_id: str) -> str:
@@ -189,6 +195,7 @@ class Store:
         self._start = client.register_script(_load_script("start.lua"))
         self._finish = client.register_script(_load_script("finish.lua", publishes=True))
         self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
+        self._cancel = client.register_script(_load_script("cancel.lua", publishes=True))
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
 
@@ -365,6 +372,34 @@ class Store:
 
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
+
+    @_translated
+    async def cancel(self, task_ids: Sequence[str], *, failure: bytes, error: str) -> list[str]:
+        """End the tasks CANCELLED unless they already ended (see cancel.lua); returns
+        each one's status afterwards, '' for an unknown task."""
+        statuses = await self._cancel(
+            keys=[self.keys.queue, self.keys.cancels, *(self.keys.task(t) for t in task_ids)],
+            args=[
+                GROUP,
+                now_ms(),
+                self.result_ttl_s,
+                self.keys.done_channel,
+                self.inline_result_bytes,
+                failure,
+                error,
+                *task_ids,
+            ],
+        )
+        return [raw.decode() for raw in statuses]
+
+    @_translated
+    async def next_cancels(self, *, timeout_s: float, most: int = 1000) -> list[str]:
+        """Ids of tasks cancelled while QUEUED or RUNNING, waiting up to timeout_s for one."""
+        item = await self.redis.blpop([self.keys.cancels], timeout=timeout_s)
+        if item is None:
+            return []
+        more = await self.redis.lpop(self.keys.cancels, most - 1) if most > 1 else None
+        return [raw.decode() for raw in [item[1], *(more or [])]]
 
     # -- the dispatcher's side ---------------------------------------------------------
 

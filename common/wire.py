@@ -31,11 +31,13 @@ Dispatcher -> worker
              worker may forget it (until then it keeps it, to send again after a
              reconnect, so a result is never lost with a dispatcher)
   RESET      {}  "I do not know you": the worker must send HELLO again
+  CANCEL     {task_id, attempt}  the task was cancelled: drop it if it waits, kill its
+             slot if it runs (RESULT outcome `cancelled`); ignored if it already ended
 
 `outcome` is one of OUTCOMES: ok, error (the function raised), dependency (the
 function or its arguments need a module the worker cannot import), deadline (the
 slot was killed at the deadline), too_large (the result exceeded the cap), lost
-(the slot process died).
+(the slot process died), cancelled (dropped or killed after a CANCEL).
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ class Command(bytes, Enum):
     DRAIN = b"\x09"
     FETCH = b"\x0a"
     BUNDLE = b"\x0b"
+    CANCEL = b"\x10"
 
 
 MAX_BUNDLES = 64
-OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
+OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost", "cancelled"})
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
 _MAX_ID = 200
@@ -160,6 +163,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
         (2, 2),
     ),
     Command.RESET: ({}, {}, (0, 0)),
+    Command.CANCEL: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (0, 0)),
     Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),
     Command.BUNDLE: ({"digest": _DIGEST, "found": lambda v: isinstance(v, bool)}, {}, (1, 1)),
 }

@@ -34,10 +34,10 @@ end
 local ids = {}
 for i = 4, #KEYS do
   local j = 7 + (i - 4) * 2
+  local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1],
+    'd', ARGV[3], 'p', ARGV[j + 1])
   redis.call('HSET', KEYS[i], 'function_id', ARGV[1], 'status', 'QUEUED', 'attempt', 1,
-    'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2])
-  redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3],
-    'p', ARGV[j + 1])
+    'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2], 'entry', entry)
   ids[#ids + 1] = ARGV[j]
 end
 return ids
