@@ -9,7 +9,9 @@ Three concurrent loops share one ROUTER socket and one Store:
 - housekeep: renew the lease, heartbeat workers, declare silent workers dead and
          re-queue their attempts, end attempts whose worker never reported their
          deadline, and re-queue attempts held before a restart that no worker
-         claimed back.
+         claimed back;
+- watch two lists in the store: workers reported lost (re-queue their attempts)
+         and tasks cancelled (drop them from the backlog, CANCEL their workers).
 
 Only the holder of the Redis lease runs these loops. Local mode is the same
 machinery with one worker child process of its own, over ipc:// instead of TCP.
@@ -68,6 +70,7 @@ class Dispatcher:
         self._orphans: dict[str, QueueEntry] = {}
         self._orphan_holders: dict[str, str] = {}
         self._orphans_until = 0.0
+        self._cancelled_orphans: set[str] = set()  # kill them if a worker claims them
         self._ipc_path: str | None = None
         self._functions: OrderedDict[str, FunctionCode] = OrderedDict()
         self._credit = asyncio.Event()
@@ -127,7 +130,8 @@ class Dispatcher:
     async def _run_loops(self, stop: asyncio.Event) -> None:
         coroutines = [
             self._feed(), self._serve(), self._write(), self._housekeep(),
-            self._watch_lost_workers(),
+            self._watch("lost-worker reports", self.store.next_lost_worker, self._worker_lost),
+            self._watch("cancels", self.store.next_cancels, self._cancelled),
         ]  # fmt: skip
         if self._local_worker is not None:
             coroutines.append(self._watch_local_worker(self._local_worker))
@@ -515,12 +519,15 @@ class Dispatcher:
                 worker.tasks[flight.entry.task_id] = flight
             else:
                 lost.append((flight.entry, "its worker restarted without it"))
+        cancels = []
         for task_id, attempt in reported.items():
             orphan = self._orphans.get(task_id)
             if orphan is not None and orphan.attempt == attempt:
                 del self._orphans[task_id]
                 deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
                 worker.tasks[task_id] = InFlight(orphan, worker.worker_id, deadline_at)
+            elif task_id in self._cancelled_orphans:
+                cancels.append({"task_id": task_id, "attempt": attempt})
         # Held before a restart by this very worker, which no longer claims them: it
         # never got them, or they ended and were committed. Either way, not running.
         unclaimed = [t for t, w in self._orphan_holders.items()
@@ -533,6 +540,8 @@ class Dispatcher:
                     worker.worker_id, slots, len(worker.tasks))  # fmt: skip
         await self._reply(identity, wire.Command.WELCOME,
                           {"heartbeat_interval_s": self.settings.heartbeat_interval_s})  # fmt: skip
+        for cancel in cancels:
+            await self._reply(identity, wire.Command.CANCEL, cancel)
 
     async def _reply(
         self, identity: bytes, command: wire.Command, header: dict | None = None
@@ -627,32 +636,62 @@ class Dispatcher:
                          for e in self._orphans.values()]  # fmt: skip
                 self._orphans.clear()
                 self._orphan_holders.clear()
+                self._cancelled_orphans.clear()
             await self._settle(ended, lost)
             self._update_credit()
 
-    async def _watch_lost_workers(self) -> None:
-        """Reports from outside (the Kubernetes controller sees a pod die before the
-        heartbeat timeout does): forget the worker and re-queue its attempts now."""
+    async def _watch(
+        self,
+        what: str,
+        read: Callable[..., Awaitable[T | None]],
+        handle: Callable[[T], Awaitable[None]],
+    ) -> None:
+        """Block on a list in the store that other components push to, and handle
+        what arrives."""
         while not self._stopping:
             try:
-                report = await self.store.next_lost_worker(timeout_s=1.0)
+                item = await read(timeout_s=1.0)
             except StoreUnavailable as exc:
-                logger.warning("cannot read lost-worker reports: %s", exc)
+                logger.warning("cannot read %s: %s", what, exc)
                 await asyncio.sleep(1)
                 continue
-            if report is None:
-                continue
-            worker_id, reported_ms = report
-            worker = self.registry.workers.get(worker_id.encode())
-            if worker is None or reported_ms < worker.joined_at_ms:
-                logger.info("ignored a loss report for %s (unknown, or joined since)", worker_id)
-                continue
-            logger.warning("worker %s reported lost: re-queuing its %d tasks",
-                           worker_id, len(worker.tasks))  # fmt: skip
-            lost = [(f.entry, f"worker {worker_id} was reported lost")
-                    for f in self.registry.remove(worker.identity)]  # fmt: skip
-            await self._settle([], lost)
-            self._update_credit()
+            if item:
+                await handle(item)
+
+    async def _worker_lost(self, report: tuple[str, int]) -> None:
+        """Reports from outside (the Kubernetes controller sees a pod die before the
+        heartbeat timeout does): forget the worker and re-queue its attempts now."""
+        worker_id, reported_ms = report
+        worker = self.registry.workers.get(worker_id.encode())
+        if worker is None or reported_ms < worker.joined_at_ms:
+            logger.info("ignored a loss report for %s (unknown, or joined since)", worker_id)
+            return
+        logger.warning("worker %s reported lost: re-queuing its %d tasks",
+                       worker_id, len(worker.tasks))  # fmt: skip
+        lost = [(f.entry, f"worker {worker_id} was reported lost")
+                for f in self.registry.remove(worker.identity)]  # fmt: skip
+        await self._settle([], lost)
+        self._update_credit()
+
+    async def _cancelled(self, task_ids: list[str]) -> None:
+        """Tasks the store already ended CANCELLED (cancel.lua also deleted their queue
+        entries): drop what was read ahead, and have workers kill what runs. The
+        attempt stays in flight until its worker reports it (outcome `cancelled`,
+        re-queued as lost: requeue.lua finds the task ended and only drops it), so
+        the slot is not given new work before it is free."""
+        cancelled = set(task_ids)
+        if self._backlog:
+            self._backlog = deque(e for e in self._backlog if e.task_id not in cancelled)
+        for worker in list(self.registry.workers.values()):
+            for task_id in cancelled.intersection(worker.tasks):
+                attempt = worker.tasks[task_id].entry.attempt
+                await self._reply(
+                    worker.identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
+                )
+        for task_id in cancelled.intersection(self._orphans):
+            del self._orphans[task_id]
+            self._cancelled_orphans.add(task_id)
+        logger.info("%d tasks cancelled", len(cancelled))
 
     async def _renew_lease(self) -> None:
         ttl = self.settings.lease_ttl_s

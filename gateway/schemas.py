@@ -69,6 +69,12 @@ class WaitForTasks(_Strict):
     wait: float = Field(default=0, ge=0, description="seconds to wait for all to end")
 
 
+class CancelTasks(_Strict):
+    task_ids: list[str] = Field(
+        min_length=1, description="at most the gateway's max_wait_ids (10,000 by default)"
+    )
+
+
 class FunctionCreated(BaseModel):
     function_id: str
 
@@ -114,7 +120,7 @@ class TaskView(ResultView):
     started_at_ms: int | None
     finished_at_ms: int | None
     worker_id: str | None
-    error: str | None = Field(description="traceback or failure reason when FAILED")
+    error: str | None = Field(description="traceback or failure reason when FAILED or CANCELLED")
     error_kind: ErrorKind | None
 
 

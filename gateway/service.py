@@ -1,13 +1,15 @@
 """What the routes do, apart from HTTP: check payloads, apply defaults, submit,
-read tasks back and wait for them to end."""
+read tasks back, wait for them to end and cancel them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import pickle
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import CancelledError
 
 from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
@@ -27,7 +29,10 @@ from gateway.schemas import ExecuteFunction
 from gateway.settings import GatewaySettings
 
 READ_SLICE = 500
-"""Task records read per round trip when waiting on many (see `_read`)."""
+"""Task records read (or cancelled) per round trip when naming many (see `_read`)."""
+CANCELLED_ERROR = "CancelledError: the task was cancelled by request"
+"""The `error` of a cancelled task; its `result` is this as a pickled
+concurrent.futures.CancelledError, which any Python can unpickle."""
 
 
 class TaskService:
@@ -125,6 +130,30 @@ class TaskService:
             raise TaskNotFound(task_id)
         return record
 
+    async def cancel(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """Cancel tasks and return them as they are afterwards (once each, in order):
+        CANCELLED, or the end they already had. TaskNotFound if one is unknown, and
+        then none is cancelled."""
+        wanted = list(dict.fromkeys(self._checked_ids(task_ids)))
+        for task_id, record in zip(wanted, await self._read(wanted, with_result=False),
+                                   strict=True):  # fmt: skip
+            if record is None:
+                raise TaskNotFound(task_id)
+        failure = pickle.dumps(CancelledError(CANCELLED_ERROR))
+        for start in range(0, len(wanted), READ_SLICE):
+            chunk = wanted[start : start + READ_SLICE]
+            await self.store.cancel(chunk, failure=failure, error=CANCELLED_ERROR)
+        return [r for r in await self._read(wanted) if r is not None]
+
+    def _checked_ids(self, task_ids: Sequence[str]) -> list[str]:
+        """Canonical task ids; InvalidPayload beyond max_wait_ids of them in one request."""
+        if len(task_ids) > self.settings.max_wait_ids:
+            raise InvalidPayload(
+                f"task_ids holds {len(task_ids)} ids; at most {self.settings.max_wait_ids}"
+                " may be named in one request"
+            )
+        return [check_id(t, "task_id") for t in task_ids]
+
     def clamp_wait(self, wait_s: float) -> float:
         return max(0.0, min(wait_s, self.settings.max_wait_s))
 
@@ -138,12 +167,15 @@ class TaskService:
             raise TaskNotFound(task_id)
         return record
 
-    async def _read(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+    async def _read(
+        self, task_ids: Sequence[str], *, with_result: bool = True
+    ) -> list[TaskRecord | None]:
         """Records, read in slices: redis-py takes ~15 us per command to pack a pipeline,
         so one of 10,000 reads would hold the event loop for 150 ms."""
         records: list[TaskRecord | None] = []
         for start in range(0, len(task_ids), READ_SLICE):
-            records += await self.store.get_tasks(task_ids[start : start + READ_SLICE])
+            chunk = task_ids[start : start + READ_SLICE]
+            records += await self.store.get_tasks(chunk, with_result=with_result)
         return records
 
     async def wait_many(
@@ -155,12 +187,7 @@ class TaskService:
         subscription was lost, and at the timeout if it was never seen. Pass the
         `watch` registered before the tasks were submitted to skip the first read: it
         holds whatever ended since."""
-        if len(task_ids) > self.settings.max_wait_ids:
-            raise InvalidPayload(
-                f"task_ids holds {len(task_ids)} ids; at most {self.settings.max_wait_ids}"
-                " may be waited for in one request"
-            )
-        wanted = [check_id(t, "task_id") for t in task_ids]
+        wanted = self._checked_ids(task_ids)
         ids = set(wanted)
         deadline = time.monotonic() + self.clamp_wait(wait_s)
         found: dict[str, TaskRecord | None] = {}

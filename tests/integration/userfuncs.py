@@ -95,3 +95,13 @@ def blob(size):
 
 def environment():
     return dict(os.environ)
+
+
+def hold(release, marker=None):
+    """Write `marker` (if given) once running, then block until the file `release`
+    exists: a slot kept busy until the test lets it go."""
+    if marker:
+        record(marker, 0)
+    while not os.path.exists(release):
+        time.sleep(0.01)
+    return release
