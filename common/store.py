@@ -443,13 +443,13 @@ class Store:
         return entries
 
     @_translated
-    async def mark_started(self, started: Sequence[tuple[str, int, str]]) -> list[bool]:
-        """(task_id, attempt, worker_id) triples: QUEUED -> RUNNING, fenced by attempt."""
+    async def mark_started(self, started: Sequence[tuple[str, int, str]]) -> list[int]:
+        """(task_id, attempt, worker_id) triples: QUEUED -> RUNNING, fenced by attempt.
+        Per task 1 (started), 0 (left alone) or -1 (cancelled: the attempt must not run)."""
         args: list[Any] = [now_ms()]
         for _task_id, attempt, worker_id in started:
             args += [attempt, worker_id]
-        flags = await self._start(keys=[self.keys.task(t) for t, _, _ in started], args=args)
-        return [bool(flag) for flag in flags]
+        return await self._start(keys=[self.keys.task(t) for t, _, _ in started], args=args)
 
     @_translated
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:

@@ -577,7 +577,13 @@ class Dispatcher:
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
         received = [(w, w.handed_seq) for w in self.registry.workers.values()]
         if starts:
-            await self._retrying(lambda: self.store.mark_started(starts))
+            flags = await self._retrying(lambda: self.store.mark_started(starts))
+            # Sent while its cancel was on its way here: kill it now.
+            late = [
+                task_id for (task_id, _, _), flag in zip(starts, flags, strict=True) if flag < 0
+            ]
+            if late:
+                await self._cancelled(late)
         await self._settle(ended, lost)
         for worker, seq in received:
             if seq > worker.acked_seq:

@@ -6,6 +6,7 @@ and the SDK's map cancels what is outstanding on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -215,6 +216,23 @@ def test_the_sdk_cancels_and_raises_task_cancelled(one_slot: LocalPlatform) -> N
         other = remote.submit(60)
         views = client.cancel([other.id, task.id])
         assert [v["status"] for v in views] == ["CANCELLED", "CANCELLED"]
+
+
+def test_the_cli_cancels_tasks(one_slot: LocalPlatform, http: httpx.Client) -> None:
+    def faas(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "faas.cli", *args, "--url", one_slot.url]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    task = execute(http, register(http, userfuncs.nap), 60)
+    done = faas("cancel", task, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"task_id": task, "status": "CANCELLED"}]
+    assert faas("cancel", task).stdout.split() == [task, "CANCELLED"]
+    result = faas("result", task)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: task {task} CANCELLED: TaskCancelled"), result
+    unknown = faas("cancel", task, UNKNOWN_ID)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: 404"), unknown
 
 
 MAP_SCRIPT = """

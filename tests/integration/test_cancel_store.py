@@ -53,7 +53,7 @@ def test_an_attempt_held_by_the_dispatcher_leaves_its_pending_list(redis_url: st
         assert await cancel(store, entry.task_id) == ["CANCELLED"]
         assert await store.queue_depth() == (0, 0)
         assert await store.read_queue(count=10, block_ms=None, pending=True) == []
-        assert await store.mark_started([(entry.task_id, 1, "w1")]) == [False]
+        assert await store.mark_started([(entry.task_id, 1, "w1")]) == [-1], "kill it"
         assert await store.next_cancels(timeout_s=0.1) == [entry.task_id]
 
     run(redis_url, scenario)
