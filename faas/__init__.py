@@ -10,6 +10,7 @@ from faas.errors import (
     FaasClientError,
     GatewayUnreachable,
     ResultTimeout,
+    TaskCancelled,
     WorkerFailure,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "RemoteFunction",
     "ResultTimeout",
     "Task",
+    "TaskCancelled",
     "WorkerFailure",
     "wait_all",
 ]

@@ -24,8 +24,8 @@ import userfuncs
 
 from common.models import DispatchMode
 from common.store import Store
+from faas import TaskCancelled
 from faas.client import Client, loads
-from faas.errors import TaskCancelled
 from faas.platform import LocalPlatform
 from tests.conftest import (
     INTEGRATION_DIR,
