@@ -70,7 +70,6 @@ class Dispatcher:
         self._orphans: dict[str, QueueEntry] = {}
         self._orphan_holders: dict[str, str] = {}
         self._orphans_until = 0.0
-        self._cancelled_orphans: set[str] = set()  # kill them if a worker claims them
         self._ipc_path: str | None = None
         self._functions: OrderedDict[str, FunctionCode] = OrderedDict()
         self._credit = asyncio.Event()
@@ -519,15 +518,24 @@ class Dispatcher:
                 worker.tasks[flight.entry.task_id] = flight
             else:
                 lost.append((flight.entry, "its worker restarted without it"))
-        cancels = []
         for task_id, attempt in reported.items():
             orphan = self._orphans.get(task_id)
             if orphan is not None and orphan.attempt == attempt:
                 del self._orphans[task_id]
                 deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
                 worker.tasks[task_id] = InFlight(orphan, worker.worker_id, deadline_at)
-            elif task_id in self._cancelled_orphans:
-                cancels.append({"task_id": task_id, "attempt": attempt})
+        # Claimed but not held: its entry is gone (the task ended, was cancelled, or
+        # went back to the queue), so no result of it can commit. Kill it, before
+        # this worker can be sent anything, rather than let it hold a slot; a claim
+        # that is only an unacknowledged result is not running and is ignored.
+        stale = {t: a for t, a in reported.items() if t not in worker.tasks}
+        if stale:
+            logger.info("worker %s runs %d attempts no longer held: cancelling them",
+                        worker.worker_id, len(stale))  # fmt: skip
+        for task_id, attempt in stale.items():
+            await self._reply(
+                identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
+            )
         # Held before a restart by this very worker, which no longer claims them: it
         # never got them, or they ended and were committed. Either way, not running.
         unclaimed = [t for t, w in self._orphan_holders.items()
@@ -540,8 +548,6 @@ class Dispatcher:
                     worker.worker_id, slots, len(worker.tasks))  # fmt: skip
         await self._reply(identity, wire.Command.WELCOME,
                           {"heartbeat_interval_s": self.settings.heartbeat_interval_s})  # fmt: skip
-        for cancel in cancels:
-            await self._reply(identity, wire.Command.CANCEL, cancel)
 
     async def _reply(
         self, identity: bytes, command: wire.Command, header: dict | None = None
@@ -642,7 +648,6 @@ class Dispatcher:
                          for e in self._orphans.values()]  # fmt: skip
                 self._orphans.clear()
                 self._orphan_holders.clear()
-                self._cancelled_orphans.clear()
             await self._settle(ended, lost)
             self._update_credit()
 
@@ -695,8 +700,7 @@ class Dispatcher:
                     worker.identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
                 )
         for task_id in cancelled.intersection(self._orphans):
-            del self._orphans[task_id]
-            self._cancelled_orphans.add(task_id)
+            del self._orphans[task_id]  # a worker that claims it back is told to kill it
         logger.info("%d tasks cancelled", len(cancelled))
 
     async def _renew_lease(self) -> None:

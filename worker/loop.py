@@ -249,6 +249,7 @@ class WorkerLoop:
         error = f"cancelled: task {task_id} attempt {attempt} was cancelled by request"
         waiting = [j for j in self._waiting if (j.task_id, j.attempt) == (task_id, attempt)]
         for job in waiting:
+            logger.info("task %s: %s before it started", task_id, error)
             self._waiting.remove(job)
             self._report(JobResult(job, "cancelled", b"", error))
         result = self._pool.cancel(task_id, attempt, error)

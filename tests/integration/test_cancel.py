@@ -42,7 +42,9 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture(
-    scope="module", params=[DispatchMode.LOCAL, DispatchMode.PUSH], ids=lambda m: m.value
+    scope="module",
+    params=[DispatchMode.LOCAL, DispatchMode.PULL, DispatchMode.PUSH],
+    ids=lambda m: m.value,
 )
 def one_slot(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -288,3 +290,26 @@ def test_map_cancels_its_outstanding_tasks_on_ctrl_c(one_slot: LocalPlatform) ->
             proc.wait()
         reader.join(10)
         proc.stderr.close()
+
+
+def test_a_cancel_while_no_dispatcher_runs_kills_the_attempt_once_one_does(
+    tmp_path: Path,
+) -> None:
+    """The notice waits in the store; the restarted dispatcher has the worker that
+    still runs the attempt (and claims it back) kill it."""
+    with (
+        make_platform(tmp_path, DispatchMode.PULL, workers=1, slots=1) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        forever = execute(http, register(http, userfuncs.hold), str(tmp_path / "never"))
+        running_on(http, forever)
+        dispatcher = platform.dispatcher
+        assert dispatcher is not None and dispatcher.popen is not None
+        os.kill(dispatcher.popen.pid, signal.SIGKILL)
+        dispatcher.popen.wait(timeout=10)
+        assert cancel(http, forever)["status"] == "CANCELLED"
+        platform.start_dispatcher()
+        # The only slot runs the next task long before the held one's deadline (300 s).
+        after = execute(http, register(http, userfuncs.echo), "after")
+        assert until_ended(http, after, timeout_s=20)["status"] == "COMPLETED"
+        assert http.get(f"/v1/tasks/{forever}").json()["status"] == "CANCELLED"
