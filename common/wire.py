@@ -31,8 +31,9 @@ Dispatcher -> worker
              worker may forget it (until then it keeps it, to send again after a
              reconnect, so a result is never lost with a dispatcher)
   RESET      {}  "I do not know you": the worker must send HELLO again
-  CANCEL     {task_id, attempt}  the task was cancelled: drop it if it waits, kill its
-             slot if it runs (RESULT outcome `cancelled`); ignored if it already ended
+  CANCEL     {task_id, attempt}  the task was cancelled (or the attempt, claimed in a
+             HELLO, is no longer held): drop it if it waits, kill its slot if it runs
+             (RESULT outcome `cancelled`); ignored if it is not running
 
 `outcome` is one of OUTCOMES: ok, error (the function raised), dependency (the
 function or its arguments need a module the worker cannot import), deadline (the
