@@ -15,14 +15,15 @@ class TaskStatus(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
     @property
     def terminal(self) -> bool:
-        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class ErrorKind(StrEnum):
-    """Why a task FAILED; only `USER` means the user's function raised."""
+    """Why a task FAILED (or `CANCELLED`); only `USER` means the user's function raised."""
 
     USER = "user"
     DEADLINE = "deadline"
@@ -30,6 +31,7 @@ class ErrorKind(StrEnum):
     FUNCTION_MISSING = "function_missing"
     RESULT_TOO_LARGE = "result_too_large"
     DEPENDENCY = "dependency"
+    CANCELLED = "cancelled"
 
 
 class DispatchMode(StrEnum):

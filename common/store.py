@@ -13,7 +13,8 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 ``<p>:task:<task_id>``     hash: ``function_id``, ``tenant``, ``status``, ``attempt`` (1-based,
                            the current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
                            ``started_ms``, ``finished_ms``, ``worker``, ``error``,
-                           ``error_kind``, ``result`` (raw pickle bytes). Expires
+                           ``error_kind``, ``result`` (raw pickle bytes), ``entry``
+                           (id of its current queue entry, for cancel). Expires
                            ``result_ttl_s`` after it ends.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
@@ -44,13 +45,17 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            Kubernetes controller) saw die; the dispatcher re-queues their
                            attempts at once, ignoring reports older than the worker's
                            latest registration.
+``<p>:cancels``            list of task ids cancelled while QUEUED or RUNNING: the
+                           dispatcher drops them from what it read ahead and has the
+                           workers running them kill their attempts.
 ``<p>:done``               pub/sub channel: when a task ends, a msgpack array of its id
                            and its hash's fields (``result`` only if small), so waiters
                            need not read it again.
 
 State changes are Lua scripts in ``common/lua/`` (each documents its KEYS and ARGV):
 submit (hash + queue entry in one step), start, finish and requeue (both fenced by the
-attempt number, so a late result can never overwrite a terminal state).
+attempt number, so a late result can never overwrite a terminal state), and cancel.
+Every script that ends a task does so through `end_task` (publish_ended.lua).
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class Keys:
         self.unfinished = f"{prefix}:unfinished"
         self.lease = f"{prefix}:lease"
         self.lost_workers = f"{prefix}:lost-workers"
+        self.cancels = f"{prefix}:cancels"
         self.done_channel = f"{prefix}:done"
         self.status = f"{prefix}:status"
 
@@ -242,6 +248,7 @@ class Store:
         self._start = client.register_script(_load_script("start.lua"))
         self._finish = client.register_script(_load_script("finish.lua", publishes=True))
         self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
+        self._cancel = client.register_script(_load_script("cancel.lua", publishes=True))
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
         self._delete_function = client.register_script(_DELETE_FUNCTION)
@@ -502,6 +509,40 @@ class Store:
                 return found, None
         return found, (top, skip) if top is not None else None
 
+    @_translated
+    async def cancel(self, task_ids: Sequence[str], *, failure: bytes, error: str) -> list[str]:
+        """End the tasks CANCELLED unless they already ended (see cancel.lua); returns
+        each one's status afterwards, '' for an unknown task."""
+        statuses = await self._cancel(
+            keys=[
+                self.keys.queue,
+                self.keys.nested_queue,
+                self.keys.cancels,
+                self.keys.unfinished,
+                *(self.keys.task(t) for t in task_ids),
+            ],
+            args=[
+                GROUP,
+                now_ms(),
+                self.result_ttl_s,
+                self.keys.done_channel,
+                self.inline_result_bytes,
+                failure,
+                error,
+                *task_ids,
+            ],
+        )
+        return [raw.decode() for raw in statuses]
+
+    @_translated
+    async def next_cancels(self, *, timeout_s: float, most: int = 1000) -> list[str]:
+        """Ids of tasks cancelled while QUEUED or RUNNING, waiting up to timeout_s for one."""
+        item = await self.redis.blpop([self.keys.cancels], timeout=timeout_s)
+        if item is None:
+            return []
+        more = await self.redis.lpop(self.keys.cancels, most - 1) if most > 1 else None
+        return [raw.decode() for raw in [item[1], *(more or [])]]
+
     # -- the dispatcher's side ---------------------------------------------------------
 
     @_translated
@@ -561,13 +602,13 @@ class Store:
         return entries
 
     @_translated
-    async def mark_started(self, started: Sequence[tuple[str, int, str]]) -> list[bool]:
-        """(task_id, attempt, worker_id) triples: QUEUED -> RUNNING, fenced by attempt."""
+    async def mark_started(self, started: Sequence[tuple[str, int, str]]) -> list[int]:
+        """(task_id, attempt, worker_id) triples: QUEUED -> RUNNING, fenced by attempt.
+        Per task 1 (started), 0 (left alone) or -1 (cancelled: the attempt must not run)."""
         args: list[Any] = [now_ms()]
         for _task_id, attempt, worker_id in started:
             args += [attempt, worker_id]
-        flags = await self._start(keys=[self.keys.task(t) for t, _, _ in started], args=args)
-        return [bool(flag) for flag in flags]
+        return await self._start(keys=[self.keys.task(t) for t, _, _ in started], args=args)
 
     @_translated
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:

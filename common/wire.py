@@ -41,11 +41,14 @@ Dispatcher -> worker
   CALLED     {call_id, error?}  reply to CALL: the tasks are queued, or why not
   ENDED      {call_id, tasks: [[task_id, status, error_kind, error], ...]} + [result per
              task]: awaited tasks that ended (or are unknown: status "")
+  CANCEL     {task_id, attempt}  the task was cancelled (or the attempt, claimed in a
+             HELLO, is no longer held): drop it if it waits, kill its slot if it runs
+             (RESULT outcome `cancelled`); ignored if it is not running
 
 `outcome` is one of OUTCOMES: ok, error (the function raised), dependency (the
 function or its arguments need a module the worker cannot import), deadline (the
 slot was killed at the deadline), too_large (the result exceeded the cap), lost
-(the slot process died).
+(the slot process died), cancelled (dropped or killed after a CANCEL).
 """
 
 from __future__ import annotations
@@ -81,10 +84,11 @@ class Command(bytes, Enum):
     SLOTS = b"\x0e"
     CALLED = b"\x0f"
     ENDED = b"\x10"
+    CANCEL = b"\x11"
 
 
 MAX_BUNDLES = 64
-OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
+OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost", "cancelled"})
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
 MAX_CALL_TASKS = 10_000
@@ -196,6 +200,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
         (2, 2),
     ),
     Command.RESET: ({}, {}, (0, 0)),
+    Command.CANCEL: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (0, 0)),
     Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),
     Command.BUNDLE: ({"digest": _DIGEST, "found": lambda v: isinstance(v, bool)}, {}, (1, 1)),
     Command.CALL: (

@@ -9,7 +9,9 @@ Three concurrent loops share one ROUTER socket and one Store:
 - housekeep: renew the lease, heartbeat workers, declare silent workers dead and
          re-queue their attempts, end attempts whose worker never reported their
          deadline, and re-queue attempts held before a restart that no worker
-         claimed back.
+         claimed back;
+- watch two lists in the store: workers reported lost (re-queue their attempts)
+         and tasks cancelled (drop them from the backlog, CANCEL their workers).
 
 Only the holder of the Redis lease runs these loops. Local mode is the same
 machinery with one worker child process of its own, over ipc:// instead of TCP.
@@ -28,6 +30,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 import zmq
@@ -103,6 +106,8 @@ class Dispatcher:
         self.ended = EndedPerMinute()
         self.waiters = Waiters()  # nested calls' AWAITs
         self._children_queued = True  # the nested stream may hold entries: read it first
+        # Children of the attempts running now (nested calls), cancelled with them.
+        self._children: dict[str, list[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -132,7 +137,8 @@ class Dispatcher:
     async def _run_loops(self, stop: asyncio.Event) -> None:
         coroutines = [
             self._feed(), self._serve(), self._write(), self._housekeep(),
-            self._watch_lost_workers(),
+            self._watch("lost-worker reports", self.store.next_lost_worker, self._worker_lost),
+            self._watch("cancels", self.store.next_cancels, self._cancelled),
         ]  # fmt: skip
         if self._local_worker is not None:
             coroutines.append(self._watch_local_worker(self._local_worker))
@@ -556,6 +562,18 @@ class Dispatcher:
                 del self._orphans[task_id]
                 deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
                 worker.tasks[task_id] = InFlight(orphan, worker.worker_id, deadline_at)
+        # Claimed but not held: its entry is gone (the task ended, was cancelled, or
+        # went back to the queue), so no result of it can commit. Kill it, before
+        # this worker can be sent anything, rather than let it hold a slot; a claim
+        # that is only an unacknowledged result is not running and is ignored.
+        stale = {t: a for t, a in reported.items() if t not in worker.tasks}
+        if stale:
+            logger.info("worker %s runs %d attempts no longer held: cancelling them",
+                        worker.worker_id, len(stale))  # fmt: skip
+        for task_id, attempt in stale.items():
+            await self._reply(
+                identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
+            )
         # Held before a restart by this very worker, which no longer claims them: it
         # never got them, or they ended and were committed. Either way, not running.
         unclaimed = [t for t, w in self._orphan_holders.items()
@@ -619,6 +637,7 @@ class Dispatcher:
         except FunctionNotFound:
             return f"function {h['function_id']} not found"
         self._children_queued = True
+        self._children.setdefault(h["parent"], []).extend(h["task_ids"])
         return ""
 
     async def _answer_ended(self, task_ids: list[str]) -> None:
@@ -675,7 +694,13 @@ class Dispatcher:
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
         received = [(w, w.handed_seq) for w in self.registry.workers.values()]
         if starts:
-            await self._retrying(lambda: self.store.mark_started(starts))
+            flags = await self._retrying(lambda: self.store.mark_started(starts))
+            # Sent while its cancel was on its way here: kill it now.
+            late = [
+                task_id for (task_id, _, _), flag in zip(starts, flags, strict=True) if flag < 0
+            ]
+            if late:
+                await self._cancelled(late)
         await self._settle(ended, lost)
         for worker, seq in received:
             if seq > worker.acked_seq:
@@ -687,6 +712,7 @@ class Dispatcher:
         if ended:
             committed = await self._retrying(lambda: self.store.finish(ended))
             for outcome, done in zip(ended, committed, strict=True):
+                self._children.pop(outcome.task_id, None)
                 if done:
                     self.ended.add(outcome.status.value)
                     if outcome.task_id in self.waiters:
@@ -768,29 +794,63 @@ class Dispatcher:
         except StoreUnavailable as exc:
             logger.debug("status not published: %s", exc)
 
-    async def _watch_lost_workers(self) -> None:
-        """Reports from outside (the Kubernetes controller sees a pod die before the
-        heartbeat timeout does): forget the worker and re-queue its attempts now."""
+    async def _watch(
+        self,
+        what: str,
+        read: Callable[..., Awaitable[T | None]],
+        handle: Callable[[T], Awaitable[None]],
+    ) -> None:
+        """Block on a list in the store that other components push to, and handle
+        what arrives."""
         while not self._stopping:
             try:
-                report = await self.store.next_lost_worker(timeout_s=1.0)
+                item = await read(timeout_s=1.0)
             except StoreUnavailable as exc:
-                logger.warning("cannot read lost-worker reports: %s", exc)
+                logger.warning("cannot read %s: %s", what, exc)
                 await asyncio.sleep(1)
                 continue
-            if report is None:
-                continue
-            worker_id, reported_ms = report
-            worker = self.registry.workers.get(worker_id.encode())
-            if worker is None or reported_ms < worker.joined_at_ms:
-                logger.info("ignored a loss report for %s (unknown, or joined since)", worker_id)
-                continue
-            logger.warning("worker %s reported lost: re-queuing its %d tasks",
-                           worker_id, len(worker.tasks))  # fmt: skip
-            lost = [(f.entry, f"worker {worker_id} was reported lost")
-                    for f in self.registry.remove(worker.identity)]  # fmt: skip
-            await self._settle([], lost)
-            self._update_credit()
+            if item:
+                await handle(item)
+
+    async def _worker_lost(self, report: tuple[str, int]) -> None:
+        """Reports from outside (the Kubernetes controller sees a pod die before the
+        heartbeat timeout does): forget the worker and re-queue its attempts now."""
+        worker_id, reported_ms = report
+        worker = self.registry.workers.get(worker_id.encode())
+        if worker is None or reported_ms < worker.joined_at_ms:
+            logger.info("ignored a loss report for %s (unknown, or joined since)", worker_id)
+            return
+        logger.warning("worker %s reported lost: re-queuing its %d tasks",
+                       worker_id, len(worker.tasks))  # fmt: skip
+        lost = [(f.entry, f"worker {worker_id} was reported lost")
+                for f in self.registry.remove(worker.identity)]  # fmt: skip
+        await self._settle([], lost)
+        self._update_credit()
+
+    async def _cancelled(self, task_ids: list[str]) -> None:
+        """Tasks the store already ended CANCELLED (cancel.lua also deleted their queue
+        entries): drop what was read ahead, and have workers kill what runs. The
+        attempt stays in flight until its worker reports it (outcome `cancelled`,
+        re-queued as lost: requeue.lua finds the task ended and only drops it), so
+        the slot is not given new work before it is free."""
+        cancelled = set(task_ids)
+        if children := [c for t in cancelled for c in self._children.pop(t, ())]:
+            # Cancelled with their parent: they push notices of their own, so
+            # grandchildren follow.
+            error = "CancelledError: its parent task was cancelled"
+            failure = outcomes.failure(CancelledError(error))
+            await self._retrying(lambda: self.store.cancel(children, failure=failure, error=error))
+        if self._backlog:
+            self._backlog = deque(e for e in self._backlog if e.task_id not in cancelled)
+        for worker in list(self.registry.workers.values()):
+            for task_id in cancelled.intersection(worker.tasks):
+                attempt = worker.tasks[task_id].entry.attempt
+                await self._reply(
+                    worker.identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
+                )
+        for task_id in cancelled.intersection(self._orphans):
+            del self._orphans[task_id]  # a worker that claims it back is told to kill it
+        logger.info("%d tasks cancelled", len(cancelled))
 
     async def _renew_lease(self) -> None:
         ttl = self.settings.lease_ttl_s

@@ -10,6 +10,7 @@ from faas.errors import (
     FaasClientError,
     GatewayUnreachable,
     ResultTimeout,
+    TaskCancelled,
     WorkerFailure,
 )
 from faas.nested import NestedCallError
@@ -23,6 +24,7 @@ __all__ = [
     "RemoteFunction",
     "ResultTimeout",
     "Task",
+    "TaskCancelled",
     "WorkerFailure",
     "wait_all",
 ]

@@ -116,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (call, res, task):
         cmd.add_argument("--raw", action="store_true", help="the result as base64 pickle text")
     command("status", "print a task's status", _status).add_argument("task_id")
+    cancel = command(
+        "cancel",
+        "cancel tasks; prints each one's status afterwards",
+        _cancel,
+        description="Cancel tasks: a queued one never starts, a running one is killed. "
+        "Prints each task's status afterwards: CANCELLED, or the end it already had "
+        "(cancelling an ended task changes nothing).",
+    )
+    cancel.add_argument("task_ids", nargs="+", metavar="TASK")
     command("functions", "list registered functions", _functions)
     ps = command("ps", "list the newest tasks", _ps)
     ps.add_argument("--status", type=str.upper,
@@ -255,7 +264,7 @@ def _print_outcome(args: argparse.Namespace, view: dict[str, Any]) -> None:
         if view["status"] != "COMPLETED":
             sys.exit(1)
         return
-    if view["status"] not in ("COMPLETED", "FAILED"):
+    if view["status"] not in ("COMPLETED", "FAILED", "CANCELLED"):
         raise CliError(f"task {view['task_id']} is still {view['status']}")
     if args.raw or view["status"] == "COMPLETED":
         print(decoded(view, raw=args.raw))
@@ -265,12 +274,20 @@ def _print_outcome(args: argparse.Namespace, view: dict[str, Any]) -> None:
     try:
         unwrap(view)
     except Exception as exc:
-        raise CliError(f"task {view['task_id']} FAILED: {type(exc).__name__}: {exc}") from None
+        raise CliError(
+            f"task {view['task_id']} {view['status']}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _status(args: argparse.Namespace) -> None:
     status = _client(args).task(args.task_id).status()
     _emit(args, status, {"task_id": args.task_id, "status": status})
+
+
+def _cancel(args: argparse.Namespace) -> None:
+    views = _client(args).cancel(args.task_ids)
+    human = "\n".join(f"{v['task_id']}  {v['status']}" for v in views)
+    _emit(args, human, [{"task_id": v["task_id"], "status": v["status"]} for v in views])
 
 
 def _task(args: argparse.Namespace) -> None:

@@ -6,7 +6,8 @@
     square(7)                        # 49, one synchronous request
     task = square.submit(8)          # returns at once
     task.result(timeout=10)          # 64, long-polls
-    square.map(range(1000))          # batched, with a progress bar
+    task.cancel()                    # a no-op once it ended
+    square.map(range(1000))          # batched, with a progress bar; Ctrl-C cancels
 
 Functions are pickled with cloudpickle *by value* (their module's code travels
 with them), so workers need only the libraries the function imports.
@@ -19,6 +20,7 @@ import contextlib
 import io
 import os
 import pickle
+import sys
 import time
 import types
 import uuid
@@ -33,11 +35,18 @@ import cloudpickle
 import httpx
 from tqdm import tqdm
 
-from faas.errors import ApiError, FaasClientError, GatewayUnreachable, ResultTimeout, WorkerFailure
+from faas.errors import (
+    ApiError,
+    FaasClientError,
+    GatewayUnreachable,
+    ResultTimeout,
+    TaskCancelled,
+    WorkerFailure,
+)
 from faas.modules import user_modules
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-_TERMINAL = ("COMPLETED", "FAILED")
+_TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 _POLL_S = 30.0  # one long-poll request; the gateway may cap it lower
 
 
@@ -194,6 +203,14 @@ class Client:
     def functions(self) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/functions")
 
+    def cancel(self, task_ids: Iterable[str], *, chunk: int = 1000) -> list[dict[str, Any]]:
+        """Cancel tasks; their views afterwards: CANCELLED, or the end they already had
+        (cancelling an ended task changes nothing). ApiError 404 if one is unknown."""
+        views: list[dict[str, Any]] = []
+        for ids in _chunks(iter(task_ids), chunk):
+            views += self.request("POST", "/v1/tasks/cancel", json={"task_ids": ids})["tasks"]
+        return views
+
 
 class RemoteFunction:
     """A registered function. Call it like the local one, or submit and wait later."""
@@ -249,10 +266,16 @@ class RemoteFunction:
         view = self.client.request("POST", "/execute_function", json=body)
         return Task(self.client, view["task_id"])
 
-    def submit_many(self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
-                    *, batch_size: int = 1000) -> list[Task]:  # fmt: skip
-        """Submit (args, kwargs) pairs in batches; one request per batch."""
-        tasks: list[Task] = []
+    def submit_many(
+        self,
+        calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        batch_size: int = 1000,
+        into: list[Task] | None = None,
+    ) -> list[Task]:
+        """Submit (args, kwargs) pairs in batches; one request per batch. Tasks are
+        appended to `into` (if given) as each batch is accepted."""
+        tasks: list[Task] = [] if into is None else into
         for chunk in _chunks(iter(calls), batch_size):
             body = {"function_id": self.id, "payloads": [dumps(c) for c in chunk], **self._options}
             ids = self.client.request("POST", "/v1/tasks/batch", json=body)["task_ids"]
@@ -267,11 +290,18 @@ class RemoteFunction:
         return_exceptions: bool = False,
         batch_size: int = 1000,
     ) -> list[Any]:
-        """Like `list(map(fn, *iterables))`, run remotely; results in input order."""
+        """Like `list(map(fn, *iterables))`, run remotely; results in input order.
+        Ctrl-C cancels the tasks not yet ended, says so in one line on stderr and
+        raises KeyboardInterrupt."""
         calls = ((args, {}) for args in zip(*iterables, strict=False))
-        tasks = self.submit_many(calls, batch_size=batch_size)
-        return wait_all(tasks, timeout=timeout, progress=progress,
-                        return_exceptions=return_exceptions, desc=self.name)  # fmt: skip
+        tasks: list[Task] = []
+        try:
+            self.submit_many(calls, batch_size=batch_size, into=tasks)
+            return wait_all(tasks, timeout=timeout, progress=progress,
+                            return_exceptions=return_exceptions, desc=self.name)  # fmt: skip
+        except KeyboardInterrupt:
+            _cancel_outstanding(self.client, tasks)
+            raise KeyboardInterrupt from None  # the cancel's context is noise here
 
 
 class Task:
@@ -313,14 +343,24 @@ class Task:
 
     def result(self, timeout: float | None = None) -> Any:
         """The value; raises the function's own exception, WorkerFailure for other
-        failures, ResultTimeout if the task has not ended within `timeout` seconds."""
+        failures, TaskCancelled if it was cancelled, ResultTimeout if the task has
+        not ended within `timeout` seconds."""
         return unwrap(self.wait(timeout))
+
+    def cancel(self) -> dict[str, Any]:
+        """Cancel the task: queued, it never starts; running, it is killed. Returns its
+        view afterwards: CANCELLED, or the end it already had (then nothing changes)."""
+        view = self.client.request("DELETE", f"/v1/tasks/{self.id}")
+        self._view = view if view["status"] in _TERMINAL else None
+        return view
 
 
 def unwrap(view: dict[str, Any]) -> Any:
     """Value of a finished task view, or raise what it failed with."""
     if view["status"] == "COMPLETED":
         return loads(view["result"])
+    if view["status"] == "CANCELLED":
+        raise TaskCancelled(view["task_id"])
     if view.get("error_kind") == "user" and view.get("result"):
         exc = loads(view["result"])
         if isinstance(exc, BaseException):
@@ -378,6 +418,18 @@ def _is_uuid(text: str) -> bool:
         return str(uuid.UUID(text)) == text.lower()
     except ValueError:
         return False
+
+
+def _cancel_outstanding(client: Client, tasks: list[Task]) -> None:
+    """After Ctrl-C: cancel what has not ended and say how many, in one line. A
+    failure to cancel is one line too (the user interrupted; no traceback)."""
+    try:
+        views = client.cancel([t.id for t in tasks]) if tasks else []
+    except FaasClientError as exc:
+        print(f"could not cancel the outstanding tasks: {exc}", file=sys.stderr)
+        return
+    cancelled = sum(1 for v in views if v["status"] == "CANCELLED")
+    print(f"cancelled {cancelled} outstanding tasks", file=sys.stderr, flush=True)
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
+
 
 class FaasClientError(Exception):
     """Base of the SDK's own errors."""
@@ -42,3 +44,12 @@ class WorkerFailure(FaasClientError):
 
 class ResultTimeout(FaasClientError, TimeoutError):
     """The task did not end within the time the caller was willing to wait."""
+
+
+class TaskCancelled(FaasClientError, CancelledError):
+    """The task was cancelled (`Task.cancel`, `Client.cancel`, `faas cancel`) before it
+    ended: it has no result."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} was cancelled")
+        self.task_id = task_id

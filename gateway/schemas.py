@@ -74,6 +74,12 @@ class WaitForTasks(_Strict):
     )
 
 
+class CancelTasks(_Strict):
+    task_ids: list[str] = Field(
+        min_length=1, description="at most the gateway's max_wait_ids (10,000 by default)"
+    )
+
+
 class FunctionCreated(BaseModel):
     function_id: str
 
@@ -120,7 +126,7 @@ class TaskView(ResultView):
     started_at_ms: int | None
     finished_at_ms: int | None
     worker_id: str | None
-    error: str | None = Field(description="traceback or failure reason when FAILED")
+    error: str | None = Field(description="traceback or failure reason when FAILED or CANCELLED")
     error_kind: ErrorKind | None
 
 

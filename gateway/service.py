@@ -1,14 +1,16 @@
 """What the routes do, apart from HTTP: check payloads, apply defaults, submit,
-read tasks back and wait for them to end. Every call acts for one tenant: another
-tenant's function or task is answered exactly like an unknown id."""
+read tasks back, wait for them to end and cancel them. Every call acts for one
+tenant: another tenant's function or task is answered exactly like an unknown id."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import pickle
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import CancelledError
 
 from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
@@ -29,7 +31,10 @@ from gateway.schemas import ExecuteFunction
 from gateway.settings import GatewaySettings
 
 READ_SLICE = 500
-"""Task records read per round trip when waiting on many (see `_read`)."""
+"""Task records read (or cancelled) per round trip when naming many (see `_read`)."""
+CANCELLED_ERROR = "CancelledError: the task was cancelled by request"
+"""The `error` of a cancelled task; its `result` is this as a pickled
+concurrent.futures.CancelledError, which any Python can unpickle."""
 COALESCE_S = 0.1
 """How long a wait for any task lingers after the first end, to gather more."""
 
@@ -141,6 +146,30 @@ class TaskService:
             raise TaskNotFound(task_id)
         return record
 
+    async def cancel(self, task_ids: Sequence[str], *, tenant: Tenant) -> list[TaskRecord]:
+        """Cancel tasks and return them as they are afterwards (once each, in order):
+        CANCELLED, or the end they already had. TaskNotFound if one is unknown (or
+        another tenant's), and then none is cancelled."""
+        wanted = list(dict.fromkeys(self._checked_ids(task_ids)))
+        for task_id, record in zip(wanted, await self._read(wanted, with_result=False),
+                                   strict=True):  # fmt: skip
+            if _owned(record, tenant) is None:
+                raise TaskNotFound(task_id)
+        failure = pickle.dumps(CancelledError(CANCELLED_ERROR))
+        for start in range(0, len(wanted), READ_SLICE):
+            chunk = wanted[start : start + READ_SLICE]
+            await self.store.cancel(chunk, failure=failure, error=CANCELLED_ERROR)
+        return [r for r in await self._read(wanted) if r is not None]
+
+    def _checked_ids(self, task_ids: Sequence[str]) -> list[str]:
+        """Canonical task ids; InvalidPayload beyond max_wait_ids of them in one request."""
+        if len(task_ids) > self.settings.max_wait_ids:
+            raise InvalidPayload(
+                f"task_ids holds {len(task_ids)} ids; at most {self.settings.max_wait_ids}"
+                " may be named in one request"
+            )
+        return [check_id(t, "task_id") for t in task_ids]
+
     def clamp_wait(self, wait_s: float) -> float:
         return max(0.0, min(wait_s, self.settings.max_wait_s))
 
@@ -154,12 +183,15 @@ class TaskService:
             raise TaskNotFound(task_id)
         return record
 
-    async def _read(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+    async def _read(
+        self, task_ids: Sequence[str], *, with_result: bool = True
+    ) -> list[TaskRecord | None]:
         """Records, read in slices: redis-py takes ~15 us per command to pack a pipeline,
         so one of 10,000 reads would hold the event loop for 150 ms."""
         records: list[TaskRecord | None] = []
         for start in range(0, len(task_ids), READ_SLICE):
-            records += await self.store.get_tasks(task_ids[start : start + READ_SLICE])
+            chunk = task_ids[start : start + READ_SLICE]
+            records += await self.store.get_tasks(chunk, with_result=with_result)
         return records
 
     async def wait_many(
@@ -179,12 +211,7 @@ class TaskService:
         `watch` registered before the tasks were submitted to skip the first read: it
         holds whatever ended since. With `any_ended`, answer once one has ended, after
         `COALESCE_S` more to gather those that end with it."""
-        if len(task_ids) > self.settings.max_wait_ids:
-            raise InvalidPayload(
-                f"task_ids holds {len(task_ids)} ids; at most {self.settings.max_wait_ids}"
-                " may be waited for in one request"
-            )
-        wanted = [check_id(t, "task_id") for t in task_ids]
+        wanted = self._checked_ids(task_ids)
         ids = set(wanted)
         deadline = time.monotonic() + self.clamp_wait(wait_s)
         found: dict[str, TaskRecord | None] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import payloads
-from common.models import FunctionRecord, TaskRecord
+from common.models import FunctionRecord, TaskRecord, TaskStatus
 
 
 def result_text(record: TaskRecord) -> str | None:
@@ -14,17 +14,27 @@ def result_text(record: TaskRecord) -> str | None:
     return payloads.encode(record.result)
 
 
+def course_status(record: TaskRecord) -> TaskStatus:
+    """The course API knows no CANCELLED: there a cancelled task is FAILED, its result
+    the pickled CancelledError, which is what its clients expect of a failure."""
+    return TaskStatus.FAILED if record.status is TaskStatus.CANCELLED else record.status
+
+
 def status_view(record: TaskRecord) -> dict[str, Any]:
-    return {"task_id": record.task_id, "status": record.status.value}
+    """The course API's `/status` answer."""
+    return {"task_id": record.task_id, "status": course_status(record).value}
 
 
 def result_view(record: TaskRecord) -> dict[str, Any]:
+    """The course API's `/result` answer."""
     return {**status_view(record), "result": result_text(record)}
 
 
 def task_view(record: TaskRecord) -> dict[str, Any]:
     return {
-        **result_view(record),
+        "task_id": record.task_id,
+        "status": record.status.value,
+        "result": result_text(record),
         "function_id": record.function_id,
         "attempt": record.attempt,
         "max_attempts": record.max_attempts,

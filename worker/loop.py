@@ -61,6 +61,7 @@ class WorkerLoop:
         )
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
         self._waiting: deque[Job] = deque()
+        self._cancels: list[tuple[str, int]] = []  # (task_id, attempt) to drop or kill
         environments = Environments(
             settings.env_dir,
             index_url=settings.pip_index_url or None,
@@ -183,6 +184,10 @@ class WorkerLoop:
                     self._report(result)
         for result in self._pool.expire(now):
             self._report(result)
+        # After the slots' pipes are read: a killed slot's replacement may reuse its fd.
+        cancels, self._cancels = self._cancels, []
+        for task_id, attempt in cancels:
+            self._cancel(task_id, attempt)
         if self._pool.trim(now):
             self._slots_changed()
         self._start_waiting()
@@ -234,6 +239,8 @@ class WorkerLoop:
             )
             self._waiting.append(job)
             self._start_waiting()
+        elif msg.command == wire.Command.CANCEL:
+            self._cancels.append((msg.header["task_id"], msg.header["attempt"]))
         elif msg.command == wire.Command.RESET:
             logger.info("dispatcher does not know this worker: registering again")
             self._disconnect()
@@ -281,6 +288,19 @@ class WorkerLoop:
             self._announced_slots = self._pool.size
             self._send(wire.Command.SLOTS, {"slots": self._pool.size})
         self._announce_credits()
+
+    def _cancel(self, task_id: str, attempt: int) -> None:
+        """Drop the attempt if it waits, kill its slot if it runs; either way report
+        it, which frees its place at the dispatcher. Nothing if it already ended."""
+        error = f"cancelled: task {task_id} attempt {attempt} was cancelled by request"
+        waiting = [j for j in self._waiting if (j.task_id, j.attempt) == (task_id, attempt)]
+        for job in waiting:
+            logger.info("task %s: %s before it started", task_id, error)
+            self._waiting.remove(job)
+            self._report(JobResult(job, "cancelled", b"", error))
+        result = self._pool.cancel(task_id, attempt, error)
+        if result is not None:
+            self._report(result)
 
     def _forget_acked(self, acked: int) -> None:
         while self._unacked and next(iter(self._unacked)) <= acked:

@@ -237,6 +237,15 @@ class SlotPool:
                 results.append(result)
         return results
 
+    def cancel(self, task_id: str, attempt: int, error: str) -> JobResult | None:
+        """Kill the slot running that attempt (it is replaced, like at a deadline);
+        None if no slot runs it."""
+        for fd, s in self._slots.items():
+            if s.job is not None and (s.job.task_id, s.job.attempt) == (task_id, attempt):
+                s.process.kill()
+                return self._replace(fd, "cancelled", error)
+        return None
+
     def next_deadline(self) -> float | None:
         deadlines = [s.job.deadline_at for s in self._slots.values() if s.job is not None]
         return min(deadlines, default=None)

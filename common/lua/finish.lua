@@ -14,20 +14,16 @@ ARGV[9]  TTL of the finished task in seconds (0: keep forever)
 ARGV[10] notification channel <p>:done
 ARGV[11] task_id
 ARGV[12] largest result published inline (bytes)
-Returns 1 if committed; 0 if the task is unknown, already terminal, or at another
-attempt (a late result from a worker presumed dead), in which case nothing changes.
+Returns 1 if committed; 0 if the task is unknown, already terminal (a cancelled task
+too), or at another attempt (a late result from a worker presumed dead), in which case
+nothing changes.
 ]]
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt')
-if not h[1] or h[1] == 'COMPLETED' or h[1] == 'FAILED' or h[2] ~= ARGV[3] then
+if not h[1] or TERMINAL[h[1]] or h[2] ~= ARGV[3] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'result', ARGV[5], 'error', ARGV[6],
-  'error_kind', ARGV[7], 'finished_ms', ARGV[8])
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
-uncount(KEYS[1], KEYS[3])
-if tonumber(ARGV[9]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[9])
-end
-publish_ended(KEYS[1], ARGV[10], ARGV[11], tonumber(ARGV[12]))
+end_task(KEYS[1], KEYS[3], {'status', ARGV[4], 'result', ARGV[5], 'error', ARGV[6],
+  'error_kind', ARGV[7], 'finished_ms', ARGV[8]}, ARGV[9], ARGV[10], ARGV[11], ARGV[12])
 return 1

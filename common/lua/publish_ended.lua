@@ -1,8 +1,14 @@
---[[ publish_ended.lua: prepended to the scripts that end a task (finish, requeue).
-`publish_ended` publishes the ended task's fields to the notification channel as a msgpack array
-{task_id, field, value, field, value, ...}, leaving out `result` when it is longer
-than inline_max bytes (the waiter then reads it). Waiters need no extra round trip.
+--[[ publish_ended.lua: prepended to the scripts that end a task (finish, requeue,
+cancel). `end_task` is the one place a task becomes terminal: whatever must happen
+at every end (a counter, an index) goes there.
+TERMINAL: the statuses a task never leaves.
+publish_ended: publishes the ended task's fields to the notification channel as a
+msgpack array {task_id, field, value, field, value, ...}, leaving out `result` when it
+is longer than inline_max bytes (the waiter then reads it). Waiters need no extra
+round trip.
 ]]
+local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
+
 local function publish_ended(task_key, channel, task_id, inline_max)
   local fields = redis.call('HGETALL', task_key)
   local message = {task_id}
@@ -16,11 +22,22 @@ local function publish_ended(task_key, channel, task_id, inline_max)
 end
 
 -- The task no longer counts against its tenant's quota of unfinished tasks (see
--- submit.lua). Called exactly once per task, on its one transition to a terminal state.
--- Tasks without a `tenant` field were never counted.
+-- submit.lua). Tasks without a `tenant` field were never counted.
 local function uncount(task_key, counter_key)
   local tenant = redis.call('HGET', task_key, 'tenant')
   if tenant and redis.call('HINCRBY', counter_key, tenant, -1) <= 0 then
     redis.call('HDEL', counter_key, tenant)
   end
+end
+
+-- Write a task's final fields (a flat HSET list, `status` among them), uncount it,
+-- start its TTL (seconds; 0 keeps it) and publish its end. Called exactly once per
+-- task, on its one transition to a terminal state.
+local function end_task(task_key, counter_key, fields, ttl, channel, task_id, inline_max)
+  redis.call('HSET', task_key, unpack(fields))
+  uncount(task_key, counter_key)
+  if tonumber(ttl) > 0 then
+    redis.call('EXPIRE', task_key, ttl)
+  end
+  publish_ended(task_key, channel, task_id, tonumber(inline_max))
 end

@@ -23,21 +23,16 @@ local function drop_entry()
   redis.call('XDEL', KEYS[2], ARGV[2])
 end
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'max_attempts')
-if not h[1] or h[1] == 'COMPLETED' or h[1] == 'FAILED' or h[2] ~= ARGV[3] then
+if not h[1] or TERMINAL[h[1]] or h[2] ~= ARGV[3] then
   drop_entry()
   return 'stale'
 end
 local attempt = tonumber(h[2])
 local entry = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
 if h[1] == 'RUNNING' and attempt >= tonumber(h[3]) or #entry == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'FAILED', 'result', ARGV[6], 'error', ARGV[5],
-    'error_kind', 'worker_lost', 'finished_ms', ARGV[4])
   drop_entry()
-  uncount(KEYS[1], KEYS[3])
-  if tonumber(ARGV[7]) > 0 then
-    redis.call('EXPIRE', KEYS[1], ARGV[7])
-  end
-  publish_ended(KEYS[1], ARGV[8], ARGV[9], tonumber(ARGV[10]))
+  end_task(KEYS[1], KEYS[3], {'status', 'FAILED', 'result', ARGV[6], 'error', ARGV[5],
+    'error_kind', 'worker_lost', 'finished_ms', ARGV[4]}, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
   return 'failed'
 end
 if h[1] == 'RUNNING' then
@@ -49,7 +44,8 @@ for i = 1, #fields, 2 do
     fields[i + 1] = attempt
   end
 end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('HSET', KEYS[1], 'status', 'QUEUED', 'attempt', attempt, 'worker', '')
+local requeued = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('HSET', KEYS[1], 'status', 'QUEUED', 'attempt', attempt, 'worker', '',
+  'entry', requeued)
 drop_entry()
 return 'requeued'

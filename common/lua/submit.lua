@@ -64,15 +64,17 @@ local ids = {}
 for i = 6, #KEYS do
   local j = 11 + (i - 6) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('HSET', KEYS[i], 'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
-      'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2])
+    local entry
     if ARGV[10] == '0' then
-      redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3],
-        'n', ARGV[7], 'p', ARGV[j + 1])
+      entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1],
+        'd', ARGV[3], 'n', ARGV[7], 'p', ARGV[j + 1])
     else
-      redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3],
-        'n', ARGV[7], 'c', ARGV[10], 'p', ARGV[j + 1])
+      entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1],
+        'd', ARGV[3], 'n', ARGV[7], 'c', ARGV[10], 'p', ARGV[j + 1])
     end
+    redis.call('HSET', KEYS[i], 'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
+      'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],
+      'entry', entry, 'nested', ARGV[10] == '0' and 0 or 1)
     redis.call('ZADD', KEYS[5], ARGV[2], ARGV[j])
   end
   ids[#ids + 1] = ARGV[j]

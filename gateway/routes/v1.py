@@ -11,6 +11,7 @@ from gateway.deps import tenant as get_tenant
 from gateway.routes import FastJSON, FastRoute
 from gateway.schemas import (
     BatchCreated,
+    CancelTasks,
     ErrorBody,
     ExecuteBatch,
     ExecuteFunction,
@@ -116,3 +117,21 @@ async def wait_for_tasks(body: WaitForTasks, request: Request) -> FastJSON:
         if record is None:
             raise TaskNotFound(task_id)
     return FastJSON({"tasks": [task_view(r) for r in records if r is not None]})
+
+
+@router.delete("/tasks/{task_id}", response_model=TaskView, responses=_ERRORS)
+async def cancel_task(task_id: str, request: Request) -> FastJSON:
+    """Cancel a task: a QUEUED one never starts, a RUNNING one is killed. Answers the
+    task afterwards: CANCELLED, or the end it already had (cancelling it changes nothing)."""
+    service = get_service(request)
+    (record,) = await service.cancel([task_id], tenant=get_tenant(request))
+    return FastJSON(task_view(record))
+
+
+@router.post("/tasks/cancel", response_model=TaskList, responses=_ERRORS)
+async def cancel_tasks(body: CancelTasks, request: Request) -> FastJSON:
+    """Cancel many tasks; answers them afterwards, once each. An unknown id is a 404
+    and then nothing is cancelled."""
+    service = get_service(request)
+    records = await service.cancel(body.task_ids, tenant=get_tenant(request))
+    return FastJSON({"tasks": [task_view(r) for r in records]})

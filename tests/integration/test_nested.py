@@ -140,3 +140,32 @@ def _eventually(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
             return value
         time.sleep(0.02)
     raise AssertionError(f"not true within {timeout_s} s")
+
+
+def test_a_cancelled_parent_cancels_its_children(tmp_path: Path) -> None:
+    with (
+        make_platform(tmp_path, DispatchMode.LOCAL, slots=2) as platform,
+        Client(platform.url) as client,
+    ):
+
+        def forever(marker_dir: str, i: int) -> None:
+            import pathlib
+            import time
+
+            pathlib.Path(marker_dir, f"child-{i}").touch()
+            time.sleep(3600)
+
+        child = client.register(forever)
+        parent = client.register(lambda d: child.map([d] * 3, range(3)))
+        task = parent.submit(str(tmp_path))
+        _eventually(lambda: list(tmp_path.glob("child-*")))  # children started
+        task.cancel()
+        children = _eventually(
+            lambda: (
+                [t for t in client.tasks(function_id=child.id) if t["status"] == "CANCELLED"]
+                if all(t["status"] == "CANCELLED" for t in client.tasks(function_id=child.id))
+                else None
+            )
+        )
+        assert len(children) == 3
+        assert task.info()["status"] == "CANCELLED"

@@ -21,6 +21,16 @@ def test_pack_and_unpack_round_trip_with_opaque_blobs() -> None:
     assert msg.blobs == [b"\x80fn", b"args"]
 
 
+def test_every_command_has_a_byte_of_its_own_and_a_schema() -> None:
+    # Two members with one value would make the second an alias of the first.
+    assert len(wire.Command.__members__) == len(wire.Command) == len(wire.SCHEMAS)
+
+
+def test_cancel_names_an_attempt() -> None:
+    msg = wire.unpack(wire.pack(wire.Command.CANCEL, {"task_id": "t", "attempt": 2}))
+    assert msg.command is wire.Command.CANCEL and msg.header == {"task_id": "t", "attempt": 2}
+
+
 def test_unknown_header_fields_are_ignored_for_forward_compatibility() -> None:
     msg = wire.unpack(wire.pack(wire.Command.HELLO, {**HELLO, "labels": {"zone": "a"}}))
     assert msg.header["slots"] == 4
@@ -70,6 +80,10 @@ def test_malformed_frames_raise_protocol_error(frames: list[bytes]) -> None:
         (wire.Command.TASK, TASK, (b"f",)),
         (wire.Command.WELCOME, {"heartbeat_interval_s": -1}, ()),
         (wire.Command.HEARTBEAT, {"acked": "all"}, ()),
+        (wire.Command.CANCEL, {"task_id": "t"}, ()),
+        (wire.Command.CANCEL, {"task_id": "t", "attempt": True}, ()),
+        (wire.Command.CANCEL, {"task_id": "t" * 1000, "attempt": 1}, ()),
+        (wire.Command.CANCEL, {"task_id": "t", "attempt": 1}, (b"",)),
     ],
 )
 def test_header_fields_of_the_wrong_type_or_range_raise_protocol_error(
