@@ -20,6 +20,8 @@ Worker -> dispatcher
   HEARTBEAT  {}
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   FETCH      {digest}  send me the code bundle with this SHA-256
+  LOG        {task_id, attempt}  + [output]: what a running attempt printed (a chunk,
+             at most MAX_LOG_CHUNK bytes), always before its RESULT
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
@@ -66,12 +68,14 @@ class Command(bytes, Enum):
     DRAIN = b"\x09"
     FETCH = b"\x0a"
     BUNDLE = b"\x0b"
+    LOG = b"\x0c"
 
 
 MAX_BUNDLES = 64
 OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost"})
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
+MAX_LOG_CHUNK = 1024 * 1024
 _MAX_ID = 200
 _MAX_ERROR = 64 * 1024
 _MAX_ATTEMPT = 1000
@@ -162,6 +166,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.RESET: ({}, {}, (0, 0)),
     Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),
     Command.BUNDLE: ({"digest": _DIGEST, "found": lambda v: isinstance(v, bool)}, {}, (1, 1)),
+    Command.LOG: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (1, 1)),
 }
 
 
@@ -205,4 +210,6 @@ def unpack(frames: list[bytes]) -> Message:
     blobs = [bytes(f) for f in frames[3:]]
     if not fewest <= len(blobs) <= most:
         raise ProtocolError(f"{command.name} with {len(blobs)} blobs")
+    if command == Command.LOG and len(blobs[0]) > MAX_LOG_CHUNK:
+        raise ProtocolError(f"LOG chunk of {len(blobs[0])} bytes")
     return Message(command, header, blobs)

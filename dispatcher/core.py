@@ -89,6 +89,7 @@ class Dispatcher:
         self._starts: list[tuple[str, int, str]] = []
         self._ended: list[Outcome] = []
         self._lost: list[tuple[QueueEntry, str]] = []
+        self._logs: list[tuple[str, bytes]] = []  # tasks' output, appended before ends
         self._to_write = asyncio.Event()
         self._resets: list[bytes] = []  # workers to re-register after this batch
         self._fetches: list[tuple[bytes, str]] = []  # (worker, bundle digest) asked for
@@ -463,6 +464,8 @@ class Dispatcher:
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
+        elif msg.command == wire.Command.LOG:
+            self._output(worker, msg)
         elif msg.command == wire.Command.FETCH:
             self._fetches.append((worker.identity, msg.header["digest"]))
         elif msg.command == wire.Command.DRAIN:
@@ -475,6 +478,17 @@ class Dispatcher:
                 lost.append((flight.entry, "its worker shut down"))
         elif msg.command != wire.Command.HEARTBEAT:
             raise ProtocolError(f"unexpected {msg.command.name} from a worker")
+
+    def _output(self, worker: WorkerState, msg: wire.Message) -> None:
+        """Store a running attempt's output; a worker writes only to tasks it holds."""
+        task_id, attempt = msg.header["task_id"], msg.header["attempt"]
+        flight = worker.tasks.get(task_id)
+        entry = flight.entry if flight is not None else self._orphans.get(task_id)
+        if entry is None or entry.attempt != attempt:
+            logger.info("task %s: dropped output of attempt %d from %s, which does not hold it",
+                        task_id, attempt, worker.worker_id)  # fmt: skip
+            return
+        self._logs.append((task_id, msg.blobs[0]))
 
     @staticmethod
     def _outcome(
@@ -562,13 +576,15 @@ class Dispatcher:
 
     async def _flush(self) -> None:
         self._to_write.clear()
-        starts, ended, lost = self._starts, self._ended, self._lost
-        self._starts, self._ended, self._lost = [], [], []
+        starts, ended, lost, logs = self._starts, self._ended, self._lost, self._logs
+        self._starts, self._ended, self._lost, self._logs = [], [], [], []
         # Every result handed over so far is in this batch or an earlier one: once it
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
         received = [(w, w.handed_seq) for w in self.registry.workers.values()]
         if starts:
             await self._retrying(lambda: self.store.mark_started(starts))
+        if logs:  # before the ends: a task seen ended has all its output stored
+            await self._retrying(lambda: self.store.append_logs(logs))
         await self._settle(ended, lost)
         for worker, seq in received:
             if seq > worker.acked_seq:

@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (call, res, task):
         cmd.add_argument("--raw", action="store_true", help="the result as base64 pickle text")
     command("status", "print a task's status", _status).add_argument("task_id")
+    logs = command("logs", "print what a task printed (stdout and stderr)", _logs, reads=False,
+                   description="Each attempt's output follows an '--- attempt N ---' line.",
+                   )  # fmt: skip
+    logs.add_argument("task_id")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream it until the task ends")
     command("functions", "list registered functions", _functions)
     return parser
 
@@ -250,6 +255,16 @@ def _task(args: argparse.Namespace) -> None:
         print(json.dumps(with_decoded_result(view, raw=args.raw), indent=2))
     else:
         print("\n".join(task_lines(view, raw=args.raw)))
+
+
+def _logs(args: argparse.Namespace) -> None:
+    task = _client(args).task(args.task_id)
+    if not args.follow:
+        sys.stdout.write(task.logs())
+        return
+    for text in task.follow_logs():
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def _functions(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ from common import curve, wire
 from common.errors import ProtocolError
 from common.models import DispatchMode, FunctionEnv
 from worker.environments import Environments, Failed
+from worker.output import OutputBuffers
 from worker.pool import Job, JobResult, SlotPool
 from worker.prepare import Prepared, Preparer
 from worker.settings import WorkerSettings
@@ -47,6 +48,7 @@ class WorkerLoop:
     ) -> None:
         self.settings = settings
         self._context = context or zmq.Context.instance()
+        self._output = OutputBuffers(self._send_output, max_bytes=settings.task_log_max_bytes)
         self._pool = pool or SlotPool(
             settings.slots,
             max_result_bytes=settings.max_result_bytes,
@@ -56,6 +58,8 @@ class WorkerLoop:
                 open_files=settings.slot_max_open_files,
                 processes=settings.slot_max_processes,
             ),
+            on_output=lambda job, data: self._output.add(job.task_id, job.attempt, data),
+            capture_output=settings.capture_output,
         )
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
         self._waiting: deque[Job] = deque()
@@ -167,6 +171,9 @@ class WorkerLoop:
         now = time.monotonic()
         if self._socket in events:
             self._receive_all()
+        for fd in self._pool.output_fds():
+            if fd in events:
+                self._pool.read_output(fd)
         for fd in self._pool.fds():
             if fd in events:
                 result = self._pool.collect(fd)
@@ -175,11 +182,12 @@ class WorkerLoop:
         for result in self._pool.expire(now):
             self._report(result)
         self._start_waiting()
+        self._output.flush_due(now)
         self._keep_alive(now)
 
     def _sync_polled_fds(self) -> None:
         """Slots are replaced when they die, so the set of pipes to poll changes."""
-        current = set(self._pool.fds())
+        current = {*self._pool.fds(), *self._pool.output_fds()}
         for fd in self._polled_fds - current:
             self._poller.unregister(fd)
         for fd in current - self._polled_fds:
@@ -260,8 +268,15 @@ class WorkerLoop:
                 still.append(job)
         self._waiting = still
 
+    def _send_output(self, task_id: str, attempt: int, data: bytes) -> None:
+        # Best effort: output sent while the dispatcher is unreachable is lost (results
+        # are kept and re-sent; output is not).
+        if self._socket is not None:
+            self._send(wire.Command.LOG, {"task_id": task_id, "attempt": attempt}, data)
+
     def _report(self, result: JobResult) -> None:
         job = result.job
+        self._output.finish(job.task_id, job.attempt)  # its output is stored before its end
         header = {
             "task_id": job.task_id,
             "attempt": job.attempt,
