@@ -36,9 +36,10 @@ import zmq.auth.asyncio
 
 from common import curve, wire
 from common.errors import ProtocolError, StoreUnavailable
+from common.metrics import function_label
 from common.models import DispatchMode, FunctionCode, TaskStatus
-from common.store import Outcome, QueueEntry, Store
-from dispatcher import outcomes
+from common.store import Outcome, QueueEntry, Store, now_ms
+from dispatcher import metrics, outcomes
 from dispatcher.local import LocalWorker
 from dispatcher.registry import InFlight, Registry, WorkerState
 from dispatcher.settings import DispatcherSettings
@@ -49,6 +50,7 @@ T = TypeVar("T")
 _FUNCTION_CACHE_SIZE = 1024
 _MAX_BATCH = 1000
 _STOP_WAIT_S = 5.0
+_QUEUE_DEPTH_EVERY_S = 2.0  # a Redis round trip, only when metrics are served
 
 
 class LeaseLost(RuntimeError):
@@ -311,12 +313,14 @@ class Dispatcher:
             function = functions.get(entry.function_id)
             if function is None:
                 missing.append(outcomes.function_missing(entry))
+                metrics.ENDED.labels(function_label(entry.function_id), "function_missing").inc()
                 continue
             worker = self.registry.choose()
             if worker is None or not await self._send_task(worker, entry, function):
                 unsent.append(entry)
                 continue
             started.append((entry.task_id, entry.attempt, worker.worker_id))
+            metrics.STARTED.labels(function_label(entry.function_id)).inc()
         self._backlog.extendleft(reversed(unsent))
         # Off the critical path: start.lua only moves a task still QUEUED at that
         # attempt, so it cannot race a commit; a crash before it lands leaves the task
@@ -349,7 +353,11 @@ class Dispatcher:
         deadline_at = time.monotonic() + entry.deadline_s + self.settings.deadline_grace_s
         if function.env:  # the worker may first have to install it
             deadline_at += self.settings.env_install_allowance_s
-        self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at))
+        sent = time.monotonic()
+        self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at, sent))
+        # A stream entry's id starts with the ms it was added (submitted or re-queued).
+        queued_ms = int(entry.entry_id.split("-", 1)[0])
+        metrics.DISPATCH_LATENCY.observe(max(now_ms() - queued_ms, 0) / 1000)
         return True
 
     async def _function_code(self, ids: set[str]) -> dict[str, FunctionCode | None]:
@@ -460,6 +468,7 @@ class Dispatcher:
             self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
             if held:
                 assert flight is not None
+                metrics.RUN_TIME.observe(time.monotonic() - flight.sent_at)
                 self._outcome(flight.entry, msg, ended, lost)
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
@@ -489,6 +498,7 @@ class Dispatcher:
                         task_id, attempt, worker.worker_id)  # fmt: skip
             return
         self._logs.append((task_id, msg.blobs[0]))
+        metrics.LOG_BYTES.inc(len(msg.blobs[0]))
 
     @staticmethod
     def _outcome(
@@ -497,6 +507,8 @@ class Dispatcher:
         committed: list[Outcome],
         lost: list[tuple[QueueEntry, str]],
     ) -> None:
+        function = function_label(entry.function_id)
+        metrics.ENDED.labels(function, msg.header["outcome"]).inc()
         result = outcomes.from_result(entry, msg.header, msg.blobs)
         if isinstance(result, Outcome):
             committed.append(result)
@@ -609,6 +621,7 @@ class Dispatcher:
             )
         )
         logger.info("task %s attempt %d: %s; %s", entry.task_id, entry.attempt, reason, verdict)
+        metrics.REQUEUED.labels(verdict).inc()
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -617,10 +630,16 @@ class Dispatcher:
         # within ~0.1 s of its liveness timeout; heartbeats and the lease on their own.
         tick = min(0.1, self.settings.heartbeat_interval_s / 2)
         renew_every = min(self.settings.heartbeat_interval_s, self.settings.lease_ttl_s / 3)
-        last_beat = 0.0
+        last_beat = last_depth = 0.0
         while not self._stopping:
             await asyncio.sleep(tick)
             now = self.last_tick = time.monotonic()
+            metrics.WORKERS.set(len(self.registry.workers))
+            metrics.RUNNING.set(sum(len(w.tasks) for w in self.registry.workers.values()))
+            if self.settings.metrics_port and now - last_depth >= _QUEUE_DEPTH_EVERY_S:
+                last_depth = now
+                with contextlib.suppress(StoreUnavailable):
+                    metrics.QUEUED.set((await self.store.queue_depth())[0])
             if now - last_beat >= renew_every:
                 last_beat = now
                 await self._renew_lease()
@@ -638,6 +657,7 @@ class Dispatcher:
             for worker, flight in self.registry.overdue(now):
                 del worker.tasks[flight.entry.task_id]
                 ended.append(outcomes.overdue(flight.entry))
+                metrics.ENDED.labels(function_label(flight.entry.function_id), "deadline").inc()
             if self._orphans and now >= self._orphans_until:
                 lost += [(e, "no worker reported it after a dispatcher restart")
                          for e in self._orphans.values()]  # fmt: skip

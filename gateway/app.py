@@ -23,6 +23,7 @@ from common.store import Store
 from gateway.auth import ApiKeyMiddleware
 from gateway.completions import CompletionHub
 from gateway.limits import BodyLimitMiddleware
+from gateway.metrics import MetricsMiddleware, metrics
 from gateway.routes import FastJSON, course, health, v1
 from gateway.service import TaskService
 from gateway.settings import GatewaySettings
@@ -74,6 +75,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         default_response_class=FastJSON,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)
+        app.add_route("/metrics", metrics, include_in_schema=False)
     if settings.api_key is not None:  # added last: runs first, before any body is read
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     app.include_router(course.router)

@@ -1,6 +1,6 @@
 """The optional API-key check, as ASGI middleware: it answers 401 from the headers
 alone, before any of the body is read, so unauthenticated uploads cost nothing.
-Everything but the health checks needs the key, the API docs included."""
+Everything but the health checks and /metrics needs the key, the API docs included."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hmac
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # metrics: aggregates only
 
 
 class ApiKeyMiddleware:

@@ -14,6 +14,7 @@ from common.errors import InvalidPayload, TaskNotFound
 from common.models import FunctionEnv, FunctionRecord, TaskRecord, check_id, new_id
 from common.requirements import validate_requirements
 from common.store import Store
+from gateway import metrics
 from gateway.checker import PayloadChecker
 from gateway.completions import CompletionHub, Watch
 from gateway.environments import (
@@ -93,7 +94,7 @@ class TaskService:
         attempts = max_attempts or self.settings.default_max_attempts
         args = await self.decode(texts)
         ids = list(task_ids) if task_ids is not None else [new_id() for _ in texts]
-        return await self.store.submit(
+        accepted = await self.store.submit(
             function_id,
             list(zip(ids, args, strict=True)),
             deadline_s=deadline,
@@ -104,6 +105,8 @@ class TaskService:
             else await _request_digest(function_id, args, deadline, attempts),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
         )
+        metrics.SUBMITTED.inc(len(accepted))  # a repeated idempotency key counts again
+        return accepted
 
     async def submit_call(self, body: ExecuteFunction, *, task_id: str | None = None) -> str:
         """Queue one call as the API describes it; returns its task id (an earlier

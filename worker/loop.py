@@ -24,6 +24,7 @@ import zmq
 from common import curve, wire
 from common.errors import ProtocolError
 from common.models import DispatchMode, FunctionEnv
+from worker import metrics
 from worker.environments import Environments, Failed
 from worker.output import OutputBuffers
 from worker.pool import Job, JobResult, SlotPool
@@ -58,7 +59,7 @@ class WorkerLoop:
                 open_files=settings.slot_max_open_files,
                 processes=settings.slot_max_processes,
             ),
-            on_output=lambda job, data: self._output.add(job.task_id, job.attempt, data),
+            on_output=self._task_output,
             capture_output=settings.capture_output,
         )
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
@@ -182,6 +183,7 @@ class WorkerLoop:
         for result in self._pool.expire(now):
             self._report(result)
         self._start_waiting()
+        metrics.SLOTS_BUSY.set(self._pool.size - self._pool.idle())
         self._output.flush_due(now)
         self._keep_alive(now)
 
@@ -268,6 +270,10 @@ class WorkerLoop:
                 still.append(job)
         self._waiting = still
 
+    def _task_output(self, job: Job, data: bytes) -> None:
+        metrics.OUTPUT_BYTES.inc(len(data))
+        self._output.add(job.task_id, job.attempt, data)
+
     def _send_output(self, task_id: str, attempt: int, data: bytes) -> None:
         # Best effort: output sent while the dispatcher is unreachable is lost (results
         # are kept and re-sent; output is not).
@@ -277,6 +283,7 @@ class WorkerLoop:
     def _report(self, result: JobResult) -> None:
         job = result.job
         self._output.finish(job.task_id, job.attempt)  # its output is stored before its end
+        metrics.TASKS.labels(result.outcome).inc()
         header = {
             "task_id": job.task_id,
             "attempt": job.attempt,

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from common.models import FunctionEnv
-from worker import slot
+from worker import metrics, slot
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ class SlotPool:
         s = self._forget(fd)
         s.process.kill()
         s.process.join(timeout=5)
+        metrics.SLOT_REPLACEMENTS.labels("recycled").inc()
         return self._spawn()
 
     def collect(self, fd: int) -> JobResult | None:
@@ -227,6 +228,7 @@ class SlotPool:
         self._drain(s, _MAX_DRAIN_AT_END)  # what it printed before it died is the task's
         self._forget(fd)
         self._spawn()
+        metrics.SLOT_REPLACEMENTS.labels(outcome).inc()
         if s.job is None:
             logger.warning("idle slot process %s died (%s); replaced", s.process.pid, error)
             return None

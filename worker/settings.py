@@ -60,8 +60,6 @@ class WorkerSettings(BaseFaasSettings):
     capture_output: bool = True
     """Send what tasks print to the store (`faas logs`); off: slots print to the
     worker's own stdout."""
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    """Port of the Prometheus /metrics endpoint; 0: none."""
     drain_timeout_s: float = Field(default=25.0, ge=0)
     """On SIGTERM: how long running tasks may finish before they are handed back."""
 
