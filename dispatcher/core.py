@@ -312,6 +312,8 @@ class Dispatcher:
         for entry in entries:
             function = functions.get(entry.function_id)
             if function is None:
+                logger.info("task %s: function %s was deleted; failing it",
+                            entry.task_id, entry.function_id)  # fmt: skip
                 missing.append(outcomes.function_missing(entry))
                 metrics.ENDED.labels(function_label(entry.function_id), "function_missing").inc()
                 continue
@@ -346,7 +348,8 @@ class Dispatcher:
         try:
             await self._socket.send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
-            logger.warning("worker %s unreachable (%s); forgetting it", worker.worker_id, exc)
+            logger.warning("worker %s unreachable (%s) sending task %s; forgetting it",
+                           worker.worker_id, exc, entry.task_id)  # fmt: skip
             for flight in self.registry.remove(worker.identity):
                 await self._requeue(flight.entry, "its worker became unreachable")
             return False
@@ -656,6 +659,9 @@ class Dispatcher:
                     lost.append((flight.entry, f"worker {worker.worker_id} stopped responding"))
             for worker, flight in self.registry.overdue(now):
                 del worker.tasks[flight.entry.task_id]
+                logger.warning("task %s attempt %d: worker %s never reported its deadline; "
+                               "ending it", flight.entry.task_id, flight.entry.attempt,
+                               worker.worker_id)  # fmt: skip
                 ended.append(outcomes.overdue(flight.entry))
                 metrics.ENDED.labels(function_label(flight.entry.function_id), "deadline").inc()
             if self._orphans and now >= self._orphans_until:
