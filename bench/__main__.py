@@ -278,6 +278,33 @@ def run_mode(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) -> dic
     return results
 
 
+def platform_cpu_s(platform: LocalPlatform) -> float:
+    """CPU seconds (user + system) used so far by the platform's processes and their
+    descendants (local worker, fork server, slots): less disturbed by other load on a
+    shared machine than wall-clock figures."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    roots = {p.popen.pid for p in [platform.gateway, *platform.dispatchers, *platform.workers]
+             if p is not None and p.popen is not None}  # fmt: skip
+    total = 0.0
+    for pid in cpu:
+        ancestor = pid
+        while ancestor > 1 and ancestor not in roots:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor in roots:
+            total += cpu[pid]
+    return total
+
+
 OBSERVABILITY_OFF = {"FAAS_CAPTURE_OUTPUT": "false", "FAAS_METRICS_ENABLED": "false"}
 
 
@@ -291,11 +318,16 @@ def observability_round(
         gateway_workers=args.gateway_workers, metrics=on,
         env={} if on else OBSERVABILITY_OFF,
     )  # fmt: skip
-    with LocalPlatform(config):
+    with LocalPlatform(config) as platform:
         bench = Bench(config.port)
+        cpu_before = platform_cpu_s(platform)
         w1 = bench.w1(args.w1)["one_request"]
+        # W1 makes n one-request calls plus 100 warm-up, then n/2 + 50 course-way calls
+        cpu_w1 = (platform_cpu_s(platform) - cpu_before) / (args.w1 * 1.5 + 150)
         printing = bench.w1_printing(args.w1)
+        cpu_before = platform_cpu_s(platform)
         w2 = bench.w2_batch(args.w2)
+        cpu_w2 = platform_cpu_s(platform) - cpu_before
         w2r = bench.w2_per_request(args.w2)
         bench.http.close()
     return {
@@ -304,6 +336,8 @@ def observability_round(
         "W1_printing_p50_ms": printing["p50_ms"],
         "W2_batch_tasks_per_s": w2["tasks_per_s"],
         "W2_per_request_tasks_per_s": w2r["tasks_per_s"],
+        "W1_platform_cpu_us_per_call": round(cpu_w1 * 1e6, 1),
+        "W2_batch_platform_cpu_us_per_task": round(cpu_w2 / args.w2 * 1e6, 1),
     }
 
 
