@@ -424,9 +424,13 @@ class Store:
         return [bool(flag) for flag in flags]
 
     @_translated
-    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Commit outcomes in one round trip; False for each that was stale."""
+    async def finish(
+        self, outcomes: Sequence[Outcome], logs: Sequence[tuple[str, bytes]] = ()
+    ) -> list[bool]:
+        """Commit outcomes in one round trip; False for each that was stale. `logs`,
+        output chunks (see `append_logs`), are appended first in the same round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            self._append_logs(pipe, logs)
             for o in outcomes:
                 await self._finish(
                     keys=[self.keys.task(o.task_id), self.keys.queue],
@@ -449,7 +453,9 @@ class Store:
             if self.result_ttl_s:  # the logs last as long as the record they belong to
                 for o in outcomes:
                     pipe.expire(self.keys.logs(o.task_id), self.result_ttl_s)
-            return [bool(flag) for flag in (await pipe.execute())[: len(outcomes)]]
+            replies = await pipe.execute()
+            first = len(replies) - len(outcomes) - (len(outcomes) if self.result_ttl_s else 0)
+            return [bool(flag) for flag in replies[first : first + len(outcomes)]]
 
     @_translated
     async def requeue(
@@ -482,11 +488,14 @@ class Store:
     async def append_logs(self, chunks: Sequence[tuple[str, bytes]]) -> None:
         """Append output chunks, (task_id, bytes) in order, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id, data in chunks:
-                pipe.append(self.keys.logs(task_id), data)
-                if self.result_ttl_s:
-                    pipe.expire(self.keys.logs(task_id), self.result_ttl_s)
+            self._append_logs(pipe, chunks)
             await pipe.execute()
+
+    def _append_logs(self, pipe: Any, chunks: Sequence[tuple[str, bytes]]) -> None:
+        for task_id, data in chunks:
+            pipe.append(self.keys.logs(task_id), data)
+            if self.result_ttl_s:
+                pipe.expire(self.keys.logs(task_id), self.result_ttl_s)
 
     @_translated
     async def read_logs(self, task_id: str, offset: int = 0) -> bytes:

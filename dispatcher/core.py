@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import zmq
@@ -598,18 +598,25 @@ class Dispatcher:
         received = [(w, w.handed_seq) for w in self.registry.workers.values()]
         if starts:
             await self._retrying(lambda: self.store.mark_started(starts))
-        if logs:  # before the ends: a task seen ended has all its output stored
+        # Output goes before the ends (in their round trip, if any): a task seen ended
+        # has all its output stored.
+        if logs and not ended:
             await self._retrying(lambda: self.store.append_logs(logs))
-        await self._settle(ended, lost)
+        await self._settle(ended, lost, logs if ended else ())
         for worker, seq in received:
             if seq > worker.acked_seq:
                 worker.acked_seq = seq
                 if worker.draining:  # it waits for this before leaving
                     await self._reply(worker.identity, wire.Command.HEARTBEAT, {"acked": seq})
 
-    async def _settle(self, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
+    async def _settle(
+        self,
+        ended: list[Outcome],
+        lost: list[tuple[QueueEntry, str]],
+        logs: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
         if ended:
-            committed = await self._retrying(lambda: self.store.finish(ended))
+            committed = await self._retrying(lambda: self.store.finish(ended, logs))
             stale = committed.count(False)
             if stale:
                 logger.info("%d late or duplicate results were not committed", stale)
