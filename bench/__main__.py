@@ -7,6 +7,11 @@ W1  sequential submit-and-wait of a no-op: one synchronous request (POST /v1/tas
 W2  2,000 no-op tasks end to end: batch submit, and one HTTP request per task
 W3  20 x sleep(0.5) on 4 slots: makespan
 W4  echo of a 1 MB bytes argument: latency
+
+--observability N runs only W1 (no-op, and a task printing one line) and W2, in N
+rounds alternating between the platform with output capture and metrics on (the
+default; dispatcher and worker also serve /metrics) and with both off, and reports
+each variant's median over its rounds: the cost of capture and metrics.
 """
 
 from __future__ import annotations
@@ -143,6 +148,16 @@ class Bench:
             "execute_then_result": percentiles(timed(course_call, n // 2, 50)),
         }
 
+    def w1_printing(self, n: int) -> dict[str, Any]:
+        fid = self.register(workloads.chatty)
+        body = {"function_id": fid, "payload": b64(((), {}))}
+
+        def sync_call() -> None:
+            status, view = self.http.request("POST", "/v1/tasks?wait=30", body)
+            assert status == 201 and view["status"] == "COMPLETED", view
+
+        return percentiles(timed(sync_call, n, 100))
+
     def w2_batch(self, n: int) -> dict[str, Any]:
         fid = self.register(workloads.identity)
         payloads = [b64(((i,), {})) for i in range(n)]
@@ -263,6 +278,84 @@ def run_mode(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) -> dic
     return results
 
 
+def platform_cpu_s(platform: LocalPlatform) -> float:
+    """CPU seconds (user + system) used so far by the platform's processes and their
+    descendants (local worker, fork server, slots): less disturbed by other load on a
+    shared machine than wall-clock figures."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    roots = {p.popen.pid for p in [platform.gateway, *platform.dispatchers, *platform.workers]
+             if p is not None and p.popen is not None}  # fmt: skip
+    total = 0.0
+    for pid in cpu:
+        ancestor = pid
+        while ancestor > 1 and ancestor not in roots:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor in roots:
+            total += cpu[pid]
+    return total
+
+
+OBSERVABILITY_OFF = {"FAAS_CAPTURE_OUTPUT": "false", "FAAS_METRICS_ENABLED": "false"}
+
+
+def observability_round(
+    on: bool, mode: DispatchMode, args: argparse.Namespace, log_dir: Path, round_: int
+) -> dict[str, float]:
+    name = f"{mode.value}-{'on' if on else 'off'}-{round_}"
+    config = PlatformConfig(
+        mode=mode, workers=args.workers, slots=args.slots, port=free_port(),
+        data_dir=log_dir / f"data-{name}", log_dir=log_dir / name,
+        gateway_workers=args.gateway_workers, metrics=on,
+        env={} if on else OBSERVABILITY_OFF,
+    )  # fmt: skip
+    with LocalPlatform(config) as platform:
+        bench = Bench(config.port)
+        cpu_before = platform_cpu_s(platform)
+        w1 = bench.w1(args.w1)["one_request"]
+        # W1 makes n one-request calls plus 100 warm-up, then n/2 + 50 course-way calls
+        cpu_w1 = (platform_cpu_s(platform) - cpu_before) / (args.w1 * 1.5 + 150)
+        printing = bench.w1_printing(args.w1)
+        cpu_before = platform_cpu_s(platform)
+        w2 = bench.w2_batch(args.w2)
+        cpu_w2 = platform_cpu_s(platform) - cpu_before
+        w2r = bench.w2_per_request(args.w2)
+        bench.http.close()
+    return {
+        "W1_p50_ms": w1["p50_ms"],
+        "W1_p99_ms": w1["p99_ms"],
+        "W1_printing_p50_ms": printing["p50_ms"],
+        "W2_batch_tasks_per_s": w2["tasks_per_s"],
+        "W2_per_request_tasks_per_s": w2r["tasks_per_s"],
+        "W1_platform_cpu_us_per_call": round(cpu_w1 * 1e6, 1),
+        "W2_batch_platform_cpu_us_per_task": round(cpu_w2 / args.w2 * 1e6, 1),
+    }
+
+
+def compare_observability(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) -> dict:
+    rounds: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    for i in range(args.observability):
+        for on in (True, False) if i % 2 == 0 else (False, True):  # interleaved, ABBA
+            print(f"[{mode}] round {i + 1}, capture and metrics {'on' if on else 'off'} ...",
+                  flush=True)  # fmt: skip
+            rounds["on" if on else "off"].append(observability_round(on, mode, args, log_dir, i))
+    medians = {
+        variant: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for variant, runs in rounds.items()
+    }
+    change = {k: f"{(medians['on'][k] / medians['off'][k] - 1) * 100:+.1f}%" for k in medians["on"]}
+    return {"rounds": rounds, "median": medians, "on_vs_off": change}
+
+
 def machine() -> dict[str, Any]:
     return {
         "host": pyplatform.node(),
@@ -285,11 +378,33 @@ def main() -> None:
     parser.add_argument("--w1", type=int, default=1000, help="W1 sequential calls")
     parser.add_argument("--w2", type=int, default=2000, help="W2 tasks")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--observability",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only compare capture and metrics on/off, in ROUNDS rounds each",
+    )
     args = parser.parse_args()  # fmt: skip
     modes = [DispatchMode(m) for m in args.modes.split(",")]
     stamp = datetime.datetime.now(datetime.UTC)
     scratch = tempfile.TemporaryDirectory(prefix="faas-bench-")  # Redis data and logs
     log_dir = Path(scratch.name)
+    if args.observability:
+        scratch_dir = Path(scratch.name)
+        report = {
+            "date": stamp.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "command": "python -m bench " + " ".join(sys.argv[1:]),
+            "observability": {m.value: compare_observability(m, args, scratch_dir) for m in modes},
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{stamp:%Y-%m-%dT%H%M%S}-observability.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["observability"], indent=2))
+        print(f"written to {path}")
+        scratch.cleanup()
+        return
     print("W0 echo baseline ...", flush=True)
     report: dict[str, Any] = {
         "date": stamp.isoformat(timespec="seconds"),

@@ -21,7 +21,13 @@ class SyncJSON:
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = orjson.dumps(body) if body is not None else None
         headers = {"content-type": "application/json"} if data is not None else {}
-        self.conn.request(method, path, body=data, headers=headers)
+        try:
+            self.conn.request(method, path, body=data, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The gateway closed the connection while it sat idle (keep-alive timeout,
+            # 5 s) and the request was not sent: send it on a new one.
+            self.conn.close()
+            self.conn.request(method, path, body=data, headers=headers)
         response = self.conn.getresponse()
         payload = response.read()
         return response.status, orjson.loads(payload) if payload else None

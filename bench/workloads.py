@@ -9,6 +9,10 @@ def noop():
     return None
 
 
+def chatty():
+    print("one line of output")  # a task that logs: W1 with output capture at work
+
+
 def nap(seconds):
     time.sleep(seconds)
     return seconds

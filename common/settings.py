@@ -18,6 +18,9 @@ class BaseFaasSettings(BaseSettings):
     log_level: str = "INFO"
     health_port: int = 0
     """Port of the /healthz and /readyz endpoint of the dispatcher and workers; 0: none."""
+    metrics_port: int = 0
+    """Port of the Prometheus /metrics endpoint of the dispatcher, workers and
+    controller; 0: none (the gateway serves /metrics on its own port)."""
     log_json: bool = False
     """Log JSON lines (for a cluster's log collector) instead of plain text."""
     result_ttl_s: int = 86400

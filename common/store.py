@@ -16,6 +16,10 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            ``error_kind``, ``result`` (raw pickle bytes), ``entry``
                            (id of its current queue entry, for cancel). Expires
                            ``result_ttl_s`` after it ends.
+``<p>:logs:<task_id>``     string: what the task printed (stdout and stderr), each
+                           attempt's output after an ``--- attempt N ---`` line. Appended
+                           by the dispatcher as chunks arrive; expires ``result_ttl_s``
+                           after the last chunk, and again from the task's end.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
                            ``d`` deadline_ms, ``n`` tenant, ``p`` args payload (stored
@@ -199,6 +203,9 @@ class Keys:
 
     def bundle(self, digest: str) -> str:
         return f"{self.prefix}:bundle:{digest}"
+
+    def logs(self, task_id: str) -> str:
+        return f"{self.prefix}:logs:{task_id}"
 
 
 _RENEW_LEASE = """
@@ -611,9 +618,13 @@ class Store:
         return await self._start(keys=[self.keys.task(t) for t, _, _ in started], args=args)
 
     @_translated
-    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Commit outcomes in one round trip; False for each that was stale."""
+    async def finish(
+        self, outcomes: Sequence[Outcome], logs: Sequence[tuple[str, bytes]] = ()
+    ) -> list[bool]:
+        """Commit outcomes in one round trip; False for each that was stale. `logs`,
+        output chunks (see `append_logs`), are appended first in the same round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            self._append_logs(pipe, logs)
             for o in outcomes:
                 await self._finish(
                     keys=[
@@ -637,7 +648,12 @@ class Store:
                     ],
                     client=pipe,
                 )
-            return [bool(flag) for flag in await pipe.execute()]
+            if self.result_ttl_s:  # the logs last as long as the record they belong to
+                for o in outcomes:
+                    pipe.expire(self.keys.logs(o.task_id), self.result_ttl_s)
+            replies = await pipe.execute()
+            first = len(replies) - len(outcomes) - (len(outcomes) if self.result_ttl_s else 0)
+            return [bool(flag) for flag in replies[first : first + len(outcomes)]]
 
     @_translated
     async def requeue(
@@ -663,7 +679,27 @@ class Store:
                 self.inline_result_bytes,
             ],
         )
+        if verdict == b"failed" and self.result_ttl_s:
+            await self.redis.expire(self.keys.logs(task_id), self.result_ttl_s)
         return verdict.decode()
+
+    @_translated
+    async def append_logs(self, chunks: Sequence[tuple[str, bytes]]) -> None:
+        """Append output chunks, (task_id, bytes) in order, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._append_logs(pipe, chunks)
+            await pipe.execute()
+
+    def _append_logs(self, pipe: Any, chunks: Sequence[tuple[str, bytes]]) -> None:
+        for task_id, data in chunks:
+            pipe.append(self.keys.logs(task_id), data)
+            if self.result_ttl_s:
+                pipe.expire(self.keys.logs(task_id), self.result_ttl_s)
+
+    @_translated
+    async def read_logs(self, task_id: str, offset: int = 0) -> bytes:
+        """What a task printed, from byte `offset` on (b"" if nothing, or nothing new)."""
+        return await self.redis.getrange(self.keys.logs(task_id), offset, -1)
 
     @_translated
     async def queue_depth(self) -> tuple[int, int]:

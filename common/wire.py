@@ -27,6 +27,8 @@ Worker -> dispatcher
   AWAIT      {call_id, task_ids}  tell me when these tasks end (ENDED, once or more)
   SLOTS      {slots}  my slot count changed: a slot waiting on a nested call is lent out
              to a spare slot process, retired once it is idle again
+  LOG        {task_id, attempt}  + [output]: what a running attempt printed (a chunk,
+             at most MAX_LOG_CHUNK bytes), always before its RESULT
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
@@ -85,6 +87,7 @@ class Command(bytes, Enum):
     CALLED = b"\x0f"
     ENDED = b"\x10"
     CANCEL = b"\x11"
+    LOG = b"\x12"
 
 
 MAX_BUNDLES = 64
@@ -92,6 +95,7 @@ OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "los
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
 MAX_CALL_TASKS = 10_000
+MAX_LOG_CHUNK = 1024 * 1024
 _MAX_ID = 200
 _MAX_ERROR = 64 * 1024
 _MAX_ATTEMPT = 1000
@@ -218,6 +222,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.SLOTS: ({"slots": _whole(1, MAX_SLOTS)}, {}, (0, 0)),
     Command.CALLED: ({"call_id": _SEQ}, {"error": _text(_MAX_ERROR)}, (0, 0)),
     Command.ENDED: ({"call_id": _SEQ, "tasks": _ended}, {}, (0, MAX_CALL_TASKS)),
+    Command.LOG: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (1, 1)),
 }
 
 
@@ -261,4 +266,6 @@ def unpack(frames: list[bytes]) -> Message:
     blobs = [bytes(f) for f in frames[3:]]
     if not fewest <= len(blobs) <= most:
         raise ProtocolError(f"{command.name} with {len(blobs)} blobs")
+    if command == Command.LOG and len(blobs[0]) > MAX_LOG_CHUNK:
+        raise ProtocolError(f"LOG chunk of {len(blobs[0])} bytes")
     return Message(command, header, blobs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import kopf
 
+from common import metrics
 from controller.handlers import build_registry
 from controller.settings import ControllerSettings
 
@@ -16,6 +17,7 @@ def main() -> None:
         verbose=settings.log_level.upper() == "DEBUG",
         log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.FULL,
     )
+    metrics.serve(settings.metrics_port)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
         registry=build_registry(settings),

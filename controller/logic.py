@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from common.errors import StoreUnavailable
 from common.store import Store
+from controller import metrics
 from controller.kube import KubeApi, KubeError
 from controller.pods import PodFate, PodView, classify, view
 from controller.scaling import PoolSpec, Stabilizer, within_bounds
@@ -75,6 +76,7 @@ async def on_pod_event(runtime: Runtime, *, event_type: str | None, pod: dict[st
         return False
     await runtime.store.report_lost_worker(worker_id)  # raises: not remembered, so retried
     runtime.reported[key] = None
+    metrics.LOST_REPORTS.inc()
     if len(runtime.reported) > _REPORTED_MEMORY:
         runtime.reported.popitem(last=False)
     logger.warning("worker pod %s lost (%s): reported to the dispatcher", worker_id, verdict.reason)
@@ -108,6 +110,7 @@ async def reconcile_pool(
     try:
         queued, running = await runtime.store.queue_depth()
     except (StoreUnavailable, RedisError) as exc:
+        metrics.QUEUE_READS_FAILED.inc()
         queued = running = None
         desired = within_bounds(current, pool)
         bounds = f"[{pool.min_replicas}, {pool.max_replicas}]"
@@ -117,6 +120,8 @@ async def reconcile_pool(
             now=runtime.clock(), queued=queued, running=running, spec=pool
         )
         load = f"{queued} queued, {running} running, target {pool.target_tasks_per_worker} per pod"
+    metrics.REPLICAS.labels(name).set(current)  # pools are few: one series each
+    metrics.DESIRED.labels(name).set(desired)
     status: dict[str, Any] = {
         "replicas": current,
         "desiredReplicas": desired,

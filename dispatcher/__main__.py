@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 
+from common import metrics
 from common.hardening import protect_process
 from common.health import HealthServer
 from common.logs import configure_logging
@@ -55,6 +56,7 @@ async def serve(settings: DispatcherSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     dispatcher = Dispatcher(settings, store)
+    metrics.serve(settings.metrics_port)
     health = None
     if settings.health_port:
         health = HealthServer(

@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
@@ -39,9 +39,10 @@ import zmq.auth.asyncio
 
 from common import curve, wire
 from common.errors import FunctionNotFound, ProtocolError, StoreUnavailable
+from common.metrics import function_label
 from common.models import DispatchMode, FunctionCode, TaskStatus
-from common.store import Outcome, QueueEntry, Store
-from dispatcher import outcomes, status
+from common.store import Outcome, QueueEntry, Store, now_ms
+from dispatcher import metrics, outcomes, status
 from dispatcher.local import LocalWorker
 from dispatcher.registry import InFlight, Registry, WorkerState
 from dispatcher.settings import DispatcherSettings
@@ -54,6 +55,7 @@ T = TypeVar("T")
 _FUNCTION_CACHE_SIZE = 1024
 _MAX_BATCH = 1000
 _STOP_WAIT_S = 5.0
+_QUEUE_DEPTH_EVERY_S = 2.0  # a Redis round trip, only when metrics are served
 
 
 class LeaseLost(RuntimeError):
@@ -94,6 +96,7 @@ class Dispatcher:
         self._starts: list[tuple[str, int, str]] = []
         self._ended: list[Outcome] = []
         self._lost: list[tuple[QueueEntry, str]] = []
+        self._logs: list[tuple[str, bytes]] = []  # tasks' output, appended before ends
         self._to_write = asyncio.Event()
         self._resets: list[bytes] = []  # workers to re-register after this batch
         self._fetches: list[tuple[bytes, str]] = []  # (worker, bundle digest) asked for
@@ -339,13 +342,17 @@ class Dispatcher:
         for entry in entries:
             function = functions.get(entry.function_id)
             if function is None:
+                logger.info("task %s: function %s was deleted; failing it",
+                            entry.task_id, entry.function_id)  # fmt: skip
                 missing.append(outcomes.function_missing(entry))
+                metrics.ENDED.labels(function_label(entry.function_id), "function_missing").inc()
                 continue
             worker = self.registry.choose()
             if worker is None or not await self._send_task(worker, entry, function):
                 unsent.append(entry)
                 continue
             started.append((entry.task_id, entry.attempt, worker.worker_id))
+            metrics.STARTED.labels(function_label(entry.function_id)).inc()
         self._backlog.extendleft(reversed(unsent))
         # Off the critical path: start.lua only moves a task still QUEUED at that
         # attempt, so it cannot race a commit; a crash before it lands leaves the task
@@ -372,14 +379,19 @@ class Dispatcher:
         try:
             await self._socket.send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
-            logger.warning("worker %s unreachable (%s); forgetting it", worker.worker_id, exc)
+            logger.warning("worker %s unreachable (%s) sending task %s; forgetting it",
+                           worker.worker_id, exc, entry.task_id)  # fmt: skip
             for flight in self.registry.remove(worker.identity):
                 await self._requeue(flight.entry, "its worker became unreachable")
             return False
         deadline_at = time.monotonic() + entry.deadline_s + self.settings.deadline_grace_s
         if function.env:  # the worker may first have to install it
             deadline_at += self.settings.env_install_allowance_s
-        self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at))
+        sent = time.monotonic()
+        self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at, sent))
+        # A stream entry's id starts with the ms it was added (submitted or re-queued).
+        queued_ms = int(entry.entry_id.split("-", 1)[0])
+        metrics.DISPATCH_LATENCY.observe(max(now_ms() - queued_ms, 0) / 1000)
         return True
 
     async def _function_code(self, ids: set[str]) -> dict[str, FunctionCode | None]:
@@ -488,10 +500,13 @@ class Dispatcher:
             self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
             if held:
                 assert flight is not None
+                metrics.RUN_TIME.observe(time.monotonic() - flight.sent_at)
                 self._outcome(flight.entry, msg, ended, lost)
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
+        elif msg.command == wire.Command.LOG:
+            self._output(worker, msg)
         elif msg.command == wire.Command.FETCH:
             self._fetches.append((worker.identity, msg.header["digest"]))
         elif msg.command == wire.Command.CALL:
@@ -517,6 +532,18 @@ class Dispatcher:
         elif msg.command != wire.Command.HEARTBEAT:
             raise ProtocolError(f"unexpected {msg.command.name} from a worker")
 
+    def _output(self, worker: WorkerState, msg: wire.Message) -> None:
+        """Store a running attempt's output; a worker writes only to tasks it holds."""
+        task_id, attempt = msg.header["task_id"], msg.header["attempt"]
+        flight = worker.tasks.get(task_id)
+        entry = flight.entry if flight is not None else self._orphans.get(task_id)
+        if entry is None or entry.attempt != attempt:
+            logger.info("task %s: dropped output of attempt %d from %s, which does not hold it",
+                        task_id, attempt, worker.worker_id)  # fmt: skip
+            return
+        self._logs.append((task_id, msg.blobs[0]))
+        metrics.LOG_BYTES.inc(len(msg.blobs[0]))
+
     @staticmethod
     def _outcome(
         entry: QueueEntry,
@@ -524,6 +551,8 @@ class Dispatcher:
         committed: list[Outcome],
         lost: list[tuple[QueueEntry, str]],
     ) -> None:
+        function = function_label(entry.function_id)
+        metrics.ENDED.labels(function, msg.header["outcome"]).inc()
         result = outcomes.from_result(entry, msg.header, msg.blobs)
         if isinstance(result, Outcome):
             committed.append(result)
@@ -688,8 +717,8 @@ class Dispatcher:
 
     async def _flush(self) -> None:
         self._to_write.clear()
-        starts, ended, lost = self._starts, self._ended, self._lost
-        self._starts, self._ended, self._lost = [], [], []
+        starts, ended, lost, logs = self._starts, self._ended, self._lost, self._logs
+        self._starts, self._ended, self._lost, self._logs = [], [], [], []
         # Every result handed over so far is in this batch or an earlier one: once it
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
         received = [(w, w.handed_seq) for w in self.registry.workers.values()]
@@ -701,16 +730,25 @@ class Dispatcher:
             ]
             if late:
                 await self._cancelled(late)
-        await self._settle(ended, lost)
+        # Output goes before the ends (in their round trip, if any): a task seen ended
+        # has all its output stored.
+        if logs and not ended:
+            await self._retrying(lambda: self.store.append_logs(logs))
+        await self._settle(ended, lost, logs if ended else ())
         for worker, seq in received:
             if seq > worker.acked_seq:
                 worker.acked_seq = seq
                 if worker.draining:  # it waits for this before leaving
                     await self._reply(worker.identity, wire.Command.HEARTBEAT, {"acked": seq})
 
-    async def _settle(self, ended: list[Outcome], lost: list[tuple[QueueEntry, str]]) -> None:
+    async def _settle(
+        self,
+        ended: list[Outcome],
+        lost: list[tuple[QueueEntry, str]],
+        logs: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
         if ended:
-            committed = await self._retrying(lambda: self.store.finish(ended))
+            committed = await self._retrying(lambda: self.store.finish(ended, logs))
             for outcome, done in zip(ended, committed, strict=True):
                 self._children.pop(outcome.task_id, None)
                 if done:
@@ -740,6 +778,7 @@ class Dispatcher:
             self.ended.add(TaskStatus.FAILED.value)
             if entry.task_id in self.waiters:
                 await self._answer_ended([entry.task_id])
+        metrics.REQUEUED.labels(verdict).inc()
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -748,10 +787,16 @@ class Dispatcher:
         # within ~0.1 s of its liveness timeout; heartbeats and the lease on their own.
         tick = min(0.1, self.settings.heartbeat_interval_s / 2)
         renew_every = min(self.settings.heartbeat_interval_s, self.settings.lease_ttl_s / 3)
-        last_beat = 0.0
+        last_beat = last_depth = 0.0
         while not self._stopping:
             await asyncio.sleep(tick)
             now = self.last_tick = time.monotonic()
+            metrics.WORKERS.set(len(self.registry.workers))
+            metrics.RUNNING.set(sum(len(w.tasks) for w in self.registry.workers.values()))
+            if self.settings.metrics_port and now - last_depth >= _QUEUE_DEPTH_EVERY_S:
+                last_depth = now
+                with contextlib.suppress(StoreUnavailable):
+                    metrics.QUEUED.set((await self.store.queue_depth())[0])
             if now - last_beat >= renew_every:
                 last_beat = now
                 await self._renew_lease()
@@ -771,7 +816,11 @@ class Dispatcher:
                     lost.append((flight.entry, f"worker {worker.worker_id} stopped responding"))
             for worker, flight in self.registry.overdue(now):
                 del worker.tasks[flight.entry.task_id]
+                logger.warning("task %s attempt %d: worker %s never reported its deadline; "
+                               "ending it", flight.entry.task_id, flight.entry.attempt,
+                               worker.worker_id)  # fmt: skip
                 ended.append(outcomes.overdue(flight.entry))
+                metrics.ENDED.labels(function_label(flight.entry.function_id), "deadline").inc()
             if self._orphans and now >= self._orphans_until:
                 lost += [(e, "no worker reported it after a dispatcher restart")
                          for e in self._orphans.values()]  # fmt: skip

@@ -36,7 +36,8 @@ class LocalWorker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "FAAS_HEALTH_PORT": "0", **self._keys}
+        # Its ports would clash with the dispatcher's own.
+        env = {**os.environ, "FAAS_HEALTH_PORT": "0", "FAAS_METRICS_PORT": "0", **self._keys}
         self._process = subprocess.Popen(self._argv, env=env, preexec_fn=_die_with_parent)
 
     def exit_code(self) -> int | None:

@@ -19,6 +19,7 @@ class InFlight:
     entry: QueueEntry
     worker_id: str
     deadline_at: float  # monotonic; after it the dispatcher ends the task itself
+    sent_at: float = 0.0  # monotonic, for the run-time metric
 
 
 @dataclass(slots=True)

@@ -125,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
         "(cancelling an ended task changes nothing).",
     )
     cancel.add_argument("task_ids", nargs="+", metavar="TASK")
+    logs = command("logs", "print what a task printed (stdout and stderr)", _logs, reads=False,
+                   description="Each attempt's output follows an '--- attempt N ---' line.",
+                   )  # fmt: skip
+    logs.add_argument("task_id")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream it until the task ends")
     command("functions", "list registered functions", _functions)
     ps = command("ps", "list the newest tasks", _ps)
     ps.add_argument("--status", type=str.upper,
@@ -296,6 +301,16 @@ def _task(args: argparse.Namespace) -> None:
         print(json.dumps(with_decoded_result(view, raw=args.raw), indent=2))
     else:
         print("\n".join(task_lines(view, raw=args.raw)))
+
+
+def _logs(args: argparse.Namespace) -> None:
+    task = _client(args).task(args.task_id)
+    if not args.follow:
+        sys.stdout.write(task.logs())
+        return
+    for text in task.follow_logs():
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def _functions(args: argparse.Namespace) -> None:

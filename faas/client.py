@@ -7,6 +7,7 @@
     task = square.submit(8)          # returns at once
     task.result(timeout=10)          # 64, long-polls
     task.cancel()                    # a no-op once it ended
+    task.logs()                      # what it printed; task.follow_logs() streams it
     square.map(range(1000))          # batched, with a progress bar; Ctrl-C cancels
 
 Functions are pickled with cloudpickle *by value* (their module's code travels
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import os
 import pickle
 import sys
@@ -131,12 +133,7 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise GatewayUnreachable(self.url, exc) from None
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except (ValueError, AttributeError):
-                detail = response.text[:200]
-            raise ApiError(response.status_code, str(detail))
+        _raise_for_status(response)
         try:
             return response.json() if response.content else None
         except ValueError:
@@ -144,6 +141,22 @@ class Client:
                 f"{self.url} answered {method} {path} with something other than JSON:"
                 " is it a faas gateway?"
             ) from None
+
+    def events(self, path: str, **params: str) -> Iterator[tuple[str, str]]:
+        """(event, data) pairs of a server-sent event stream, until it ends."""
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response)
+                event = ""
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        yield event, line[6:]
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(self.url, exc) from None
 
     def register(
         self,
@@ -353,6 +366,28 @@ class Task:
         view = self.client.request("DELETE", f"/v1/tasks/{self.id}")
         self._view = view if view["status"] in _TERMINAL else None
         return view
+
+    def logs(self) -> str:
+        """What the task printed so far (stdout and stderr), each attempt after an
+        `--- attempt N ---` line; at most FAAS_TASK_LOG_MAX_BYTES per attempt."""
+        return self.client.request("GET", f"/v1/tasks/{self.id}/logs")["logs"]
+
+    def follow_logs(self) -> Iterator[str]:
+        """Output as it is printed, piece by piece, until the task ends."""
+        for event, data in self.client.events(f"/v1/tasks/{self.id}/logs", follow="true"):
+            if event == "end":
+                return
+            if event == "log":
+                yield json.loads(data)
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except (ValueError, AttributeError):
+            detail = response.text[:200]
+        raise ApiError(response.status_code, str(detail))
 
 
 def unwrap(view: dict[str, Any]) -> Any:

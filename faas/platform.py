@@ -83,6 +83,9 @@ class PlatformConfig:
     """Extra FAAS_* (or other) variables for every component."""
     log_dir: Path | None = None
     """Write each component's output to a file there instead of inheriting ours."""
+    metrics: bool = False
+    """Give the dispatcher and each worker a /metrics port of its own (`metrics_ports`);
+    off by default (the gateway serves /metrics on its own port either way)."""
 
 
 class Process:
@@ -178,6 +181,7 @@ class LocalPlatform:
         self.workers: list[Process] = []
         self.dispatchers: list[Process] = []  # every one started, e.g. a standby
         self.worker_ids: dict[str, Process] = {}
+        self.metrics_ports: dict[str, int] = {}  # component -> its /metrics port
         self.redis_url = config.redis_url or ""
         self.dispatcher_port = config.dispatcher_port or free_port()
         self.url = f"http://{config.host}:{config.port}"
@@ -208,6 +212,13 @@ class LocalPlatform:
         env.update(self.config.env)  # the caller's settings win, keys included
         return env
 
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        """A metrics port for component `name`, kept across its restarts."""
+        if not self.config.metrics:
+            return {}
+        port = self.metrics_ports.setdefault(name, free_port())
+        return {"FAAS_METRICS_PORT": str(port)}
+
     def start_redis(self) -> None:
         """Redis on the data directory, which this platform then holds alone."""
         c = self.config
@@ -236,7 +247,8 @@ class LocalPlatform:
         c = self.config
         argv = [sys.executable, "-m", "dispatcher", "-m", c.mode.value, "-w", str(c.slots),
                 "-p", str(self.dispatcher_port)]  # fmt: skip
-        env = {**self._env(self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1"}
+        env = {**self._env(self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1",
+               **self._metrics_env("dispatcher")}  # fmt: skip
         self.dispatcher = Process("dispatcher", argv, env, self.config.log_dir).start()
         self.dispatchers.append(self.dispatcher)
         return self.dispatcher
@@ -248,7 +260,8 @@ class LocalPlatform:
         worker_id = f"worker-{index}-{os.getpid()}"
         argv = [sys.executable, "-m", "worker", "--mode", c.mode.value, "-n", str(c.slots),
                 "--id", worker_id, endpoint]  # fmt: skip
-        proc = Process(f"worker-{index}", argv, self._env(self._worker_keys), c.log_dir).start()
+        env = {**self._env(self._worker_keys), **self._metrics_env(f"worker-{index}")}
+        proc = Process(f"worker-{index}", argv, env, c.log_dir).start()
         self.workers.append(proc)
         self.worker_ids[worker_id] = proc
         return proc

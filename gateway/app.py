@@ -24,6 +24,7 @@ from common.store import Store
 from gateway.auth import ApiKeyMiddleware, api_keys
 from gateway.completions import CompletionHub
 from gateway.limits import BodyLimitMiddleware
+from gateway.metrics import MetricsMiddleware, metrics
 from gateway.routes import FastJSON, course, health, status, v1
 from gateway.service import TaskService
 from gateway.settings import GatewaySettings
@@ -79,6 +80,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)
+        app.add_route("/metrics", metrics, include_in_schema=False)
     keys = api_keys(settings)
     if keys:  # added last: runs first, before any body is read
         app.add_middleware(ApiKeyMiddleware, keys=keys)

@@ -1,8 +1,8 @@
 """The API-key check, as ASGI middleware: it answers 401 from the headers alone,
 before any of the body is read, so unauthenticated uploads cost nothing. A key
 names its tenant, which the middleware puts in the scope (`TENANT_SCOPE_KEY`) for
-the routes. Everything but the health checks and the dashboard's static page and
-assets needs a key, the API docs included."""
+the routes. Everything but the health checks, /metrics (aggregates only) and the dashboard's
+static page and assets needs a key, the API docs included."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from common.tenants import DEFAULT_TENANT, KeyEntry, Tenant, find_tenant, key_digest, load_keys
 from gateway.settings import GatewaySettings
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})  # metrics: aggregates only
 PUBLIC_PREFIXES = ("/ui/",)
 """The dashboard's page and static assets: they hold no data (see `gateway.ui`)."""
 TENANT_SCOPE_KEY = "faas.tenant"

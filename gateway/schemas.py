@@ -130,6 +130,13 @@ class TaskView(ResultView):
     error_kind: ErrorKind | None
 
 
+class TaskLogs(BaseModel):
+    task_id: str
+    status: TaskStatus
+    logs: str = Field(description="stdout and stderr; each attempt after `--- attempt N ---`")
+    truncated: bool = Field(description="an attempt printed more than the cap, and was cut")
+
+
 class TaskList(BaseModel):
     tasks: list[TaskView]
 

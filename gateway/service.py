@@ -18,6 +18,7 @@ from common.models import FunctionEnv, FunctionRecord, TaskRecord, check_id, new
 from common.requirements import validate_requirements
 from common.store import Store
 from common.tenants import Tenant
+from gateway import metrics
 from gateway.checker import PayloadChecker
 from gateway.completions import CompletionHub, Watch
 from gateway.environments import (
@@ -109,7 +110,7 @@ class TaskService:
         attempts = max_attempts or self.settings.default_max_attempts
         args = await self.decode(texts)
         ids = list(task_ids) if task_ids is not None else [new_id() for _ in texts]
-        return await self.store.submit(
+        accepted = await self.store.submit(
             function_id,
             list(zip(ids, args, strict=True)),
             deadline_s=deadline,
@@ -122,6 +123,8 @@ class TaskService:
             tenant=tenant.name,
             max_unfinished=tenant.max_unfinished or self.settings.max_unfinished_tasks,
         )
+        metrics.SUBMITTED.inc(len(accepted))  # a repeated idempotency key counts again
+        return accepted
 
     async def submit_call(
         self, body: ExecuteFunction, *, tenant: Tenant, task_id: str | None = None

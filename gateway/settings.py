@@ -12,6 +12,8 @@ class GatewaySettings(BaseFaasSettings):
     """Address to listen on; only this machine by default. 0.0.0.0 (all) only when asked,
     e.g. in a container."""
     gateway_port: int = Field(default=8000, ge=1, le=65535)
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at /metrics (open, like /healthz: aggregates only)."""
     gateway_workers: int = Field(default=1, ge=1)
     """Gateway server processes."""
     max_payload_bytes: int = Field(default=16 * 2**20, ge=1)

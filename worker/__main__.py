@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 
+from common import metrics
 from common.hardening import protect_process
 from common.health import HealthServer
 from common.logs import configure_logging
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     loop = WorkerLoop(settings)
+    metrics.serve(settings.metrics_port)
     if settings.health_port:
         HealthServer(
             settings.health_port,

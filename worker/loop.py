@@ -24,8 +24,10 @@ import zmq
 from common import curve, wire
 from common.errors import ProtocolError
 from common.models import DispatchMode, FunctionEnv
+from worker import metrics
 from worker.calls import NestedCalls
 from worker.environments import Environments, Failed
+from worker.output import OutputBuffers
 from worker.pool import Job, JobResult, SlotPool, SlotRequest
 from worker.prepare import Prepared, Preparer
 from worker.settings import WorkerSettings
@@ -48,6 +50,7 @@ class WorkerLoop:
     ) -> None:
         self.settings = settings
         self._context = context or zmq.Context.instance()
+        self._output = OutputBuffers(self._send_output, max_bytes=settings.task_log_max_bytes)
         self._pool = pool or SlotPool(
             settings.slots,
             max_result_bytes=settings.max_result_bytes,
@@ -58,6 +61,8 @@ class WorkerLoop:
                 processes=settings.slot_max_processes,
             ),
             max_spare_slots=settings.max_spare_slots,
+            on_output=self._task_output,
+            capture_output=settings.capture_output,
         )
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
         self._waiting: deque[Job] = deque()
@@ -175,6 +180,9 @@ class WorkerLoop:
         now = time.monotonic()
         if self._socket in events:
             self._receive_all()
+        for fd in self._pool.output_fds():
+            if fd in events:
+                self._pool.read_output(fd)
         for fd in self._pool.fds():
             if fd in events:
                 result = self._pool.collect(fd)
@@ -191,11 +199,13 @@ class WorkerLoop:
         if self._pool.trim(now):
             self._slots_changed()
         self._start_waiting()
+        metrics.SLOTS_BUSY.set(self._pool.size - self._pool.idle())
+        self._output.flush_due(now)
         self._keep_alive(now)
 
     def _sync_polled_fds(self) -> None:
         """Slots are replaced when they die, so the set of pipes to poll changes."""
-        current = set(self._pool.fds())
+        current = {*self._pool.fds(), *self._pool.output_fds()}
         for fd in self._polled_fds - current:
             self._poller.unregister(fd)
         for fd in current - self._polled_fds:
@@ -326,9 +336,21 @@ class WorkerLoop:
                 still.append(job)
         self._waiting = still
 
+    def _task_output(self, job: Job, data: bytes) -> None:
+        metrics.OUTPUT_BYTES.inc(len(data))
+        self._output.add(job.task_id, job.attempt, data)
+
+    def _send_output(self, task_id: str, attempt: int, data: bytes) -> None:
+        # Best effort: output sent while the dispatcher is unreachable is lost (results
+        # are kept and re-sent; output is not).
+        if self._socket is not None:
+            self._send(wire.Command.LOG, {"task_id": task_id, "attempt": attempt}, data)
+
     def _report(self, result: JobResult) -> None:
         job = result.job
         self._calls.forget(job.task_id)
+        self._output.finish(job.task_id, job.attempt)  # its output is stored before its end
+        metrics.TASKS.labels(result.outcome).inc()
         header = {
             "task_id": job.task_id,
             "attempt": job.attempt,

@@ -1,22 +1,34 @@
 """A fixed number of pre-started slot processes, replaced when one dies or is
 killed at its deadline. Driven by one thread (the worker loop), which polls
-`fds()` and calls `collect(fd)` when one is readable."""
+`fds()` and calls `collect(fd)` when one is readable, and polls `output_fds()`
+(each slot's stdout/stderr pipe) and calls `read_output(fd)`. Output goes to
+`on_output(job, data)`; what a slot prints while idle is dropped. A slot's pipe
+is drained before its result (or its death) is reported, so a task's output
+always comes before its end."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from common.models import FunctionEnv
-from worker import slot
+from worker import metrics, slot
 
 logger = logging.getLogger(__name__)
+
+_READ_BYTES = 64 * 1024
+_MAX_READ_PER_CALL = 1024 * 1024  # one chatty slot must not starve the loop
+# Drained at a task's end: all it wrote (a pipe holds 64 KiB), yet bounded, as a
+# child process the task left behind may still hold the pipe and keep writing.
+_MAX_DRAIN_AT_END = 4 * 1024 * 1024
 
 SPARE_IDLE_S = 2.0
 """How long a spare slot (see `SlotPool.block`) stays idle before it is retired."""
@@ -62,9 +74,11 @@ class SlotRequest:
 class _Slot:
     process: BaseProcess
     conn: Connection
+    output: Connection  # read end of its stdout/stderr pipe
     job: Job | None = None
     blocked: bool = False  # its function waits on nested calls: the slot is lent out
     idle_since: float = field(default_factory=time.monotonic)
+    output_open: bool = True  # False after EOF (the slot closed fds 1 and 2)
     # (tenant, environment) whose code it has run: it never runs another's
     binding: tuple[str, str] | None = None
     tasks_run: int = 0
@@ -98,12 +112,17 @@ class SlotPool:
         max_tasks_per_slot: int = 0,
         limits: slot.Limits | None = None,
         max_spare_slots: int | None = None,
+        on_output: Callable[[Job, bytes], None] | None = None,
+        capture_output: bool = True,
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one slot")
         self._base = size
         self._max_spares = 4 * size if max_spare_slots is None else max_spare_slots
         self._ctx = _context()
+        self._on_output = on_output
+        self._capture = capture_output  # False: slots print to the worker's own stdout
+        self._outputs: dict[int, int] = {}  # output pipe fd -> its slot's fd
         self._max_result_bytes = max_result_bytes
         self._max_tasks = max_tasks_per_slot
         self._limits = limits or slot.Limits()
@@ -113,12 +132,23 @@ class SlotPool:
 
     def _spawn(self) -> int:
         parent, child = self._ctx.Pipe()
-        args = (child, self._max_result_bytes, self._limits)
+        output, output_end = self._ctx.Pipe(duplex=False)
+        args = (child, self._max_result_bytes, self._limits, output_end if self._capture else None)
         process = self._ctx.Process(target=slot.serve, args=args, daemon=True)
         process.start()
         child.close()
-        self._slots[parent.fileno()] = _Slot(process, parent)
+        output_end.close()
+        os.set_blocking(output.fileno(), False)
+        self._slots[parent.fileno()] = _Slot(process, parent, output, output_open=self._capture)
+        self._outputs[output.fileno()] = parent.fileno()
         return parent.fileno()
+
+    def _forget(self, fd: int) -> _Slot:
+        s = self._slots.pop(fd)
+        self._outputs.pop(s.output.fileno(), None)
+        s.conn.close()
+        s.output.close()
+        return s
 
     @property
     def size(self) -> int:
@@ -132,6 +162,29 @@ class SlotPool:
 
     def fds(self) -> list[int]:
         return list(self._slots)
+
+    def output_fds(self) -> list[int]:
+        return [fd for fd, slot_fd in self._outputs.items() if self._slots[slot_fd].output_open]
+
+    def read_output(self, fd: int) -> None:
+        """Hand what slot output pipe `fd` holds to `on_output`."""
+        self._drain(self._slots[self._outputs[fd]])
+
+    def _drain(self, s: _Slot, limit: int = _MAX_READ_PER_CALL) -> None:
+        read = 0
+        while s.output_open and read < limit:
+            try:
+                data = os.read(s.output.fileno(), _READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                s.output_open = False  # EOF: stop polling it; the slot's end is seen on conn
+                return
+            read += len(data)
+            if s.job is not None and self._on_output is not None:
+                self._on_output(s.job, data)
 
     def run(self, job: Job, env_path: str = "", env_key: str = "") -> None:
         """Start `job` in an idle slot, with `env_path` (if any) first on sys.path."""
@@ -151,10 +204,10 @@ class SlotPool:
 
     def _recycle(self, fd: int) -> int:
         """Replace the idle slot `fd` with a fresh one; returns the new one's fd."""
-        s = self._slots.pop(fd)
+        s = self._forget(fd)
         s.process.kill()
         s.process.join(timeout=5)
-        s.conn.close()
+        metrics.SLOT_REPLACEMENTS.labels("recycled").inc()
         return self._spawn()
 
     def collect(self, fd: int) -> JobResult | SlotRequest | None:
@@ -171,6 +224,7 @@ class SlotPool:
                 return None
             return SlotRequest(fd, s.job, message[0], tuple(message[1:]))
         _, task_id, outcome, blob, error = message
+        self._drain(s, _MAX_DRAIN_AT_END)  # the slot flushed its output before its outcome
         job, s.job, s.blocked, s.idle_since = s.job, None, False, time.monotonic()
         if job is None or job.task_id != task_id:
             logger.warning("slot sent a result for %s it was not running", task_id)
@@ -217,10 +271,9 @@ class SlotPool:
         idle = [fd for fd, s in self._slots.items()
                 if s.job is None and now - s.idle_since >= SPARE_IDLE_S][:excess]  # fmt: skip
         for fd in idle:
-            s = self._slots.pop(fd)
+            s = self._forget(fd)
             s.process.kill()
             s.process.join(timeout=5)
-            s.conn.close()
         return bool(idle)
 
     def expire(self, now: float) -> list[JobResult]:
@@ -251,10 +304,12 @@ class SlotPool:
         return min(deadlines, default=None)
 
     def _replace(self, fd: int, outcome: str, error: str) -> JobResult | None:
-        s = self._slots.pop(fd)
-        s.conn.close()
+        s = self._slots[fd]
         s.process.join(timeout=5)
+        self._drain(s, _MAX_DRAIN_AT_END)  # what it printed before it died is the task's
+        self._forget(fd)
         self._spawn()
+        metrics.SLOT_REPLACEMENTS.labels(outcome).inc()
         if s.job is None:
             logger.warning("idle slot process %s died (%s); replaced", s.process.pid, error)
             return None
@@ -280,4 +335,6 @@ class SlotPool:
         for s in self._slots.values():
             s.process.join(timeout=5)
             s.conn.close()
+            s.output.close()
         self._slots.clear()
+        self._outputs.clear()

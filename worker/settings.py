@@ -58,6 +58,11 @@ class WorkerSettings(BaseFaasSettings):
     unacked_results_max_bytes: int = Field(default=256 * 2**20, ge=1)
     """Results kept until the dispatcher confirms their commit, to re-send after a
     dispatcher restart; past this size the oldest are forgotten (they run again)."""
+    task_log_max_bytes: int = Field(default=64 * 1024, ge=0)
+    """Output (stdout and stderr) kept per task attempt; past it, a line says it was cut."""
+    capture_output: bool = True
+    """Send what tasks print to the store (`faas logs`); off: slots print to the
+    worker's own stdout."""
     drain_timeout_s: float = Field(default=25.0, ge=0)
     """On SIGTERM: how long running tasks may finish before they are handed back."""
 

@@ -10,12 +10,17 @@ loads them with `pickle.loads` or `dill.loads`.
 A slot is a child process so that a crash, `os._exit`, a segfault or a deadline
 kill in user code costs one slot, which the pool replaces. Libraries users are
 likely to need are imported here once, when the fork server preloads this module.
+
+A slot's file descriptors 1 and 2 are the write end of a pipe its worker reads
+(`serve`'s `output`): whatever the function prints, from Python, a C extension
+or a child process, reaches the worker, which files it under the running task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import pickle
 import resource
 import signal
@@ -58,11 +63,19 @@ class Limits:
                 resource.setrlimit(which, (value, value))
 
 
-def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits = Limits()) -> None:
+def serve(
+    conn: Connection,
+    max_result_bytes: int = 16 * 2**20,
+    limits: Limits = Limits(),
+    output: Connection | None = None,
+) -> None:
     """Slot main loop: (task_id, function_id, function, args, env path) in,
     ("result", task_id, outcome, result, error) out; in between, the function's
-    nested calls go out and their answers come back on the same pipe (`faas.nested`)."""
+    nested calls go out and their answers come back on the same pipe (`faas.nested`).
+    `output`: the write end of the pipe that becomes this process's stdout and stderr."""
     _die_with_parent()
+    if output is not None:
+        _capture_output(output)
     limits.apply()
     # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
     # when a slot stops (it kills it), and PR_SET_PDEATHSIG covers the owner dying.
@@ -79,6 +92,7 @@ def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits =
         if env_path and env_path not in sys.path:  # a slot serves one environment
             sys.path.insert(0, env_path)
         outcome, blob, error = run_call(functions, function_id, function, args)
+        _flush_output()  # the task's output is in the pipe before its outcome is sent
         if len(blob) > max_result_bytes:
             error = (f"the result pickles to {len(blob):,} bytes, over the "
                      f"{max_result_bytes:,}-byte limit (FAAS_MAX_RESULT_BYTES)")  # fmt: skip
@@ -166,6 +180,22 @@ def dump_exception(exc: BaseException) -> bytes:
 def describe(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc))
     return text[-_ERROR_TEXT_LIMIT:]
+
+
+def _capture_output(output: Connection) -> None:
+    """Point fds 1 and 2 at the worker's pipe; line-buffer Python's stdout so a
+    running task's prints reach it as they happen (stderr writes through)."""
+    for fd in (1, 2):
+        os.dup2(output.fileno(), fd)
+    output.close()
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):  # user code may have replaced or closed them
+            stream.flush()  # type: ignore[union-attr]
 
 
 def _die_with_parent() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from common.errors import TaskNotFound
 from common.models import new_id
+from gateway import logs
 from gateway.deps import service as get_service
 from gateway.deps import tenant as get_tenant
 from gateway.routes import FastJSON, FastRoute
@@ -19,6 +21,7 @@ from gateway.schemas import (
     FunctionView,
     RegisterFunctionV1,
     TaskList,
+    TaskLogs,
     TaskView,
     WaitForTasks,
 )
@@ -104,6 +107,26 @@ async def get_task(task_id: str, request: Request, wait: float = _WAIT) -> FastJ
     service = get_service(request)
     record = await service.wait(task_id, service.clamp_wait(wait), tenant=get_tenant(request))
     return FastJSON(task_view(record))
+
+
+@router.get("/tasks/{task_id}/logs", response_model=TaskLogs, responses=_ERRORS)
+async def get_task_logs(
+    task_id: str,
+    request: Request,
+    follow: bool = Query(False, description="stream server-sent events until the task ends"),
+) -> Response:
+    """What the task printed (stdout and stderr), each attempt after an
+    `--- attempt N ---` line. With `follow`, a `text/event-stream`: `log` events
+    (a JSON string of new output) while it runs, then one `end` event."""
+    service = get_service(request)
+    tenant = get_tenant(request)
+    record = await service.get(task_id, tenant=tenant, with_result=False)  # 404: not yours
+    if follow:
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        stream = logs.follow(service, record, tenant)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    text = logs.decode(await service.store.read_logs(record.task_id))
+    return FastJSON(logs.logs_view(record, text))
 
 
 @router.post("/tasks/wait", response_model=TaskList, responses=_ERRORS)

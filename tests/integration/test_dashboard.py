@@ -93,7 +93,25 @@ def test_a_task_appears_runs_and_finishes_on_the_dashboard(
     page.click(row)
     page.wait_for_selector("#detail:not([hidden]) dd.status-COMPLETED")
     assert page.text_content("#detail-id") == task.id
+    page.wait_for_function(
+        "document.getElementById('detail-logs').textContent.includes('hello from the task')"
+    )
     assert page.is_hidden("#cancel")  # nothing left to cancel
+
+
+def test_a_running_task_is_cancelled_from_the_dashboard(page: Any, platform: LocalPlatform) -> None:
+    page.goto(platform.url + "/")
+    page.fill("#key", KEY)
+    page.click("#login button")
+    never = Path(platform.config.data_dir) / "never"
+    with Client(platform.url, api_key=KEY) as client:
+        task = client.register(_wait_for_file).submit(str(never))
+        row = f'#task-table tr[data-task="{task.id}"]'
+        page.wait_for_selector(f"{row} td.status-RUNNING")
+        page.click(row)
+        page.click("#cancel:not([hidden])")
+        page.wait_for_selector(f"{row} td.status-CANCELLED")
+        assert task.info()["status"] == "CANCELLED"
 
 
 def test_the_api_docs_render_from_local_assets(page: Any, platform: LocalPlatform) -> None:

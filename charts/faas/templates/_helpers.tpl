@@ -252,3 +252,39 @@ writable volume, since the root filesystem is read-only). */}}
 {{- fail "gateway.ingress.tls.enabled needs gateway.ingress.tls.secretName" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Pod annotations telling Prometheus where /metrics is: (dict "ctx" $ "port" N). */}}
+{{- define "faas.metricsAnnotations" -}}
+{{- if .ctx.Values.metrics.enabled }}
+annotations:
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ .port | quote }}
+  prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* The metrics container port of the dispatcher, workers and controller. */}}
+{{- define "faas.metricsPort" -}}
+{{- if .Values.metrics.enabled }}
+- name: metrics
+  containerPort: {{ .Values.metrics.port }}
+{{- end }}
+{{- end }}
+
+{{/* FAAS_METRICS_PORT for the dispatcher, workers and controller. */}}
+{{- define "faas.metricsEnv" -}}
+{{- if .Values.metrics.enabled }}
+- name: FAAS_METRICS_PORT
+  value: {{ .Values.metrics.port | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The NetworkPolicy rule that lets the scraper reach a metrics port. */}}
+{{- define "faas.metricsIngress" -}}
+{{- if .Values.metrics.enabled }}
+- from:
+    {{- toYaml .Values.metrics.scrapeFrom | nindent 4 }}
+  ports:
+    - {port: metrics, protocol: TCP}
+{{- end }}
+{{- end }}
