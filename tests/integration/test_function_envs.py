@@ -5,7 +5,9 @@ the function in a slot with it on the path."""
 from __future__ import annotations
 
 import base64
+import io
 import time
+import zipfile
 from collections.abc import Sequence
 
 import cloudpickle
@@ -27,6 +29,14 @@ def bundled_value():
     import envbundle
 
     return envbundle.VALUE
+
+
+def _b64_zip(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def register(
@@ -119,6 +129,8 @@ def test_a_function_without_requirements_is_unaffected(envs_platform) -> None:  
         ("requirements", ["six\nnumpy"], "line break"),
         ("py_modules", ["bm90IGEgemlw"], "not a zip file"),
         ("py_modules", ["%%%"], "not valid base64"),
+        ("py_modules", [_b64_zip({"zeros.bin": bytes(8 * 2**20)})], "likely zip bomb"),
+        ("py_modules", [_b64_zip({f"m{i}.py": b"" for i in range(20_001)})], "over the limit"),
     ],
 )
 def test_bad_requirements_and_bundles_are_refused_at_registration(
