@@ -224,12 +224,21 @@ class Store:
 
     @_translated
     async def register_function(
-        self, function_id: str, name: str, payload: bytes, env: FunctionEnv | None = None
+        self,
+        function_id: str,
+        name: str,
+        payload: bytes,
+        env: FunctionEnv | None = None,
+        sources: Sequence[tuple[str, int, str]] = (),
     ) -> None:
+        """`sources`: (file, first line, text) of the function's code, shown in
+        the tracebacks of its tasks."""
         created = now_ms()
         fields: dict[str, Any] = {"name": name, "payload": payload, "created_ms": created}
         if env:
             fields["env"] = msgpack.packb([list(env.requirements), list(env.bundles)])
+        if sources:
+            fields["sources"] = msgpack.packb([list(s) for s in sources])
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.function(function_id), mapping=fields)
             pipe.zadd(self.keys.functions, {function_id: created})
@@ -277,16 +286,16 @@ class Store:
         ids = list(function_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for function_id in ids:
-                pipe.hmget(self.keys.function(function_id), ["payload", "env"])
+                pipe.hmget(self.keys.function(function_id), ["payload", "env", "sources"])
             rows = await pipe.execute()
         code: dict[str, FunctionCode | None] = {}
-        for function_id, (payload, env) in zip(ids, rows, strict=True):
+        for function_id, (payload, env, sources) in zip(ids, rows, strict=True):
             if payload is None:
                 code[function_id] = None
                 continue
             requirements, bundles = msgpack.unpackb(env) if env else ((), ())
             code[function_id] = FunctionCode(
-                payload, FunctionEnv(tuple(requirements), tuple(bundles))
+                payload, FunctionEnv(tuple(requirements), tuple(bundles)), sources or b""
             )
         return code
 

@@ -157,7 +157,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "deadline_s": _number(0.001, 10**7),
         },
         {"tenant": _text(_MAX_ID), "env": _env},
-        (2, 2),
+        (2, 3),  # function, args, and the function's sources if it has any
     ),
     Command.RESET: ({}, {}, (0, 0)),
     Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),

@@ -52,6 +52,7 @@ class TaskService:
         payload: str,
         requirements: Sequence[str] = (),
         py_modules: Sequence[str] = (),
+        sources: Sequence[tuple[str, int, str]] = (),
     ) -> tuple[str, list[str]]:
         """Store a function (and its environment); returns its id and warnings about
         modules it refers to that workers may not be able to import."""
@@ -65,7 +66,7 @@ class TaskService:
         for digest, zipped in bundles.items():
             await self.store.put_bundle(digest, zipped)
         env = FunctionEnv(wanted, tuple(bundles))
-        await self.store.register_function(function_id, name, data, env)
+        await self.store.register_function(function_id, name, data, env, sources)
         shipped = {top_level(n) for z in bundles.values() for n in zip_names(z)}
         shipped |= {requirement_name(r) for r in wanted}
         modules = await asyncio.to_thread(payloads.referenced_modules, data)

@@ -31,11 +31,12 @@ _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
              responses=_ERRORS)  # fmt: skip
 async def register_function(body: RegisterFunctionV1, request: Request) -> FastJSON:
     """Register a function with what it needs beyond the worker image: pip
-    `requirements` and `py_modules` (zip files). The answer warns about modules the
-    function refers to that workers may lack."""
+    `requirements` and `py_modules` (zip files), and its `sources` for tracebacks.
+    The answer warns about modules the function refers to that workers may lack."""
     service = get_service(request)
+    sources = [(s.file, s.line, s.text) for s in body.sources]
     function_id, warnings = await service.register(
-        body.name, body.payload, body.requirements, body.py_modules
+        body.name, body.payload, body.requirements, body.py_modules, sources
     )
     return FastJSON({"function_id": function_id, "warnings": warnings}, status_code=201)
 

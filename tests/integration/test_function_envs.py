@@ -157,3 +157,14 @@ def test_registration_warns_about_modules_the_workers_lack(envs_platform) -> Non
     assert http.post("/v1/functions", json=body).json()["warnings"] == []
     body = {"name": "g", "payload": base64.b64encode(cloudpickle.dumps(httpx.get)).decode()}
     assert http.post("/v1/functions", json=body).json()["warnings"] == []
+
+
+def test_sources_for_tracebacks_are_capped(envs_platform) -> None:  # type: ignore[no-untyped-def]
+    _, http, _ = envs_platform
+    payload = base64.b64encode(cloudpickle.dumps(len)).decode()
+    half = {"file": "a.py", "line": 1, "text": "x" * (128 * 1024 + 1)}
+    body = {"name": "f", "payload": payload, "sources": [half, {**half, "file": "b.py"}]}
+    response = http.post("/v1/functions", json=body)
+    assert response.status_code == 422 and "over the limit of 262144" in response.text
+    body["sources"] = [{**half, "text": "def f(): pass\n"}]
+    assert http.post("/v1/functions", json=body).status_code == 201
