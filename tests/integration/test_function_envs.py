@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import pickle
 import time
 import zipfile
 from collections.abc import Sequence
@@ -168,3 +169,12 @@ def test_sources_for_tracebacks_are_capped(envs_platform) -> None:  # type: igno
     assert response.status_code == 422 and "over the limit of 262144" in response.text
     body["sources"] = [{**half, "text": "def f(): pass\n"}]
     assert http.post("/v1/functions", json=body).status_code == 201
+
+
+def test_a_pickle_with_a_wrong_frame_length_is_a_400(envs_platform) -> None:  # type: ignore[no-untyped-def]
+    _, http, _ = envs_platform
+    data = bytearray(pickle.dumps(["x" * 40], protocol=5))
+    data[3:11] = (len(data)).to_bytes(8, "little")  # declares more than follows
+    body = {"name": "f", "payload": base64.b64encode(bytes(data)).decode()}
+    response = http.post("/register_function", json=body)
+    assert response.status_code == 400 and "FRAME" in response.json()["detail"], response.text
