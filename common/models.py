@@ -92,6 +92,9 @@ class FunctionCode:
 
     payload: bytes
     env: FunctionEnv = FunctionEnv()
+    # msgpack [[file, first line, text], ...] as the SDK sent it, for tracebacks;
+    # only the slot decodes it.
+    sources: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None
     """Raise InvalidPayload unless `data` is exactly one complete pickle stream of at
     most `max_opcodes` opcodes."""
     end = -1
+    frame_end: int | None = None  # where the current FRAME's declared bytes end
     try:
         for count, (opcode, _arg, pos) in enumerate(pickletools.genops(data), 1):
             if count > max_opcodes:
@@ -54,6 +55,11 @@ def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None
                 )
             if opcode.name == "PROTO" and not 0 <= _arg <= pickle.HIGHEST_PROTOCOL:
                 raise InvalidPayload(f"unsupported pickle protocol {_arg}")
+            if frame_end is not None and pos >= frame_end:
+                _check_frame_end(frame_end, pos)
+                frame_end = None
+            if opcode.name == "FRAME":
+                frame_end = _frame_end(data, pos, _arg, frame_end)
             end = pos
     except InvalidPayload:
         raise
@@ -62,6 +68,35 @@ def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None
     # genops stops at STOP (1 byte); anything after it was not part of the pickle.
     if end < 0 or end + 1 != len(data):
         raise InvalidPayload("payload has trailing bytes after the pickle")
+    if frame_end is not None:
+        _check_frame_end(frame_end, len(data))
+
+
+_FRAME_HEADER = 9  # the FRAME opcode and its 8-byte length
+
+
+def _frame_end(data: bytes, pos: int, length: int, open_frame_end: int | None) -> int:
+    """Where a FRAME at `pos` declaring `length` bytes ends; InvalidPayload if those
+    bytes are not all there or another frame is still open (an unpickler would fail
+    on it later, as if the user's code were at fault)."""
+    if open_frame_end is not None:
+        raise InvalidPayload(f"payload pickle starts a FRAME at byte {pos} inside another frame")
+    available = len(data) - pos - _FRAME_HEADER
+    if length > available:
+        raise InvalidPayload(
+            f"payload pickle has a FRAME at byte {pos} declaring {length} bytes, "
+            f"but only {available} follow"
+        )
+    return pos + _FRAME_HEADER + length
+
+
+def _check_frame_end(frame_end: int, next_pos: int) -> None:
+    """A frame must end exactly where an opcode starts (or at the end of the pickle)."""
+    if next_pos != frame_end:
+        raise InvalidPayload(
+            f"payload pickle has a FRAME whose declared length ends at byte {frame_end}, "
+            f"inside an opcode (the next one starts at byte {next_pos})"
+        )
 
 
 def encode(data: bytes) -> str:

@@ -297,16 +297,21 @@ class Store:
         name: str,
         payload: bytes,
         env: FunctionEnv | None = None,
+        sources: Sequence[tuple[str, int, str]] = (),
         *,
         tenant: str = DEFAULT_TENANT,
     ) -> int:
-        """Store a function; returns its version under `name` (1 for the first)."""
+        """Store a function; returns its version under `name` (1 for the first).
+        `sources`: (file, first line, text) of the function's code, shown in the
+        tracebacks of its tasks."""
         created = now_ms()
         fields: dict[str, Any] = {
             "name": name, "tenant": tenant, "payload": payload, "created_ms": created,
         }  # fmt: skip
         if env:
             fields["env"] = msgpack.packb([list(env.requirements), list(env.bundles)])
+        if sources:
+            fields["sources"] = msgpack.packb([list(s) for s in sources])
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.function(function_id), mapping=fields)
             pipe.zadd(self.keys.functions(tenant), {function_id: created})
@@ -366,16 +371,16 @@ class Store:
         ids = list(function_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for function_id in ids:
-                pipe.hmget(self.keys.function(function_id), ["payload", "env"])
+                pipe.hmget(self.keys.function(function_id), ["payload", "env", "sources"])
             rows = await pipe.execute()
         code: dict[str, FunctionCode | None] = {}
-        for function_id, (payload, env) in zip(ids, rows, strict=True):
+        for function_id, (payload, env, sources) in zip(ids, rows, strict=True):
             if payload is None:
                 code[function_id] = None
                 continue
             requirements, bundles = msgpack.unpackb(env) if env else ((), ())
             code[function_id] = FunctionCode(
-                payload, FunctionEnv(tuple(requirements), tuple(bundles))
+                payload, FunctionEnv(tuple(requirements), tuple(bundles)), sources or b""
             )
         return code
 

@@ -201,7 +201,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "deadline_s": _number(0.001, 10**7),
         },
         {"tenant": _text(_MAX_ID), "env": _env},
-        (2, 2),
+        (2, 3),  # function, args, and the function's sources if it has any
     ),
     Command.RESET: ({}, {}, (0, 0)),
     Command.CANCEL: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (0, 0)),

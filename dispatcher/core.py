@@ -374,7 +374,8 @@ class Dispatcher:
         }
         if function.env:
             header["env"] = [list(function.env.requirements), list(function.env.bundles)]
-        task = wire.pack(wire.Command.TASK, header, function.payload, entry.payload)
+        sources = [function.sources] if function.sources else []
+        task = wire.pack(wire.Command.TASK, header, function.payload, entry.payload, *sources)
         frames = [worker.identity, *task]
         try:
             await self._socket.send_multipart(frames, copy=False)

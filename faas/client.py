@@ -28,6 +28,7 @@ import types
 import uuid
 import warnings
 import zipfile
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from faas.errors import (
     TaskCancelled,
     WorkerFailure,
 )
-from faas.modules import user_modules
+from faas.modules import source_texts, user_modules
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -78,19 +79,48 @@ def pickle_function(fn: Callable[..., Any], modules: Sequence[types.ModuleType] 
     """cloudpickle, with the caller's own modules that `fn` needs (and `modules`)
     pickled by value: workers do not have the caller's code. Installed packages stay
     by reference."""
-    shipped = user_modules(fn, extra=tuple(modules))
-    shipped += [m for m in modules if m not in shipped]
+    shipped = shipped_modules(fn, modules)
     registered = []
     try:
         for module in shipped:
             with contextlib.suppress(ValueError):  # e.g. not in sys.modules
                 cloudpickle.register_pickle_by_value(module)
                 registered.append(module)
-        return cloudpickle.dumps(fn)
+        buffer = io.BytesIO()
+        _KeepingFileNames(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(fn)
+        return buffer.getvalue()
     finally:
         for module in registered:
             with contextlib.suppress(ValueError):
                 cloudpickle.unregister_pickle_by_value(module)
+
+
+def _code_reduce_keeping_file_name(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object, with the file name it replaces by
+    "<dynamic-code>" put back: the workers map it to the source sent with the
+    registration, so remote tracebacks name the user's file and show its lines."""
+    constructor, args = _cloudpickle_code_reduce(code)
+    if len(args) > _CO_FILENAME and args[_CO_FILENAME] == "<dynamic-code>":
+        args = (*args[:_CO_FILENAME], code.co_filename, *args[_CO_FILENAME + 1 :])
+    return constructor, args
+
+
+_cloudpickle_code_reduce = cloudpickle.cloudpickle._code_reduce
+_CO_FILENAME = 10  # position of co_filename among types.CodeType's arguments
+
+
+class _KeepingFileNames(cloudpickle.Pickler):
+    dispatch_table = ChainMap(  # type: ignore[assignment]
+        {types.CodeType: _code_reduce_keeping_file_name}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def shipped_modules(
+    fn: Callable[..., Any], modules: Sequence[types.ModuleType] = ()
+) -> list[types.ModuleType]:
+    """The modules pickled by value with `fn`: the caller's own, and `modules`."""
+    shipped = user_modules(fn, extra=tuple(modules))
+    return shipped + [m for m in modules if m not in shipped]
 
 
 def zip_paths(paths: Iterable[str | os.PathLike[str]]) -> bytes:
@@ -176,6 +206,7 @@ class Client:
             "name": name,
             "payload": base64.b64encode(pickle_function(fn, modules)).decode("ascii"),
             "requirements": list(requirements),
+            "sources": source_texts(fn, shipped_modules(fn, modules)),
         }
         if py_modules:
             body["py_modules"] = [base64.b64encode(zip_paths(py_modules)).decode("ascii")]

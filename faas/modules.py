@@ -11,6 +11,7 @@ they name, and the modules those live in, to a bounded depth.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 import sysconfig
@@ -57,10 +58,15 @@ def user_modules(
             continue
         seen.add(id(obj))
         module = obj if isinstance(obj, types.ModuleType) else inspect.getmodule(obj)
-        if module is None or not is_user_module(module):
+        if module is None:
             continue
-        if module.__name__ not in found:
-            found[module.__name__] = module
+        # A script's own functions travel by value anyway, but what they use must
+        # be found too (its helper modules); the script itself is not shipped.
+        in_script = module.__name__ == "__main__" and module is not obj
+        if not in_script:
+            if not is_user_module(module):
+                continue
+            found.setdefault(module.__name__, module)
         pending.extend(_referenced(obj))
     return list(found.values())
 
@@ -92,3 +98,32 @@ def _code_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _code_names(const)
     return names
+
+
+SOURCES_BUDGET_CHARS = 256 * 1024
+"""Source text sent with a registration, at most (the gateway's cap)."""
+
+
+def source_texts(
+    fn: Callable[..., Any], modules: list[types.ModuleType], *, budget: int = SOURCES_BUDGET_CHARS
+) -> list[dict[str, Any]]:
+    """What the workers show as source lines in the tracebacks of `fn`'s tasks: its
+    own lines, then the whole file of each module shipped by value, each under the
+    file name its code objects carry. Code without source (a REPL, a built-in) sends
+    nothing; what does not fit `budget` is left out (its frames show no line)."""
+    texts: list[dict[str, Any]] = []
+    files = {getattr(m, "__file__", None) for m in modules}
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is not None and code.co_filename not in files:
+        with contextlib.suppress(OSError, TypeError):
+            lines, first = inspect.getsourcelines(fn)
+            texts.append({"file": code.co_filename, "line": max(first, 1), "text": "".join(lines)})
+    for module in modules:
+        with contextlib.suppress(OSError, TypeError):
+            texts.append({"file": module.__file__, "line": 1, "text": inspect.getsource(module)})
+    kept, used = [], 0
+    for text in texts:
+        if used + len(text["text"]) <= budget:
+            kept.append(text)
+            used += len(text["text"])
+    return kept

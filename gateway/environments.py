@@ -14,6 +14,7 @@ import sys
 import zipfile
 from collections.abc import Iterable, Sequence
 
+from common.bundles import BundleRefused, check_declared
 from common.errors import InvalidPayload
 
 # Names dill and pickle write that are not real imports on the worker.
@@ -33,8 +34,10 @@ def bundles_from(texts: Sequence[str], *, max_bytes: int) -> dict[str, bytes]:
         total += len(data)
         if total > max_bytes:
             raise InvalidPayload(f"py_modules are larger than {max_bytes} bytes together")
-        if not zipfile.is_zipfile(io.BytesIO(data)):
-            raise InvalidPayload(f"py_modules[{index}] is not a zip file")
+        try:
+            check_declared(data, f"py_modules[{index}]")
+        except BundleRefused as exc:
+            raise InvalidPayload(str(exc)) from None
         bundles[hashlib.sha256(data).hexdigest()] = data
     return bundles
 

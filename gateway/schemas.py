@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.models import ErrorKind, TaskStatus
 from common.requirements import MAX_REQUIREMENTS
@@ -12,6 +12,16 @@ from common.wire import MAX_BUNDLES
 class _Strict(BaseModel):
     # strict: no coercion, so `"3"` or `true` is not a number (an int is still a float).
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+MAX_SOURCES_CHARS = 256 * 1024
+"""Source text a registration may carry for tracebacks, all files together."""
+
+
+class SourceText(_Strict):
+    file: str = Field(min_length=1, max_length=4096, description="the code's file name")
+    line: int = Field(ge=1, le=10**7, description="line number of the text's first line")
+    text: str = Field(max_length=MAX_SOURCES_CHARS)
 
 
 class RegisterFunction(_Strict):
@@ -32,6 +42,21 @@ class RegisterFunctionV1(RegisterFunction):
         description="base64 zip files of modules and packages, put first on the function's "
         "path; stored once each, by content",
     )
+    sources: list[SourceText] = Field(
+        default_factory=list,
+        max_length=MAX_BUNDLES,
+        description="the function's source (and its modules'), shown in the tracebacks of "
+        f"its tasks; at most {MAX_SOURCES_CHARS} characters together",
+    )
+
+    @model_validator(mode="after")
+    def _sources_are_capped(self) -> RegisterFunctionV1:
+        total = sum(len(s.text) for s in self.sources)
+        if total > MAX_SOURCES_CHARS:
+            raise ValueError(
+                f"sources hold {total} characters, over the limit of {MAX_SOURCES_CHARS}"
+            )
+        return self
 
 
 class TaskOptions(_Strict):

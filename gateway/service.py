@@ -62,6 +62,7 @@ class TaskService:
         payload: str,
         requirements: Sequence[str] = (),
         py_modules: Sequence[str] = (),
+        sources: Sequence[tuple[str, int, str]] = (),
         *,
         tenant: Tenant,
     ) -> tuple[str, int, list[str]]:
@@ -78,7 +79,7 @@ class TaskService:
             await self.store.put_bundle(digest, zipped)
         env = FunctionEnv(wanted, tuple(bundles))
         version = await self.store.register_function(
-            function_id, name, data, env, tenant=tenant.name
+            function_id, name, data, env, sources, tenant=tenant.name
         )
         shipped = {top_level(n) for z in bundles.values() for n in zip_names(z)}
         shipped |= {requirement_name(r) for r in wanted}

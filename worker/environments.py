@@ -50,7 +50,6 @@ import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import platform
@@ -61,12 +60,12 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
+from common import bundles
 from common.hardening import SLOT_ENV_NAMES, SLOT_ENV_PREFIXES
 from common.requirements import validate_requirements
 
@@ -361,31 +360,9 @@ def _tail(out: IO[bytes]) -> str:
 
 def _unzip(data: bytes, target: Path, name: str) -> None:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as e:
-        raise InstallError(f"{name} is not a zip file: {e}") from None
-    with archive:
-        for info in archive.infolist():
-            _check_member(info.filename, name)
-        try:
-            archive.extractall(target)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC errors, truncation
-            raise InstallError(f"{name} could not be unpacked: {e}") from None
-
-
-def _check_member(filename: str, name: str) -> None:
-    # zipfile.extractall would quietly rewrite such names; refuse the whole bundle.
-    parts = PurePosixPath(filename.replace("\\", "/")).parts
-    if (
-        filename.startswith(("/", "\\"))
-        or (len(filename) > 1 and filename[1] == ":")
-        or ".." in parts
-        or "\0" in filename
-    ):
-        raise InstallError(
-            f"{name} was refused: entry {filename!r} would land outside its directory "
-            f"(absolute path or '..')"
-        )
+        bundles.unpack(data, target, name)
+    except bundles.BundleRefused as e:
+        raise InstallError(str(e)) from None
 
 
 def _fsync_tree(top: Path) -> None:

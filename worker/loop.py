@@ -235,7 +235,7 @@ class WorkerLoop:
     def _handle(self, msg: wire.Message) -> None:
         if msg.command == wire.Command.TASK:
             h = msg.header
-            if len(msg.blobs) != 2:
+            if len(msg.blobs) not in (2, 3):
                 raise ProtocolError("TASK needs a function and an args frame")
             job = Job(
                 task_id=str(h["task_id"]),
@@ -246,6 +246,7 @@ class WorkerLoop:
                 deadline_s=float(h["deadline_s"]),
                 tenant=h.get("tenant", ""),
                 env=FunctionEnv(tuple(h["env"][0]), tuple(h["env"][1])) if "env" in h else None,
+                sources=msg.blobs[2] if len(msg.blobs) == 3 else b"",
             )
             self._waiting.append(job)
             self._start_waiting()

@@ -44,6 +44,7 @@ class Job:
     deadline_s: float
     tenant: str = ""
     env: FunctionEnv | None = None
+    sources: bytes = b""  # msgpack (file, first line, text) list, for tracebacks
     started_at: float = field(default=0.0)
 
     @property
@@ -200,7 +201,7 @@ class SlotPool:
         s = self._slots[fd]
         job.started_at = time.monotonic()
         s.job, s.binding = job, binding
-        s.conn.send((job.task_id, job.function_id, job.function, job.args, env_path))
+        s.conn.send((job.task_id, job.function_id, job.function, job.args, env_path, job.sources))
 
     def _recycle(self, fd: int) -> int:
         """Replace the idle slot `fd` with a fresh one; returns the new one's fd."""

@@ -19,7 +19,9 @@ or a child process, reaches the worker, which files it under the running task.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import ctypes
+import linecache
 import os
 import pickle
 import resource
@@ -30,10 +32,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import dill
+import msgpack
 
 from faas import nested
 
@@ -69,7 +73,7 @@ def serve(
     limits: Limits = Limits(),
     output: Connection | None = None,
 ) -> None:
-    """Slot main loop: (task_id, function_id, function, args, env path) in,
+    """Slot main loop: (task_id, function_id, function, args, env path, sources) in,
     ("result", task_id, outcome, result, error) out; in between, the function's
     nested calls go out and their answers come back on the same pipe (`faas.nested`).
     `output`: the write end of the pipe that becomes this process's stdout and stderr."""
@@ -85,13 +89,13 @@ def serve(
     channel = nested.install(conn)
     while True:
         try:
-            task_id, function_id, function, args, env_path = conn.recv()
+            task_id, function_id, function, args, env_path, sources = conn.recv()
         except (EOFError, OSError):
             return
         channel.begin(task_id)
         if env_path and env_path not in sys.path:  # a slot serves one environment
             sys.path.insert(0, env_path)
-        outcome, blob, error = run_call(functions, function_id, function, args)
+        outcome, blob, error = run_call(functions, function_id, function, args, sources)
         _flush_output()  # the task's output is in the pipe before its outcome is sent
         if len(blob) > max_result_bytes:
             error = (f"the result pickles to {len(blob):,} bytes, over the "
@@ -105,6 +109,7 @@ def run_call(
     function_id: str,
     function: bytes,
     args: bytes,
+    sources: bytes = b"",
 ) -> tuple[str, bytes, str]:
     """Returns ("ok", pickled value, ""), ("error", pickled exception, traceback), or
     ("dependency", pickled ModuleNotFoundError, hint) when the function or its
@@ -112,6 +117,7 @@ def run_call(
     try:
         fn = functions.get(function_id)
         if fn is None:
+            remember_sources(sources)
             fn = dill.loads(function)
             functions[function_id] = fn
             if len(functions) > _FUNCTION_CACHE_SIZE:
@@ -178,8 +184,58 @@ def dump_exception(exc: BaseException) -> bytes:
 
 
 def describe(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    return text[-_ERROR_TEXT_LIMIT:]
+    """The traceback the user sees: their frames only (none of the slot's, the
+    unpickler's or the platform's), with source lines from `remember_sources`."""
+    formatted = traceback.TracebackException.from_exception(exc)
+    pending: list[traceback.TracebackException | None] = [formatted]
+    seen: set[int] = set()
+    while pending:  # the exception, its causes and contexts, a group's members
+        te = pending.pop()
+        if te is None or id(te) in seen:
+            continue
+        seen.add(id(te))
+        users = [f for f in te.stack if not _is_platform(f.filename)]
+        te.stack = traceback.StackSummary.from_list(users)
+        pending += [te.__cause__, te.__context__, *(te.exceptions or ())]
+    return "".join(formatted.format())[-_ERROR_TEXT_LIMIT:]
+
+
+def _platform_dirs() -> tuple[str, ...]:
+    here = Path(__file__).parent
+    dirs = {here, here.parent / "common", Path(dill.__file__).parent,
+            Path(cloudpickle.__file__).parent}  # fmt: skip
+    dirs |= {d.resolve() for d in dirs}
+    return tuple(f"{d}{os.sep}" for d in dirs)
+
+
+_PLATFORM_DIRS = _platform_dirs()
+_PLATFORM_FILES = frozenset({pickle.__file__, copyreg.__file__})
+
+
+def _is_platform(filename: str) -> bool:
+    return filename.startswith(_PLATFORM_DIRS) or filename in _PLATFORM_FILES
+
+
+def remember_sources(packed: bytes) -> None:
+    """Put the source the SDK sent with the function into `linecache` under its
+    original file names and line numbers, so its frames in tracebacks show their
+    lines though those files are not on this worker. A courtesy: junk is ignored."""
+    try:
+        entries = msgpack.unpackb(packed) if packed else []
+        for file, first, text in entries:
+            _remember(str(file), int(first), str(text))
+    except Exception:
+        return
+
+
+def _remember(file: str, first: int, text: str) -> None:
+    entry = linecache.cache.get(file)
+    # Ours have no mtime (checkcache keeps them); a file's own entry is replaced.
+    lines = list(entry[2]) if entry and len(entry) == 4 and entry[1] is None else []
+    new = text.splitlines(keepends=True)
+    lines += ["\n"] * (first - 1 + len(new) - len(lines))
+    lines[first - 1 : first - 1 + len(new)] = new
+    linecache.cache[file] = (sum(map(len, lines)), None, lines, file)
 
 
 def _capture_output(output: Connection) -> None:

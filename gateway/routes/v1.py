@@ -36,11 +36,17 @@ _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
              responses=_ERRORS)  # fmt: skip
 async def register_function(body: RegisterFunctionV1, request: Request) -> FastJSON:
     """Register a function with what it needs beyond the worker image: pip
-    `requirements` and `py_modules` (zip files). The answer warns about modules the
-    function refers to that workers may lack."""
+    `requirements` and `py_modules` (zip files), and its `sources` for tracebacks.
+    The answer warns about modules the function refers to that workers may lack."""
     service = get_service(request)
+    sources = [(s.file, s.line, s.text) for s in body.sources]
     function_id, version, warnings = await service.register(
-        body.name, body.payload, body.requirements, body.py_modules, tenant=get_tenant(request)
+        body.name,
+        body.payload,
+        body.requirements,
+        body.py_modules,
+        sources,
+        tenant=get_tenant(request),
     )
     view = {"function_id": function_id, "version": version, "warnings": warnings}
     return FastJSON(view, status_code=201)

@@ -5,7 +5,10 @@ the function in a slot with it on the path."""
 from __future__ import annotations
 
 import base64
+import io
+import pickle
 import time
+import zipfile
 from collections.abc import Sequence
 
 import cloudpickle
@@ -27,6 +30,14 @@ def bundled_value():
     import envbundle
 
     return envbundle.VALUE
+
+
+def _b64_zip(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def register(
@@ -119,6 +130,8 @@ def test_a_function_without_requirements_is_unaffected(envs_platform) -> None:  
         ("requirements", ["six\nnumpy"], "line break"),
         ("py_modules", ["bm90IGEgemlw"], "not a zip file"),
         ("py_modules", ["%%%"], "not valid base64"),
+        ("py_modules", [_b64_zip({"zeros.bin": bytes(8 * 2**20)})], "likely zip bomb"),
+        ("py_modules", [_b64_zip({f"m{i}.py": b"" for i in range(20_001)})], "over the limit"),
     ],
 )
 def test_bad_requirements_and_bundles_are_refused_at_registration(
@@ -145,3 +158,23 @@ def test_registration_warns_about_modules_the_workers_lack(envs_platform) -> Non
     assert http.post("/v1/functions", json=body).json()["warnings"] == []
     body = {"name": "g", "payload": base64.b64encode(cloudpickle.dumps(httpx.get)).decode()}
     assert http.post("/v1/functions", json=body).json()["warnings"] == []
+
+
+def test_sources_for_tracebacks_are_capped(envs_platform) -> None:  # type: ignore[no-untyped-def]
+    _, http, _ = envs_platform
+    payload = base64.b64encode(cloudpickle.dumps(len)).decode()
+    half = {"file": "a.py", "line": 1, "text": "x" * (128 * 1024 + 1)}
+    body = {"name": "f", "payload": payload, "sources": [half, {**half, "file": "b.py"}]}
+    response = http.post("/v1/functions", json=body)
+    assert response.status_code == 422 and "over the limit of 262144" in response.text
+    body["sources"] = [{**half, "text": "def f(): pass\n"}]
+    assert http.post("/v1/functions", json=body).status_code == 201
+
+
+def test_a_pickle_with_a_wrong_frame_length_is_a_400(envs_platform) -> None:  # type: ignore[no-untyped-def]
+    _, http, _ = envs_platform
+    data = bytearray(pickle.dumps(["x" * 40], protocol=5))
+    data[3:11] = (len(data)).to_bytes(8, "little")  # declares more than follows
+    body = {"name": "f", "payload": base64.b64encode(bytes(data)).decode()}
+    response = http.post("/register_function", json=body)
+    assert response.status_code == 400 and "FRAME" in response.json()["detail"], response.text

@@ -93,3 +93,55 @@ def test_a_module_the_workers_lack_is_a_warning_then_a_dependency_error(
         }).json()  # fmt: skip
     assert task["status"] == "FAILED" and task["error_kind"] == "dependency"
     assert "my_private_lib" in task["error"] and "SDK" in task["error"]
+
+
+def test_remote_tracebacks_show_the_users_file_line_and_source(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    # A script (its functions travel in __main__) and a module it imports (shipped by
+    # value); both files are deleted after registering, so no worker can read them.
+    (tmp_path / "shapes.py").write_text(
+        "def area(side):\n    if side < 0:\n        raise ValueError(f'negative side {side}')\n"
+        "    return side * side\n"
+    )
+    script = tmp_path / "userscript.py"
+    script.write_text(
+        textwrap.dedent(
+            """\
+            import os, sys
+            from faas import Client
+            import shapes
+
+            def check(x):
+                return 1 / x  # line 6
+
+            def via_module(x):
+                return shapes.area(x)
+
+            client = Client(sys.argv[1])
+            check_remote = client.register(check)
+            module_remote = client.register(via_module)
+            os.remove(__file__)
+            os.remove(shapes.__file__)
+            for remote, arg in ((check_remote, 0), (module_remote, -2)):
+                try:
+                    remote(arg)
+                except Exception as exc:
+                    print("\\n".join(exc.__notes__))
+                    print("=====")
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script), platform.url], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    direct, via_module, _ = done.stdout.split("=====\n")
+    assert f'File "{script}", line 6, in check' in direct, direct
+    assert "return 1 / x  # line 6" in direct and "ZeroDivisionError" in direct
+    shapes = tmp_path / "shapes.py"
+    assert f'File "{shapes}", line 3, in area' in via_module, via_module
+    assert "raise ValueError(f'negative side {side}')" in via_module
+    assert f'File "{script}", line 9, in via_module' in via_module
+    assert "return shapes.area(x)" in via_module
+    for text in (direct, via_module):
+        assert "worker/" not in text and "dill" not in text and "slot.py" not in text, text

@@ -7,8 +7,10 @@ import threading
 from collections import OrderedDict
 
 import cloudpickle
+import msgpack
 import pytest
 
+from faas.client import pickle_function
 from worker.slot import dump_exception, run_call, split_call
 
 
@@ -66,3 +68,30 @@ def test_a_module_the_worker_lacks_is_a_dependency_failure_with_a_hint() -> None
     exc = pickle.loads(blob)
     assert isinstance(exc, ModuleNotFoundError) and exc.name == "nosuch_module_"
     assert "'nosuch_module_'" in error and "SDK" in error and "PYTHONPATH" in error
+
+
+def test_tracebacks_show_registered_sources_and_no_platform_frames() -> None:
+    namespace: dict = {}
+    file = "/nowhere/user_code.py"  # not on this machine: the lines come from `sources`
+    exec(compile("\n\ndef f(x):\n    return helper(x)\n\ndef helper(x):\n    raise KeyError(x)\n",
+                 file, "exec"), namespace)  # fmt: skip
+    sources = msgpack.packb([[file, 3, "def f(x):\n    return helper(x)\n"],
+                             [file, 6, "def helper(x):\n    raise KeyError(x)\n"]])  # fmt: skip
+    function = pickle_function(namespace["f"])
+    outcome, _, error = run_call(OrderedDict(), "src", function, pickle.dumps(((1,), {})), sources)
+    assert outcome == "error"
+    assert f'File "{file}", line 4, in f\n    return helper(x)' in error, error
+    assert f'File "{file}", line 7, in helper\n    raise KeyError(x)' in error, error
+    assert "slot.py" not in error and "dill" not in error and "worker" not in error
+
+
+def test_an_unpickling_failure_shows_no_platform_frames() -> None:
+    outcome, _, error = run_call(OrderedDict(), "bad", b"\x80\x04K\x01.", b"junk")
+    assert outcome == "error" and "UnpicklingError" in error
+    assert "File " not in error  # every frame was the unpickler's or the slot's
+
+
+def test_junk_sources_are_ignored() -> None:
+    fn = cloudpickle.dumps(lambda: 1 / 0)
+    outcome, _, error = run_call(OrderedDict(), "j", fn, pickle.dumps(((), {})), b"\xc1junk")
+    assert outcome == "error" and "ZeroDivisionError" in error
