@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgpack
 import redis.asyncio as aioredis
@@ -151,6 +154,81 @@ class Keys:
 
     def bundle(self, digest: str) -> str:
         return f"{self.prefix}:bundle:{digest}"
+
+
+# -- Redis users: each component may run only the commands it sends ----------------
+#
+# Declared next to the key schema: a new key or command in this module (or in a
+# script in common/lua/, whose commands Redis checks against the caller's user too)
+# must be added here for the components that use it. Workers and slots have no user.
+
+COMPONENTS = ("gateway", "dispatcher", "controller")
+ADMIN_USER = "admin"
+"""Everything allowed; for operators and probes, never given to a component."""
+
+# Every client: health checks, and running this module's scripts (redis-py sends
+# EVALSHA, and SCRIPT EXISTS/LOAD when Redis does not know a script yet).
+_BASE_COMMANDS = "ping eval evalsha script|load script|exists"
+
+# component -> (commands, key patterns, pub/sub channels); `k` is a Keys with "*"
+# standing for an id.
+_Grant = tuple[str, tuple[str, ...], tuple[str, ...]]
+_GRANTS: dict[str, Callable[[Keys], _Grant]] = {
+    # register/list/delete functions, bundles, submit.lua, task reads, completions
+    "gateway": lambda k: (
+        "multi exec discard hset hmget hstrlen zadd zrange zrem del set get exists expire"
+        " xadd subscribe unsubscribe",
+        (k.function("*"), k.functions, k.bundle("*"), k.task("*"), k.idempotency("*"), k.queue),
+        (k.done_channel,),
+    ),
+    # the queue (group, reads, start/finish/requeue.lua), code, lease, lost workers
+    "dispatcher": lambda k: (
+        "xgroup|create xreadgroup xack xdel xadd xrange hmget hset hgetall expire publish"
+        " get set pexpire del blpop",
+        (k.queue, k.task("*"), k.function("*"), k.bundle("*"), k.lease, k.lost_workers),
+        (k.done_channel,),
+    ),
+    # queue depth for scaling, reports of lost worker pods
+    "controller": lambda k: ("xlen xpending rpush", (k.queue, k.lost_workers), ()),
+}
+
+
+def redis_acl_lines(prefix: str, passwords: dict[str, str]) -> list[str]:
+    """The lines of a Redis ACL file (`aclfile`) for `passwords` (user -> password;
+    COMPONENTS and ADMIN_USER). Passwords are stored as SHA-256 hashes, so the file
+    does not hold them. The default user is off: a client must log in as a user."""
+    keys = Keys(prefix)
+    lines = ["user default off resetpass resetkeys resetchannels -@all"]
+    for user, password in sorted(passwords.items()):
+        secret = "#" + hashlib.sha256(password.encode()).hexdigest()
+        if user == ADMIN_USER:
+            lines.append(f"user {user} on {secret} ~* &* +@all")
+            continue
+        commands, patterns, channels = _GRANTS[user](keys)
+        rules = [
+            "on", secret, "resetkeys", "resetchannels", "-@all",
+            *(f"+{c}" for c in f"{_BASE_COMMANDS} {commands}".split()),
+            *(f"~{p}" for p in patterns), *(f"&{c}" for c in channels),
+        ]  # fmt: skip
+        lines.append(f"user {user} " + " ".join(rules))
+    return lines
+
+
+def new_redis_passwords() -> dict[str, str]:
+    """A fresh password for each component and the admin (URL-safe)."""
+    return {user: secrets.token_urlsafe(32) for user in (*COMPONENTS, ADMIN_USER)}
+
+
+def redis_user_url(url: str, user: str, password: str) -> str:
+    """`url` (redis://host:port/db) logged in as `user`."""
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- end of the Redis users ---------------------------------------------------------
 
 
 _RENEW_LEASE = """

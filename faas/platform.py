@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -31,11 +32,20 @@ import httpx
 
 from common.curve import KeyPair
 from common.models import DispatchMode
-from common.store import Store
+from common.store import (
+    ADMIN_USER,
+    COMPONENTS,
+    Store,
+    new_redis_passwords,
+    redis_acl_lines,
+    redis_user_url,
+)
 from faas.datalock import DataDirInUse, DataDirLock
 
 _DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the worker's FAAS_DRAIN_TIMEOUT_S default
 _STOP_MARGIN_S = 5.0  # beyond the drain timeout: handing back, flushing, exiting
+_PASSWORDS_FILE = "redis-passwords.json"  # each Redis user's password, mode 0600
+_ACL_FILE = "redis-users.acl"  # what the embedded Redis loads (hashes only)
 
 
 class PlatformError(RuntimeError):
@@ -179,6 +189,11 @@ class LocalPlatform:
         self.dispatchers: list[Process] = []  # every one started, e.g. a standby
         self.worker_ids: dict[str, Process] = {}
         self.redis_url = config.redis_url or ""
+        """The admin's URL of the embedded Redis (the caller's URL if one was given)."""
+        self.redis_address = config.redis_url or ""
+        """Where Redis listens, without credentials (for display)."""
+        self._component_urls: dict[str, str] = {}
+        self._admin_password = ""
         self.dispatcher_port = config.dispatcher_port or free_port()
         self.url = f"http://{config.host}:{config.port}"
         self.redis_port = 0
@@ -197,16 +212,31 @@ class LocalPlatform:
 
     # -- components -------------------------------------------------------------------------
 
-    def _env(self, keys: dict[str, str] | None = None) -> dict[str, str]:
+    def _env(self, component: str | None, keys: dict[str, str] | None = None) -> dict[str, str]:
+        """A child's environment; `component` names its Redis user (None: no Redis)."""
         env = dict(os.environ)
-        env.update(
-            FAAS_REDIS_URL=self.redis_url,
-            FAAS_KEY_PREFIX=self.config.key_prefix,
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(FAAS_KEY_PREFIX=self.config.key_prefix, PYTHONUNBUFFERED="1")
         env.update(keys or {})
         env.update(self.config.env)  # the caller's settings win, keys included
+        env.pop("FAAS_REDIS_URL", None)
+        if component is not None:
+            env["FAAS_REDIS_URL"] = self._component_urls.get(component, self.redis_url)
         return env
+
+    def _redis_users(self, data_dir: Path) -> dict[str, str]:
+        """Each component's Redis password, made once and kept in the data directory
+        (0600), and the ACL file the embedded Redis loads."""
+        path = data_dir / _PASSWORDS_FILE
+        try:
+            passwords = json.loads(path.read_text())
+        except FileNotFoundError:
+            passwords = {}
+        if set(passwords) != {*COMPONENTS, ADMIN_USER}:
+            passwords = {**new_redis_passwords(), **passwords}
+            _write_private(path, json.dumps(passwords, indent=1) + "\n")
+        lines = redis_acl_lines(self.config.key_prefix, passwords)
+        _write_private(data_dir / _ACL_FILE, "\n".join(lines) + "\n")
+        return passwords
 
     def start_redis(self) -> None:
         """Redis on the data directory, which this platform then holds alone."""
@@ -217,26 +247,36 @@ class LocalPlatform:
             raise PlatformError(str(exc)) from None
         port = c.redis_port or free_port()
         data_dir = c.data_dir.resolve()
+        passwords = self._redis_users(data_dir)
         argv = [
             redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--protected-mode", "yes", "--daemonize", "no",
+            "--aclfile", str(data_dir / _ACL_FILE),
         ]  # fmt: skip
-        self.redis = Process("redis", argv, self._env(), c.log_dir).start()
+        self.redis = Process("redis", argv, self._env(None), c.log_dir).start()
         self.redis_port = port
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_address = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = redis_user_url(self.redis_address, ADMIN_USER, passwords[ADMIN_USER])
+        self._component_urls = {
+            name: redis_user_url(self.redis_address, name, passwords[name]) for name in COMPONENTS
+        }
+        self._admin_password = passwords[ADMIN_USER]
         self._wait_for_redis()
 
     def _wait_for_redis(self) -> None:
         assert self.redis is not None
         port = self.redis_port
-        _wait_for(lambda: _redis_answers(port), 15, "redis-server did not start", self.redis)
+        password = self._admin_password
+        _wait_for(
+            lambda: _redis_answers(port, password), 15, "redis-server did not start", self.redis
+        )
 
     def start_dispatcher(self) -> Process:
         c = self.config
         argv = [sys.executable, "-m", "dispatcher", "-m", c.mode.value, "-w", str(c.slots),
                 "-p", str(self.dispatcher_port)]  # fmt: skip
-        env = {**self._env(self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1"}
+        env = {**self._env("dispatcher", self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1"}
         self.dispatcher = Process("dispatcher", argv, env, self.config.log_dir).start()
         self.dispatchers.append(self.dispatcher)
         return self.dispatcher
@@ -248,7 +288,9 @@ class LocalPlatform:
         worker_id = f"worker-{index}-{os.getpid()}"
         argv = [sys.executable, "-m", "worker", "--mode", c.mode.value, "-n", str(c.slots),
                 "--id", worker_id, endpoint]  # fmt: skip
-        proc = Process(f"worker-{index}", argv, self._env(self._worker_keys), c.log_dir).start()
+        # Workers get no Redis URL: they talk only to the dispatcher.
+        proc = Process(f"worker-{index}", argv, self._env(None, self._worker_keys), c.log_dir)
+        proc.start()
         self.workers.append(proc)
         self.worker_ids[worker_id] = proc
         return proc
@@ -257,7 +299,7 @@ class LocalPlatform:
         c = self.config
         argv = [sys.executable, "-m", "gateway", "--host", c.host, "--port", str(c.port),
                 "--workers", str(c.gateway_workers)]  # fmt: skip
-        self.gateway = Process("gateway", argv, self._env(), c.log_dir).start()
+        self.gateway = Process("gateway", argv, self._env("gateway"), c.log_dir).start()
         _wait_for(lambda: _http_ok(self.url + "/readyz"), 30, "gateway did not become ready",
                   self.gateway)  # fmt: skip
 
@@ -296,7 +338,8 @@ class LocalPlatform:
         """What the Kubernetes controller does when a worker pod dies."""
 
         async def report() -> None:
-            store = Store.from_url(self.redis_url, prefix=self.config.key_prefix)
+            url = self._component_urls.get("controller", self.redis_url)
+            store = Store.from_url(url, prefix=self.config.key_prefix)
             try:
                 await store.report_lost_worker(worker_id)
             finally:
@@ -323,7 +366,7 @@ class LocalPlatform:
 
     def drain_timeout_s(self) -> float:
         try:
-            return float(self._env().get("FAAS_DRAIN_TIMEOUT_S", _DEFAULT_DRAIN_TIMEOUT_S))
+            return float(self._env(None).get("FAAS_DRAIN_TIMEOUT_S", _DEFAULT_DRAIN_TIMEOUT_S))
         except ValueError:
             return _DEFAULT_DRAIN_TIMEOUT_S
 
@@ -345,13 +388,26 @@ class LocalPlatform:
         self.stop()
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(port: int, admin_password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            s.sendall(f"AUTH {ADMIN_USER} {admin_password}\r\nPING\r\n".encode())
+            reply = b""
+            while reply.count(b"\r\n") < 2 and (chunk := s.recv(64)):
+                reply += chunk
+            return reply == b"+OK\r\n+PONG\r\n"
     except OSError:
         return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing it atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _http_ok(url: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,16 @@ def make_platform(
         **{"workers": 2, "slots": 4, **overrides},
     )
     return LocalPlatform(config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_dirs_reachable_by_slots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under root, slots run as nobody: let them traverse pytest's private temp
+    directories (0700) to reach the environments tests install there."""
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for path in (base.parent, base):
+            path.chmod(path.stat().st_mode | 0o011)
 
 
 @pytest.fixture(scope="session", params=MODES, ids=lambda m: f"{m.value}-mode")

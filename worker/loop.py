@@ -55,6 +55,8 @@ class WorkerLoop:
                 memory_bytes=settings.slot_max_memory_bytes,
                 open_files=settings.slot_max_open_files,
                 processes=settings.slot_max_processes,
+                uid=settings.slot_uid,
+                gid=settings.slot_gid,
             ),
         )
         # Assigned but not started: waiting for a free slot, a bundle or an environment.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import pickle
 import resource
 import signal
@@ -40,11 +41,24 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource limits a slot sets on itself before running user code (0: inherit)."""
+    """Resource limits a slot sets on itself before running user code (0: inherit),
+    and the uid/gid it becomes first when the worker runs as root (0: stay root)."""
 
     memory_bytes: int = 0  # RLIMIT_AS: a MemoryError instead of the OOM killer
     open_files: int = 0  # RLIMIT_NOFILE
     processes: int = 0  # RLIMIT_NPROC (counted per uid: leave headroom for the platform)
+    uid: int = 0
+    gid: int = 0
+
+    def drop_privileges(self) -> None:
+        """As root, become uid/gid with no supplementary groups, for good (real, effective
+        and saved ids), so user code cannot read the worker's /proc entries, its files
+        or other processes' memory. Not root (the chart's pods): nothing to drop."""
+        if os.geteuid() != 0 or not self.uid:
+            return
+        os.setgroups([])
+        os.setresgid(self.gid, self.gid, self.gid)
+        os.setresuid(self.uid, self.uid, self.uid)
 
     def apply(self) -> None:
         for which, value in (
@@ -58,7 +72,8 @@ class Limits:
 
 def serve(conn: Connection, max_result_bytes: int = 16 * 2**20, limits: Limits = Limits()) -> None:
     """Slot main loop: (task_id, function_id, function, args, env path) in, outcome out."""
-    _die_with_parent()
+    limits.drop_privileges()
+    _die_with_parent()  # after: Linux clears the parent-death signal when the uid changes
     limits.apply()
     # Ctrl-C and a group-wide SIGTERM reach slots too; the owning worker decides
     # when a slot stops (it kills it), and PR_SET_PDEATHSIG covers the owner dying.
