@@ -93,6 +93,9 @@ class PlatformConfig:
     """Extra FAAS_* (or other) variables for every component."""
     log_dir: Path | None = None
     """Write each component's output to a file there instead of inheriting ours."""
+    secure: bool = True
+    """Redis users and a CURVE worker link. Off only to measure what they cost
+    (`python -m bench --security both`): then anyone on this machine can reach both."""
 
 
 class Process:
@@ -209,6 +212,8 @@ class LocalPlatform:
             "FAAS_WORKER_SECRET_KEY": worker.secret,
             "FAAS_DISPATCHER_PUBLIC_KEY": server.public,
         }
+        if not config.secure:
+            self._dispatcher_keys, self._worker_keys = {}, {}
 
     # -- components -------------------------------------------------------------------------
 
@@ -247,21 +252,25 @@ class LocalPlatform:
             raise PlatformError(str(exc)) from None
         port = c.redis_port or free_port()
         data_dir = c.data_dir.resolve()
-        passwords = self._redis_users(data_dir)
+        passwords = self._redis_users(data_dir) if c.secure else {}
         argv = [
             redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--protected-mode", "yes", "--daemonize", "no",
-            "--aclfile", str(data_dir / _ACL_FILE),
         ]  # fmt: skip
+        if passwords:
+            argv += ["--aclfile", str(data_dir / _ACL_FILE)]
         self.redis = Process("redis", argv, self._env(None), c.log_dir).start()
         self.redis_port = port
         self.redis_address = f"redis://127.0.0.1:{port}/0"
-        self.redis_url = redis_user_url(self.redis_address, ADMIN_USER, passwords[ADMIN_USER])
-        self._component_urls = {
-            name: redis_user_url(self.redis_address, name, passwords[name]) for name in COMPONENTS
-        }
-        self._admin_password = passwords[ADMIN_USER]
+        self.redis_url = self.redis_address
+        if passwords:
+            self.redis_url = redis_user_url(self.redis_address, ADMIN_USER, passwords[ADMIN_USER])
+            self._component_urls = {
+                name: redis_user_url(self.redis_address, name, passwords[name])
+                for name in COMPONENTS
+            }
+            self._admin_password = passwords[ADMIN_USER]
         self._wait_for_redis()
 
     def _wait_for_redis(self) -> None:
@@ -391,11 +400,13 @@ class LocalPlatform:
 def _redis_answers(port: int, admin_password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(f"AUTH {ADMIN_USER} {admin_password}\r\nPING\r\n".encode())
+            login = f"AUTH {ADMIN_USER} {admin_password}\r\n" if admin_password else ""
+            s.sendall(f"{login}PING\r\n".encode())
+            expected = (b"+OK\r\n" if login else b"") + b"+PONG\r\n"
             reply = b""
-            while reply.count(b"\r\n") < 2 and (chunk := s.recv(64)):
+            while len(reply) < len(expected) and (chunk := s.recv(64)):
                 reply += chunk
-            return reply == b"+OK\r\n+PONG\r\n"
+            return reply == expected
     except OSError:
         return False
 

@@ -22,6 +22,12 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 MODES = [DispatchMode.LOCAL, DispatchMode.PULL, DispatchMode.PUSH]
 
 # Short timers so failure-detection tests finish quickly.
+# Most tests' functions write into pytest's root-only temp directories, and this
+# machine's Python may live under /root: as root, their slots stay root unless a test
+# asks for the drop (FAAS_SLOT_UID), as tests/integration/test_slot_isolation.py does.
+# Children (make_platform's and `faas up`'s) inherit this.
+os.environ.setdefault("FAAS_SLOT_UID", "0")
+
 FAST_TIMERS = {
     "FAAS_LEASE_TTL_S": "1.5",
     "FAAS_HEARTBEAT_INTERVAL_S": "0.2",

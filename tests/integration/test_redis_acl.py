@@ -16,7 +16,6 @@ from common.store import ADMIN_USER, COMPONENTS
 from faas.platform import LocalPlatform, PlatformConfig
 from tests.conftest import make_platform
 
-
 # A command refused by the ACL: NOPERM, or inside a script the error Lua raises.
 DENIED = r"(?i)no permissions|can't run|can't access"
 
