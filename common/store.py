@@ -196,9 +196,13 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
 def redis_acl_lines(prefix: str, passwords: dict[str, str]) -> list[str]:
     """The lines of a Redis ACL file (`aclfile`) for `passwords` (user -> password;
     COMPONENTS and ADMIN_USER). Passwords are stored as SHA-256 hashes, so the file
-    does not hold them. The default user is off: a client must log in as a user."""
+    does not hold them. A client must log in: the default user has the admin's password."""
     keys = Keys(prefix)
-    lines = ["user default off resetpass resetkeys resetchannels -@all"]
+    admin = "#" + hashlib.sha256(passwords[ADMIN_USER].encode()).hexdigest()
+    # The default user gets the admin's password rather than `off`: Redis 7.0 replays
+    # the append-only file's transactions with the default user's rights, and drops
+    # them (NOPERM) after a restart if it has none.
+    lines = [f"user default on {admin} ~* &* +@all"]
     for user, password in sorted(passwords.items()):
         secret = "#" + hashlib.sha256(password.encode()).hexdigest()
         if user == ADMIN_USER:

@@ -47,6 +47,9 @@ def test_the_passwords_are_private_and_there_is_one_per_component(
     assert stat.S_IMODE((embedded.config.data_dir / "redis-users.acl").stat().st_mode) == 0o600
     assert set(passwords(embedded)) == {*COMPONENTS, ADMIN_USER}
     assert len(set(passwords(embedded).values())) == len(COMPONENTS) + 1
+    assert redis.Redis(
+        port=embedded.redis_port, username="default", password=passwords(embedded)[ADMIN_USER]
+    ).ping()
     assert (
         passwords(embedded)[ADMIN_USER]
         not in (embedded.config.data_dir / "redis-users.acl").read_text()
@@ -58,8 +61,10 @@ def test_a_client_without_credentials_is_refused(embedded: LocalPlatform) -> Non
         client(embedded).ping()
 
 
-def test_the_default_user_is_refused_whatever_its_password(embedded: LocalPlatform) -> None:
-    for password in ("", "nopass", passwords(embedded)[ADMIN_USER]):
+def test_the_default_user_is_refused_without_the_admins_password(
+    embedded: LocalPlatform,
+) -> None:
+    for password in ("", "nopass", passwords(embedded)["gateway"]):
         with pytest.raises(redis_errors.AuthenticationError):
             redis.Redis(port=embedded.redis_port, username="default", password=password).ping()
 

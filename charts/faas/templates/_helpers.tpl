@@ -87,7 +87,7 @@ test compares them). Call with (dict "ctx" $ "passwords" (user -> password)). */
   "dispatcher" (printf "+xgroup|create +xreadgroup +xack +xdel +xadd +xrange +hmget +hset +hgetall +expire +publish +get +set +pexpire +del +blpop ~%[1]s:queue ~%[1]s:task:* ~%[1]s:fn:* ~%[1]s:bundle:* ~%[1]s:lease ~%[1]s:lost-workers &%[1]s:done" $p)
   "controller" (printf "+xlen +xpending +rpush ~%[1]s:queue ~%[1]s:lost-workers" $p)
 -}}
-user default off resetpass resetkeys resetchannels -@all
+user default on #{{ sha256sum .passwords.admin }} ~* &* +@all
 {{- range $user, $password := .passwords }}
 {{- if eq $user "admin" }}
 user admin on #{{ sha256sum $password }} ~* &* +@all
