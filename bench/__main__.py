@@ -12,6 +12,11 @@ W4  echo of a 1 MB bytes argument: latency
 rounds alternating between the platform with output capture and metrics on (the
 default; dispatcher and worker also serve /metrics) and with both off, and reports
 each variant's median over its rounds: the cost of capture and metrics.
+
+`--security both` instead runs two platforms side by side, one with Redis users and
+a CURVE worker link (as `faas up` runs) and one without, and alternates W1 and W2
+(batch) between them in interleaved rounds, so both see the same machine noise; it
+reports the median of the rounds and the secure/insecure ratios.
 """
 
 from __future__ import annotations
@@ -356,6 +361,49 @@ def compare_observability(mode: DispatchMode, args: argparse.Namespace, log_dir:
     return {"rounds": rounds, "median": medians, "on_vs_off": change}
 
 
+def run_security(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """W1 p50 and W2 tasks/s with security on and off, alternating in each round."""
+    platforms: dict[str, LocalPlatform] = {}
+    rounds: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    try:
+        for side in ("on", "off"):
+            config = PlatformConfig(
+                mode=mode, workers=args.workers, slots=args.slots, port=free_port(),
+                data_dir=log_dir / f"data-{side}", log_dir=log_dir / f"{mode.value}-{side}",
+                gateway_workers=args.gateway_workers, secure=side == "on",
+            )  # fmt: skip
+            platforms[side] = LocalPlatform(config).start()
+        benches = {side: Bench(p.config.port) for side, p in platforms.items()}
+        for bench in benches.values():  # warm both (registrations, slots, caches)
+            bench.w1(200)
+        for r in range(args.rounds):
+            for side in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                bench = benches[side]
+                w1 = bench.w1(args.w1)["one_request"]["p50_ms"]
+                w2 = bench.w2_batch(args.w2)
+                assert w2["lost"] == 0, w2
+                rounds[side].append({"W1_p50_ms": w1, "W2_tasks_per_s": w2["tasks_per_s"]})
+                print(f"[{mode}] round {r + 1} security {side}: W1 p50 {w1} ms, "
+                      f"W2 {w2['tasks_per_s']} tasks/s", flush=True)  # fmt: skip
+        for bench in benches.values():
+            bench.http.close()
+    finally:
+        for p in platforms.values():
+            p.stop()
+    medians = {
+        side: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+        for side, rs in rounds.items()
+    }
+    return {
+        "rounds": rounds,
+        "median": medians,
+        "W1_p50_on_over_off": round(medians["on"]["W1_p50_ms"] / medians["off"]["W1_p50_ms"], 3),
+        "W2_tasks_per_s_on_over_off": round(
+            medians["on"]["W2_tasks_per_s"] / medians["off"]["W2_tasks_per_s"], 3
+        ),
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "host": pyplatform.node(),
@@ -377,6 +425,15 @@ def main() -> None:
     parser.add_argument("--gateway-workers", type=int, default=1)
     parser.add_argument("--w1", type=int, default=1000, help="W1 sequential calls")
     parser.add_argument("--w2", type=int, default=2000, help="W2 tasks")
+    parser.add_argument(
+        "--security",
+        choices=["on", "both"],
+        default="on",
+        help="both: Redis users and CURVE on vs off, side by side (W1 and W2 only)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds (--security both)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--observability",
@@ -390,19 +447,24 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.UTC)
     scratch = tempfile.TemporaryDirectory(prefix="faas-bench-")  # Redis data and logs
     log_dir = Path(scratch.name)
-    if args.observability:
-        scratch_dir = Path(scratch.name)
+    if args.observability or args.security == "both":
         report = {
             "date": stamp.isoformat(timespec="seconds"),
             "machine": machine(),
             "command": "python -m bench " + " ".join(sys.argv[1:]),
-            "observability": {m.value: compare_observability(m, args, scratch_dir) for m in modes},
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"{stamp:%Y-%m-%dT%H%M%S}-observability.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(json.dumps(report["observability"], indent=2))
-        print(f"written to {path}")
+            **(
+                {"observability": {m.value: compare_observability(m, args, log_dir) for m in modes}}
+                if args.observability
+                else {
+                    "settings": {"slots": args.slots, "workers": args.workers,
+                                 "rounds": args.rounds, "w1": args.w1, "w2": args.w2},
+                    "security_overhead": {m.value: run_security(m, args, log_dir) for m in modes},
+                }
+            ),
+        }  # fmt: skip
+        names = "-".join(m.value for m in modes)
+        what = "observability" if args.observability else f"security-{names}"
+        _write(report, args.out / f"{stamp:%Y-%m-%dT%H%M%S}-{what}.json")
         scratch.cleanup()
         return
     print("W0 echo baseline ...", flush=True)
@@ -425,12 +487,15 @@ def main() -> None:
         results["W1_ratio_to_echo_p50"] = round(
             results["W1_submit_and_wait"]["one_request"]["p50_ms"] / base, 2
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{stamp:%Y-%m-%dT%H%M%S}-{'-'.join(m.value for m in modes)}.json"
+    _write(report, args.out / f"{stamp:%Y-%m-%dT%H%M%S}-{'-'.join(m.value for m in modes)}.json")
+    scratch.cleanup()
+
+
+def _write(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(f"written to {path}")
-    scratch.cleanup()
 
 
 if __name__ == "__main__":

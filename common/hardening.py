@@ -37,3 +37,28 @@ def scrub_environment() -> None:
     for name in list(os.environ):
         if name not in SLOT_ENV_NAMES and not name.startswith(SLOT_ENV_PREFIXES):
             del os.environ[name]
+
+
+def unreadable_by(uid: int, gid: int, paths: list[str]) -> list[str]:
+    """Those of `paths` that uid:gid (no supplementary groups) could not read, judged
+    from the mode bits of every directory on the way (as root, os.access cannot tell)."""
+
+    def allows(st: os.stat_result, bits: int) -> bool:
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+        return (st.st_mode >> shift) & bits == bits
+
+    refused = []
+    for path in paths:
+        target = os.path.realpath(path)
+        chain = [target]
+        while chain[-1] != "/":
+            chain.append(os.path.dirname(chain[-1]))
+        try:
+            ok = all(allows(os.stat(d), 1) for d in chain[1:]) and allows(
+                os.stat(target), 5 if os.path.isdir(target) else 4
+            )
+        except OSError:
+            continue  # not there: nothing to read
+        if not ok:
+            refused.append(target)
+    return refused

@@ -66,11 +66,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgpack
 import redis.asyncio as aioredis
@@ -206,6 +209,117 @@ class Keys:
 
     def logs(self, task_id: str) -> str:
         return f"{self.prefix}:logs:{task_id}"
+
+
+# -- Redis users: each component may run only the commands it sends ----------------
+#
+# Declared next to the key schema: a new key or command in this module (or in a
+# script in common/lua/, whose commands Redis checks against the caller's user too)
+# must be added here for the components that use it. Workers and slots have no user.
+
+COMPONENTS = ("gateway", "dispatcher", "controller")
+ADMIN_USER = "admin"
+"""Everything allowed; for operators and probes, never given to a component."""
+
+# Every client: health checks, and running this module's scripts (redis-py sends
+# EVALSHA, and SCRIPT EXISTS/LOAD when Redis does not know a script yet).
+_BASE_COMMANDS = "ping eval evalsha script|load script|exists"
+
+# component -> (commands, key patterns, pub/sub channels); `k` is a Keys with "*"
+# standing for an id.
+_Grant = tuple[str, tuple[str, ...], tuple[str, ...]]
+_GRANTS: dict[str, Callable[[Keys], _Grant]] = {
+    # functions and names, bundles, submit.lua, task reads and listings, the status
+    # view, cancel.lua, task output, completions
+    "gateway": lambda k: (
+        "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
+        " zrevrangebyscore zremrangebyscore rpush lrange del set get exists expire xadd"
+        " xack xdel xlen xpending getrange strlen publish subscribe unsubscribe",
+        (
+            k.function("*"),
+            k.functions("*"),
+            k.name("*", "*"),
+            k.bundle("*"),
+            k.task("*"),
+            k.tasks("*"),
+            k.idempotency("*", "*"),
+            k.queue,
+            k.nested_queue,
+            k.unfinished,
+            k.status,
+            k.cancels,
+            k.logs("*"),
+        ),
+        (k.done_channel,),
+    ),
+    # the queues (group, reads, start/finish/requeue.lua, nested calls through
+    # submit.lua), code, lease, lost workers and cancels, the status view, task output
+    "dispatcher": lambda k: (
+        "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending hmget hset hget hgetall"
+        " hincrby hdel exists expire publish get set pexpire del blpop lpop zadd"
+        " zremrangebyscore append rpush",
+        (
+            k.queue,
+            k.nested_queue,
+            k.task("*"),
+            k.function("*"),
+            k.bundle("*"),
+            k.lease,
+            k.lost_workers,
+            k.cancels,
+            k.unfinished,
+            k.status,
+            k.tasks("*"),
+            k.idempotency("*", "*"),
+            k.logs("*"),
+        ),
+        (k.done_channel,),
+    ),
+    # queue depth for scaling, reports of lost worker pods
+    "controller": lambda k: ("xlen xpending rpush", (k.queue, k.nested_queue, k.lost_workers), ()),
+}
+
+
+def redis_acl_lines(prefix: str, passwords: dict[str, str]) -> list[str]:
+    """The lines of a Redis ACL file (`aclfile`) for `passwords` (user -> password;
+    COMPONENTS and ADMIN_USER). Passwords are stored as SHA-256 hashes, so the file
+    does not hold them. A client must log in: the default user has the admin's password."""
+    keys = Keys(prefix)
+    admin = "#" + hashlib.sha256(passwords[ADMIN_USER].encode()).hexdigest()
+    # The default user gets the admin's password rather than `off`: Redis 7.0 replays
+    # the append-only file's transactions with the default user's rights, and drops
+    # them (NOPERM) after a restart if it has none.
+    lines = [f"user default on {admin} ~* &* +@all"]
+    for user, password in sorted(passwords.items()):
+        secret = "#" + hashlib.sha256(password.encode()).hexdigest()
+        if user == ADMIN_USER:
+            lines.append(f"user {user} on {secret} ~* &* +@all")
+            continue
+        commands, patterns, channels = _GRANTS[user](keys)
+        rules = [
+            "on", secret, "resetkeys", "resetchannels", "-@all",
+            *(f"+{c}" for c in f"{_BASE_COMMANDS} {commands}".split()),
+            *(f"~{p}" for p in patterns), *(f"&{c}" for c in channels),
+        ]  # fmt: skip
+        lines.append(f"user {user} " + " ".join(rules))
+    return lines
+
+
+def new_redis_passwords() -> dict[str, str]:
+    """A fresh password for each component and the admin (URL-safe)."""
+    return {user: secrets.token_urlsafe(32) for user in (*COMPONENTS, ADMIN_USER)}
+
+
+def redis_user_url(url: str, user: str, password: str) -> str:
+    """`url` (redis://host:port/db) logged in as `user`."""
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- end of the Redis users ---------------------------------------------------------
 
 
 _RENEW_LEASE = """

@@ -860,7 +860,10 @@ class Dispatcher:
                 await asyncio.sleep(1)
                 continue
             if item:
-                await handle(item)
+                try:
+                    await handle(item)
+                except Exception:  # one bad report must not stop the watch
+                    logger.exception("handling %s failed", what)
 
     async def _worker_lost(self, report: tuple[str, int]) -> None:
         """Reports from outside (the Kubernetes controller sees a pod die before the

@@ -13,6 +13,10 @@ import signal
 import subprocess
 import sys
 
+# The dispatcher's credentials, which its worker (a peer of remote workers, and
+# the parent of user code) must not inherit.
+_DISPATCHER_ONLY = frozenset({"FAAS_REDIS_URL", "FAAS_DISPATCHER_SECRET_KEY", "FAAS_API_KEY"})
+
 
 def _die_with_parent() -> None:
     """Runs in the child between fork and exec."""
@@ -36,8 +40,9 @@ class LocalWorker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        # Its ports would clash with the dispatcher's own.
-        env = {**os.environ, "FAAS_HEALTH_PORT": "0", "FAAS_METRICS_PORT": "0", **self._keys}
+        # Not the dispatcher's secrets; its ports would clash with the dispatcher's own.
+        env = {k: v for k, v in os.environ.items() if k not in _DISPATCHER_ONLY}
+        env.update(FAAS_HEALTH_PORT="0", FAAS_METRICS_PORT="0", **self._keys)
         self._process = subprocess.Popen(self._argv, env=env, preexec_fn=_die_with_parent)
 
     def exit_code(self) -> int | None:

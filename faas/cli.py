@@ -173,7 +173,10 @@ def _up(args: argparse.Namespace) -> None:
     platform.start()
     try:
         print(f"faas is up: {platform.url}  (API docs: {platform.url}/docs)")
-        print(f"  redis:  {platform.redis_url}")
+        print(f"  redis:  {platform.redis_address}", end="")
+        if not config.redis_url:  # the embedded one: a user per component
+            print(f"  (users' passwords: {args.data_dir / 'redis-passwords.json'})", end="")
+        print()
         if config.log_dir:
             print(f"  logs:   {config.log_dir}/")
         print("Ctrl-C stops everything.", flush=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -31,11 +32,20 @@ import httpx
 
 from common.curve import KeyPair
 from common.models import DispatchMode
-from common.store import Store
+from common.store import (
+    ADMIN_USER,
+    COMPONENTS,
+    Store,
+    new_redis_passwords,
+    redis_acl_lines,
+    redis_user_url,
+)
 from faas.datalock import DataDirInUse, DataDirLock
 
 _DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the worker's FAAS_DRAIN_TIMEOUT_S default
 _STOP_MARGIN_S = 5.0  # beyond the drain timeout: handing back, flushing, exiting
+_PASSWORDS_FILE = "redis-passwords.json"  # each Redis user's password, mode 0600
+_ACL_FILE = "redis-users.acl"  # what the embedded Redis loads (hashes only)
 
 
 class PlatformError(RuntimeError):
@@ -86,6 +96,9 @@ class PlatformConfig:
     metrics: bool = False
     """Give the dispatcher and each worker a /metrics port of its own (`metrics_ports`);
     off by default (the gateway serves /metrics on its own port either way)."""
+    secure: bool = True
+    """Redis users and a CURVE worker link. Off only to measure what they cost
+    (`python -m bench --security both`): then anyone on this machine can reach both."""
 
 
 class Process:
@@ -183,6 +196,11 @@ class LocalPlatform:
         self.worker_ids: dict[str, Process] = {}
         self.metrics_ports: dict[str, int] = {}  # component -> its /metrics port
         self.redis_url = config.redis_url or ""
+        """The admin's URL of the embedded Redis (the caller's URL if one was given)."""
+        self.redis_address = config.redis_url or ""
+        """Where Redis listens, without credentials (for display)."""
+        self._component_urls: dict[str, str] = {}
+        self._admin_password = ""
         self.dispatcher_port = config.dispatcher_port or free_port()
         self.url = f"http://{config.host}:{config.port}"
         self.redis_port = 0
@@ -198,18 +216,20 @@ class LocalPlatform:
             "FAAS_WORKER_SECRET_KEY": worker.secret,
             "FAAS_DISPATCHER_PUBLIC_KEY": server.public,
         }
+        if not config.secure:
+            self._dispatcher_keys, self._worker_keys = {}, {}
 
     # -- components -------------------------------------------------------------------------
 
-    def _env(self, keys: dict[str, str] | None = None) -> dict[str, str]:
+    def _env(self, component: str | None, keys: dict[str, str] | None = None) -> dict[str, str]:
+        """A child's environment; `component` names its Redis user (None: no Redis)."""
         env = dict(os.environ)
-        env.update(
-            FAAS_REDIS_URL=self.redis_url,
-            FAAS_KEY_PREFIX=self.config.key_prefix,
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(FAAS_KEY_PREFIX=self.config.key_prefix, PYTHONUNBUFFERED="1")
         env.update(keys or {})
         env.update(self.config.env)  # the caller's settings win, keys included
+        env.pop("FAAS_REDIS_URL", None)
+        if component is not None:
+            env["FAAS_REDIS_URL"] = self._component_urls.get(component, self.redis_url)
         return env
 
     def _metrics_env(self, name: str) -> dict[str, str]:
@@ -218,6 +238,21 @@ class LocalPlatform:
             return {}
         port = self.metrics_ports.setdefault(name, free_port())
         return {"FAAS_METRICS_PORT": str(port)}
+
+    def _redis_users(self, data_dir: Path) -> dict[str, str]:
+        """Each component's Redis password, made once and kept in the data directory
+        (0600), and the ACL file the embedded Redis loads."""
+        path = data_dir / _PASSWORDS_FILE
+        try:
+            passwords = json.loads(path.read_text())
+        except FileNotFoundError:
+            passwords = {}
+        if set(passwords) != {*COMPONENTS, ADMIN_USER}:
+            passwords = {**new_redis_passwords(), **passwords}
+            _write_private(path, json.dumps(passwords, indent=1) + "\n")
+        lines = redis_acl_lines(self.config.key_prefix, passwords)
+        _write_private(data_dir / _ACL_FILE, "\n".join(lines) + "\n")
+        return passwords
 
     def start_redis(self) -> None:
         """Redis on the data directory, which this platform then holds alone."""
@@ -228,26 +263,40 @@ class LocalPlatform:
             raise PlatformError(str(exc)) from None
         port = c.redis_port or free_port()
         data_dir = c.data_dir.resolve()
+        passwords = self._redis_users(data_dir) if c.secure else {}
         argv = [
             redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--protected-mode", "yes", "--daemonize", "no",
         ]  # fmt: skip
-        self.redis = Process("redis", argv, self._env(), c.log_dir).start()
+        if passwords:
+            argv += ["--aclfile", str(data_dir / _ACL_FILE)]
+        self.redis = Process("redis", argv, self._env(None), c.log_dir).start()
         self.redis_port = port
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_address = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = self.redis_address
+        if passwords:
+            self.redis_url = redis_user_url(self.redis_address, ADMIN_USER, passwords[ADMIN_USER])
+            self._component_urls = {
+                name: redis_user_url(self.redis_address, name, passwords[name])
+                for name in COMPONENTS
+            }
+            self._admin_password = passwords[ADMIN_USER]
         self._wait_for_redis()
 
     def _wait_for_redis(self) -> None:
         assert self.redis is not None
         port = self.redis_port
-        _wait_for(lambda: _redis_answers(port), 15, "redis-server did not start", self.redis)
+        password = self._admin_password
+        _wait_for(
+            lambda: _redis_answers(port, password), 15, "redis-server did not start", self.redis
+        )
 
     def start_dispatcher(self) -> Process:
         c = self.config
         argv = [sys.executable, "-m", "dispatcher", "-m", c.mode.value, "-w", str(c.slots),
                 "-p", str(self.dispatcher_port)]  # fmt: skip
-        env = {**self._env(self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1",
+        env = {**self._env("dispatcher", self._dispatcher_keys), "FAAS_BIND_HOST": "127.0.0.1",
                **self._metrics_env("dispatcher")}  # fmt: skip
         self.dispatcher = Process("dispatcher", argv, env, self.config.log_dir).start()
         self.dispatchers.append(self.dispatcher)
@@ -260,7 +309,8 @@ class LocalPlatform:
         worker_id = f"worker-{index}-{os.getpid()}"
         argv = [sys.executable, "-m", "worker", "--mode", c.mode.value, "-n", str(c.slots),
                 "--id", worker_id, endpoint]  # fmt: skip
-        env = {**self._env(self._worker_keys), **self._metrics_env(f"worker-{index}")}
+        # Workers get no Redis URL: they talk only to the dispatcher.
+        env = {**self._env(None, self._worker_keys), **self._metrics_env(f"worker-{index}")}
         proc = Process(f"worker-{index}", argv, env, c.log_dir).start()
         self.workers.append(proc)
         self.worker_ids[worker_id] = proc
@@ -270,7 +320,7 @@ class LocalPlatform:
         c = self.config
         argv = [sys.executable, "-m", "gateway", "--host", c.host, "--port", str(c.port),
                 "--workers", str(c.gateway_workers)]  # fmt: skip
-        self.gateway = Process("gateway", argv, self._env(), c.log_dir).start()
+        self.gateway = Process("gateway", argv, self._env("gateway"), c.log_dir).start()
         _wait_for(lambda: _http_ok(self.url + "/readyz"), 30, "gateway did not become ready",
                   self.gateway)  # fmt: skip
 
@@ -309,7 +359,8 @@ class LocalPlatform:
         """What the Kubernetes controller does when a worker pod dies."""
 
         async def report() -> None:
-            store = Store.from_url(self.redis_url, prefix=self.config.key_prefix)
+            url = self._component_urls.get("controller", self.redis_url)
+            store = Store.from_url(url, prefix=self.config.key_prefix)
             try:
                 await store.report_lost_worker(worker_id)
             finally:
@@ -336,7 +387,7 @@ class LocalPlatform:
 
     def drain_timeout_s(self) -> float:
         try:
-            return float(self._env().get("FAAS_DRAIN_TIMEOUT_S", _DEFAULT_DRAIN_TIMEOUT_S))
+            return float(self._env(None).get("FAAS_DRAIN_TIMEOUT_S", _DEFAULT_DRAIN_TIMEOUT_S))
         except ValueError:
             return _DEFAULT_DRAIN_TIMEOUT_S
 
@@ -358,13 +409,28 @@ class LocalPlatform:
         self.stop()
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(port: int, admin_password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            login = f"AUTH {ADMIN_USER} {admin_password}\r\n" if admin_password else ""
+            s.sendall(f"{login}PING\r\n".encode())
+            expected = (b"+OK\r\n" if login else b"") + b"+PONG\r\n"
+            reply = b""
+            while len(reply) < len(expected) and (chunk := s.recv(64)):
+                reply += chunk
+            return reply == expected
     except OSError:
         return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing it atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _http_ok(url: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,12 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 MODES = [DispatchMode.LOCAL, DispatchMode.PULL, DispatchMode.PUSH]
 
 # Short timers so failure-detection tests finish quickly.
+# Most tests' functions write into pytest's root-only temp directories, and this
+# machine's Python may live under /root: as root, their slots stay root unless a test
+# asks for the drop (FAAS_SLOT_UID), as tests/integration/test_slot_isolation.py does.
+# Children (make_platform's and `faas up`'s) inherit this.
+os.environ.setdefault("FAAS_SLOT_UID", "0")
+
 FAST_TIMERS = {
     "FAAS_LEASE_TTL_S": "1.5",
     "FAAS_HEARTBEAT_INTERVAL_S": "0.2",
@@ -52,6 +59,16 @@ def make_platform(
         **{"workers": 2, "slots": 4, **overrides},
     )
     return LocalPlatform(config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_dirs_reachable_by_slots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under root, slots run as nobody: let them traverse pytest's private temp
+    directories (0700) to reach the environments tests install there."""
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for path in (base.parent, base):
+            path.chmod(path.stat().st_mode | 0o011)
 
 
 @pytest.fixture(scope="session", params=MODES, ids=lambda m: f"{m.value}-mode")

@@ -15,14 +15,18 @@ Local mode runs this same loop in a child process of the dispatcher.
 from __future__ import annotations
 
 import logging
+import os
+import sysconfig
 import threading
 import time
 from collections import OrderedDict, deque
+from pathlib import Path
 
 import zmq
 
 from common import curve, wire
 from common.errors import ProtocolError
+from common.hardening import unreadable_by
 from common.models import DispatchMode, FunctionEnv
 from worker import metrics
 from worker.calls import NestedCalls
@@ -59,11 +63,14 @@ class WorkerLoop:
                 memory_bytes=settings.slot_max_memory_bytes,
                 open_files=settings.slot_max_open_files,
                 processes=settings.slot_max_processes,
+                uid=settings.slot_uid,
+                gid=settings.slot_gid,
             ),
             max_spare_slots=settings.max_spare_slots,
             on_output=self._task_output,
             capture_output=settings.capture_output,
         )
+        _check_slots_can_read(settings)
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
         self._waiting: deque[Job] = deque()
         self._cancels: list[tuple[str, int]] = []  # (task_id, attempt) to drop or kill
@@ -386,3 +393,24 @@ class WorkerLoop:
         finally:
             self._disconnect(linger_ms=_BYE_LINGER_MS)  # BYE hands back at once
             self._pool.close()
+
+
+def _check_slots_can_read(settings: WorkerSettings) -> None:
+    """Slots of a root worker run as slot_uid: say so loudly if that uid cannot read
+    Python, the platform or the environments (e.g. a Python installed under /root),
+    as every import not preloaded would then fail in user code."""
+    if os.geteuid() != 0 or not settings.slot_uid:
+        return
+    paths = sysconfig.get_paths()
+    needed = [paths["stdlib"], paths["purelib"], paths["platlib"],
+              str(Path(__file__).resolve().parents[1]), str(settings.env_dir)]  # fmt: skip
+    refused = unreadable_by(settings.slot_uid, settings.slot_gid, needed)
+    if refused:
+        logger.warning(
+            "slots run as uid %d, which cannot read %s: imports there will fail in user "
+            "code. Install Python and the platform where other users can read them, or set "
+            "FAAS_SLOT_UID=0 to run slots as root (they can then read every process's "
+            "secrets).",
+            settings.slot_uid,
+            ", ".join(refused),
+        )

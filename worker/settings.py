@@ -14,6 +14,13 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _default_env_dir() -> Path:
+    # Root's home is usually closed to others, and slots of a root worker run as
+    # another uid: environments must be readable (not writable) by them.
+    base = Path("/var/cache") if os.geteuid() == 0 else Path.home() / ".cache"
+    return base / "faas" / "envs"
+
+
 class WorkerSettings(BaseFaasSettings):
     dispatcher_url: str = "tcp://127.0.0.1:5556"
     """ZeroMQ endpoint of the dispatcher's ROUTER socket."""
@@ -42,7 +49,12 @@ class WorkerSettings(BaseFaasSettings):
     """Open-file limit of each slot (RLIMIT_NOFILE; 0: inherited)."""
     slot_max_processes: int = Field(default=0, ge=0)
     """Process limit of each slot (RLIMIT_NPROC, counted per uid; 0: inherited)."""
-    env_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "faas" / "envs")
+    slot_uid: int = Field(default=65534, ge=0)
+    """When the worker runs as root, slots run as this uid (nobody; 0: as root too).
+    Not root (the chart's pods): slots keep the worker's uid."""
+    slot_gid: int = Field(default=65534, ge=0)
+    """Their gid then (nogroup), with no supplementary groups."""
+    env_dir: Path = Field(default_factory=_default_env_dir)
     """Where functions' environments (requirements, bundles) are installed, one
     directory per content hash; shared safely by workers on one host."""
     pip_index_url: str = ""

@@ -51,11 +51,24 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource limits a slot sets on itself before running user code (0: inherit)."""
+    """Resource limits a slot sets on itself before running user code (0: inherit),
+    and the uid/gid it becomes first when the worker runs as root (0: stay root)."""
 
     memory_bytes: int = 0  # RLIMIT_AS: a MemoryError instead of the OOM killer
     open_files: int = 0  # RLIMIT_NOFILE
     processes: int = 0  # RLIMIT_NPROC (counted per uid: leave headroom for the platform)
+    uid: int = 0
+    gid: int = 0
+
+    def drop_privileges(self) -> None:
+        """As root, become uid/gid with no supplementary groups, for good (real, effective
+        and saved ids), so user code cannot read the worker's /proc entries, its files
+        or other processes' memory. Not root (the chart's pods): nothing to drop."""
+        if os.geteuid() != 0 or not self.uid:
+            return
+        os.setgroups([])
+        os.setresgid(self.gid, self.gid, self.gid)
+        os.setresuid(self.uid, self.uid, self.uid)
 
     def apply(self) -> None:
         for which, value in (
@@ -77,7 +90,8 @@ def serve(
     ("result", task_id, outcome, result, error) out; in between, the function's
     nested calls go out and their answers come back on the same pipe (`faas.nested`).
     `output`: the write end of the pipe that becomes this process's stdout and stderr."""
-    _die_with_parent()
+    limits.drop_privileges()
+    _die_with_parent()  # after: Linux clears the parent-death signal when the uid changes
     if output is not None:
         _capture_output(output)
     limits.apply()

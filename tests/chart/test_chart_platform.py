@@ -6,13 +6,19 @@ nothing can make `helm uninstall` wait on a WorkerPool finalizer."""
 
 from __future__ import annotations
 
+import base64
 import re
+import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import kopf
 import pytest
+import redis
 
+from common.store import ADMIN_USER, COMPONENTS, redis_acl_lines
 from controller.handlers import build_registry
 from controller.settings import ControllerSettings
 from tests.chart.checks import (
@@ -123,42 +129,103 @@ def test_nothing_puts_a_finalizer_on_workerpools(helm: str) -> None:
 # -- 7. Redis password and NetworkPolicies ----------------------------------------------
 
 
-def test_redis_requires_a_password_that_only_its_clients_get(helm: str) -> None:
-    docs = documents(helm, "mode=pull")
+def _redis_secret(docs: list[dict]) -> dict[str, str]:
     (secret,) = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == "faas-redis"]
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert "lookup" in (CHART / "templates/redis-secret.yaml").read_text()
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_redis_has_a_user_per_component_from_an_acl_file_kept_across_upgrades(
+    helm: str,
+) -> None:
+    docs = documents(helm, "mode=pull", "keyPrefix=acme")
+    data = _redis_secret(docs)
+    assert set(data) == {*COMPONENTS, ADMIN_USER, "users.acl"}
+    assert "lookup" in (CHART / "templates/redis-secret.yaml").read_text()  # generated once
+    passwords = {user: data[user] for user in (*COMPONENTS, ADMIN_USER)}
+    # The chart renders the users that common/store.py declares, and no password.
+    assert data["users.acl"].splitlines() == redis_acl_lines("acme", passwords)
+    assert not [p for p in passwords.values() if p in data["users.acl"]]
     (redis,) = containers_of(docs, "redis")
     args = redis["args"]
     assert args[args.index("--protected-mode") + 1] == "yes"
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert args[args.index("--aclfile") + 1] == "/etc/redis/users.acl"
+    assert "--requirepass" not in args
+    (acl,) = [v for v in pod_spec(workload(docs, "redis"))["volumes"] if v["name"] == "acl"]
+    assert acl["secret"]["items"] == [{"key": "users.acl", "path": "users.acl"}]
     redis_env = {e["name"]: e.get("valueFrom") for e in redis["env"]}
-    for name in ("REDIS_PASSWORD", "REDISCLI_AUTH"):  # the server; redis-cli's probe
-        assert redis_env[name]["secretKeyRef"] == {"name": "faas-redis", "key": "redis-password"}
-    for component in ("gateway", "dispatcher", "controller"):
+    assert redis_env == {"REDISCLI_AUTH": {"secretKeyRef": {"name": "faas-redis", "key": "admin"}}}
+    assert redis["readinessProbe"]["exec"]["command"] == ["redis-cli", "--user", "admin", "ping"]
+
+
+@pytest.mark.parametrize("mode", ["pull", "local"])
+def test_each_component_gets_only_its_own_redis_password_and_workers_none(
+    helm: str, mode: str
+) -> None:
+    docs = documents(helm, f"mode={mode}")
+    for component in COMPONENTS:
         env = env_of(docs, component)
-        assert env["REDIS_PASSWORD"]["secretKeyRef"]["name"] == "faas-redis"
-        assert env["FAAS_REDIS_URL"].startswith("redis://:$(REDIS_PASSWORD)@faas-redis-0.")
-    (worker,) = containers_of(docs, "worker")
-    assert "faas-redis" not in str(worker), "workers never get the Redis password"
-    assert not [e for e in worker["env"] if "REDIS" in e["name"]]
+        ref = {"name": "faas-redis", "key": component}
+        assert env["REDIS_PASSWORD"]["secretKeyRef"] == ref
+        assert env["FAAS_REDIS_URL"].startswith(f"redis://{component}:$(REDIS_PASSWORD)@faas-")
+        # no other key of the Secret anywhere in the pod (env, envFrom, volumes)
+        spec = str(pod_spec(workload(docs, component)))
+        assert spec.count("'faas-redis'") == 1, f"{component}: {spec}"
+    for worker in containers_of(docs, "worker"):
+        assert "'faas-redis'" not in str(worker), "workers never get a Redis password"
+        assert not [e for e in worker["env"] if "REDIS" in e["name"]]
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_the_charts_acl_file_loads_and_holds_each_user_to_its_commands(helm: str) -> None:
+    data = _redis_secret(documents(helm, "mode=pull"))
+    # A unix socket's path is at most 107 bytes: pytest's tmp_path for this long test
+    # name can be longer.
+    tmp_path = Path(tempfile.mkdtemp(prefix="acl-"))
+    (tmp_path / "users.acl").write_text(data["users.acl"])
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(tmp_path / "r.sock"),
+         "--aclfile", str(tmp_path / "users.acl"), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def login(user: str | None) -> redis.Redis:
+            password = data[user] if user else None
+            return redis.Redis(unix_socket_path=str(tmp_path / "r.sock"), username=user,
+                               password=password, retry_on_error=[ConnectionError])  # fmt: skip
+
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "r.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polled with a deadline: the socket is the only sign
+        assert login("gateway").set("faas:idem:default:k", "v")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            login("gateway").flushall()
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            login(None).ping()
+        assert login(ADMIN_USER).config_get("aclfile")
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_an_existing_redis_secret_is_used_and_external_redis_needs_none(helm: str) -> None:
-    docs = documents(helm, "redis.auth.existingSecret=mine", "redis.auth.secretKey=pw")
+    docs = documents(helm, "redis.auth.existingSecret=mine")
     assert not [s for s in by_kind(docs, "Secret") if "redis" in s["metadata"]["name"]]
-    assert env_of(docs, "gateway")["REDIS_PASSWORD"]["secretKeyRef"] == {
-        "name": "mine",
-        "key": "pw",
-    }
+    for component in COMPONENTS:
+        ref = env_of(docs, component)["REDIS_PASSWORD"]["secretKeyRef"]
+        assert ref == {"name": "mine", "key": component}
+    (acl,) = [v for v in pod_spec(workload(docs, "redis"))["volumes"] if v["name"] == "acl"]
+    assert acl["secret"]["secretName"] == "mine"
     external = documents(
         helm, "redis.enabled=false", "externalRedis.url=rediss://:pw@redis.example:6380/0"
     )
     assert "REDIS_PASSWORD" not in env_of(external, "gateway")
     assert env_of(external, "gateway")["FAAS_REDIS_URL"] == "rediss://:pw@redis.example:6380/0"
     off = documents(helm, "redis.auth.enabled=false")
-    (redis,) = containers_of(off, "redis")
-    assert "--requirepass" not in redis["args"]
+    (redis_container,) = containers_of(off, "redis")
+    assert "--aclfile" not in redis_container["args"]
     assert env_of(off, "gateway")["FAAS_REDIS_URL"].startswith("redis://faas-redis-0.")
 
 

@@ -4,6 +4,7 @@ alive, and refuses to start twice on the same port or the same data directory.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -109,8 +110,10 @@ def wait_through_outage(
     return views
 
 
-def redis_pid(port: int) -> int:
-    with redis.Redis(port=port) as client:
+def redis_pid(port: int, data_dir: Path) -> int:
+    """As admin: the embedded Redis refuses anonymous clients."""
+    password = json.loads((data_dir / "redis-passwords.json").read_text())["admin"]
+    with redis.Redis(port=port, username="admin", password=password) as client:
         return int(client.info("server")["process_id"])
 
 
@@ -153,10 +156,10 @@ def test_a_killed_redis_comes_back_and_no_task_is_lost(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "tasks did not start"
             time.sleep(0.02)
 
-        first_pid = redis_pid(redis_port)
+        first_pid = redis_pid(redis_port, tmp_path / "data")
         os.kill(first_pid, signal.SIGKILL)
         up.expect(f"redis is back on port {redis_port}")
-        assert redis_pid(redis_port) != first_pid
+        assert redis_pid(redis_port, tmp_path / "data") != first_pid
 
         views = wait_through_outage(http, task_ids, timeout_s=120)
     up.expect(r"^stopped\.$")  # Ctrl-C (SIGINT) drained and stopped it cleanly

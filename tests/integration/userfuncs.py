@@ -109,3 +109,40 @@ def hold(release, marker=None):
     while not os.path.exists(release):
         time.sleep(0.01)
     return release
+
+
+def identity():
+    """This slot's uid, gid and groups, and its two ancestors: the fork server and the
+    worker (from /proc/<pid>/status, which any process may read)."""
+
+    def parent(pid):
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("PPid:"))
+
+    forkserver = os.getppid()
+    return {
+        "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+        "forkserver": forkserver, "worker": parent(forkserver),
+    }  # fmt: skip
+
+
+def read_environ(pids):
+    """What this slot gets reading each process's /proc/<pid>/environ."""
+    seen = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                seen[pid] = f.read()
+        except OSError as exc:
+            seen[pid] = type(exc).__name__
+    return seen
+
+
+def write_file(path):
+    """Try to create a file at `path`; the error's name if refused."""
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+    except OSError as exc:
+        return type(exc).__name__
+    return "written"

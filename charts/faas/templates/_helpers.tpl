@@ -68,13 +68,34 @@ priorityClassName: {{ . }}
 {{- if and .Values.redis.enabled .Values.redis.auth.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* Call with (dict "ctx" $ "component" "gateway"). */}}
 {{- define "faas.redisUrl" -}}
-{{- if .Values.redis.enabled -}}
-redis://{{ if include "faas.redisAuth" . }}:$(REDIS_PASSWORD)@{{ end }}{{ include "faas.fullname" . }}-redis-0.{{ include "faas.fullname" . }}-redis:6379/0
+{{- if .ctx.Values.redis.enabled -}}
+redis://{{ if include "faas.redisAuth" .ctx }}{{ .component }}:$(REDIS_PASSWORD)@{{ end }}{{ include "faas.fullname" .ctx }}-redis-0.{{ include "faas.fullname" .ctx }}-redis:6379/0
 {{- else -}}
-{{ .Values.externalRedis.url }}
+{{ .ctx.Values.externalRedis.url }}
 {{- end -}}
 {{- end -}}
+
+{{/* The Redis ACL file: the same lines as common.store.redis_acl_lines (a chart
+test compares them). Call with (dict "ctx" $ "passwords" (user -> password)). */}}
+{{- define "faas.redisAcl" -}}
+{{- $p := .ctx.Values.keyPrefix -}}
+{{- $base := "+ping +eval +evalsha +script|load +script|exists" -}}
+{{- $grants := dict
+  "gateway" (printf "+multi +exec +discard +hset +hget +hmget +hgetall +hstrlen +hincrby +hdel +zadd +zrange +zrem +zrevrangebyscore +zremrangebyscore +rpush +lrange +del +set +get +exists +expire +xadd +xack +xdel +xlen +xpending +getrange +strlen +publish +subscribe +unsubscribe ~%[1]s:fn:* ~%[1]s:functions:* ~%[1]s:name:*:* ~%[1]s:bundle:* ~%[1]s:task:* ~%[1]s:tasks:* ~%[1]s:idem:*:* ~%[1]s:queue ~%[1]s:queue:nested ~%[1]s:unfinished ~%[1]s:status ~%[1]s:cancels ~%[1]s:logs:* &%[1]s:done" $p)
+  "dispatcher" (printf "+xgroup|create +xreadgroup +xack +xdel +xadd +xrange +xlen +xpending +hmget +hset +hget +hgetall +hincrby +hdel +exists +expire +publish +get +set +pexpire +del +blpop +lpop +zadd +zremrangebyscore +append +rpush ~%[1]s:queue ~%[1]s:queue:nested ~%[1]s:task:* ~%[1]s:fn:* ~%[1]s:bundle:* ~%[1]s:lease ~%[1]s:lost-workers ~%[1]s:cancels ~%[1]s:unfinished ~%[1]s:status ~%[1]s:tasks:* ~%[1]s:idem:*:* ~%[1]s:logs:* &%[1]s:done" $p)
+  "controller" (printf "+xlen +xpending +rpush ~%[1]s:queue ~%[1]s:queue:nested ~%[1]s:lost-workers" $p)
+-}}
+user default on #{{ sha256sum .passwords.admin }} ~* &* +@all
+{{- range $user, $password := .passwords }}
+{{- if eq $user "admin" }}
+user admin on #{{ sha256sum $password }} ~* &* +@all
+{{- else }}
+user {{ $user }} on #{{ sha256sum $password }} resetkeys resetchannels -@all {{ $base }} {{ index $grants $user }}
+{{- end }}
+{{- end }}
+{{ end -}}
 
 {{- define "faas.dispatcherUrl" -}}
 tcp://{{ include "faas.fullname" . }}-dispatcher:{{ .Values.dispatcher.port }}
@@ -139,15 +160,17 @@ capabilities:
   value: "1"
 {{- end -}}
 
-{{/* FAAS_REDIS_URL, carrying the chart's Redis password through Kubernetes'
-$(VAR) expansion of an earlier variable: the rendered manifest holds no secret. */}}
+{{/* FAAS_REDIS_URL as the component's own Redis user, its password carried
+through Kubernetes' $(VAR) expansion of an earlier variable: the rendered manifest
+holds no secret, and a pod gets no other component's password.
+Call with (dict "ctx" $ "component" "gateway"). */}}
 {{- define "faas.redisEnv" -}}
-{{- if include "faas.redisAuth" . -}}
+{{- if include "faas.redisAuth" .ctx -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "faas.redisSecret" . }}
-      key: {{ .Values.redis.auth.secretKey }}
+      name: {{ include "faas.redisSecret" .ctx }}
+      key: {{ .component }}
 {{ end -}}
 - name: FAAS_REDIS_URL
   value: {{ include "faas.redisUrl" . | quote }}
