@@ -102,6 +102,7 @@ class Dispatcher:
         self._fetches: list[tuple[bytes, str]] = []  # (worker, bundle digest) asked for
         self._background: set[asyncio.Task[None]] = set()
         self._reporting: list[WorkerState] = []  # workers that sent results in this batch
+        self._unacked: dict[bytes, WorkerState] = {}  # reported since the last flush
         self.active = False  # holds the lease and dispatches
         self._stopping = False  # the loops end
         self._local_worker_leaving = False  # it drains: do not restart it
@@ -432,6 +433,7 @@ class Dispatcher:
             self._lost += lost
             for worker in self._reporting:
                 worker.handed_seq = worker.next_seq - 1
+                self._unacked[worker.identity] = worker
             self._reporting.clear()
             self._to_write.set()
 
@@ -469,7 +471,7 @@ class Dispatcher:
                 if msg.command != wire.Command.BYE:
                     await self._reply(identity, wire.Command.RESET)
             else:
-                worker.last_seen = time.monotonic()
+                self.registry.seen(worker, time.monotonic())
                 self._from_worker(worker, msg, ended, lost)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             logger.warning("dropped a message from %r: %s", identity[:64], exc)
@@ -497,7 +499,7 @@ class Dispatcher:
             flight = worker.tasks.get(task_id)
             held = flight is not None and flight.entry.attempt == attempt
             if held:
-                del worker.tasks[task_id]
+                self.registry.release(worker, task_id)
             self.registry.grant(worker, 1)  # the slot is free again, whatever it ran
             if held:
                 assert flight is not None
@@ -583,7 +585,7 @@ class Dispatcher:
         worker.next_seq = header.get("seq", 1)
         for flight in previous:
             if reported.get(flight.entry.task_id) == flight.entry.attempt:
-                worker.tasks[flight.entry.task_id] = flight
+                self.registry.adopt(worker, flight)
             else:
                 lost.append((flight.entry, "its worker restarted without it"))
         for task_id, attempt in reported.items():
@@ -591,7 +593,7 @@ class Dispatcher:
             if orphan is not None and orphan.attempt == attempt:
                 del self._orphans[task_id]
                 deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
-                worker.tasks[task_id] = InFlight(orphan, worker.worker_id, deadline_at)
+                self.registry.adopt(worker, InFlight(orphan, worker.worker_id, deadline_at))
         # Claimed but not held: its entry is gone (the task ended, was cancelled, or
         # went back to the queue), so no result of it can commit. Kill it, before
         # this worker can be sent anything, rather than let it hold a slot; a claim
@@ -722,7 +724,10 @@ class Dispatcher:
         self._starts, self._ended, self._lost, self._logs = [], [], [], []
         # Every result handed over so far is in this batch or an earlier one: once it
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
-        received = [(w, w.handed_seq) for w in self.registry.workers.values()]
+        # Only the workers that reported since the last flush: O(reporters), not O(workers).
+        received = [(w, w.handed_seq) for w in self._unacked.values()
+                    if self.registry.workers.get(w.identity) is w]  # fmt: skip
+        self._unacked.clear()
         if starts:
             flags = await self._retrying(lambda: self.store.mark_started(starts))
             # Sent while its cancel was on its way here: kill it now.
@@ -816,7 +821,7 @@ class Dispatcher:
                 for flight in self.registry.remove(worker.identity):
                     lost.append((flight.entry, f"worker {worker.worker_id} stopped responding"))
             for worker, flight in self.registry.overdue(now):
-                del worker.tasks[flight.entry.task_id]
+                self.registry.release(worker, flight.entry.task_id)
                 logger.warning("task %s attempt %d: worker %s never reported its deadline; "
                                "ending it", flight.entry.task_id, flight.entry.attempt,
                                worker.worker_id)  # fmt: skip

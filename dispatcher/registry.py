@@ -4,10 +4,24 @@ Credits are how many more tasks a worker may be sent now. In pull mode they come
 from the worker (READY, and one back per RESULT); in push mode the dispatcher
 derives them from the capacity the worker registered. Either way a task goes to
 the worker with the most credits, which in push mode is the least loaded one.
+
+Every operation the dispatcher does per event costs O(1) or O(log n), never a scan
+of all workers or all attempts in flight (a scan per dispatch capped the dispatcher
+near 2,000 tasks/s and made many small workers slower than a few big ones):
+- workers with credits sit in buckets by credit count (ties: the one whose credits
+  changed longest ago first); the highest non-empty bucket is tracked lazily;
+- deadlines sit in a heap with lazy deletion: an entry whose attempt has ended is
+  dropped when it surfaces, and the heap is rebuilt when stale entries outnumber
+  live ones, so memory stays O(in flight);
+- liveness is an ordering by last_seen (monotonic time only moves forward, so a
+  touch moves the worker to the end): the silent ones are a prefix;
+- `holder` is a dict from task id to worker.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -22,14 +36,14 @@ class InFlight:
     sent_at: float = 0.0  # monotonic, for the run-time metric
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class WorkerState:
     identity: bytes
     slots: int
     last_seen: float
     joined_at_ms: int
     key: str = ""  # the CURVE public key it registered with ("" on a plain link)
-    credits: int = 0
+    credits: int = 0  # change it through the Registry only: it is indexed
     draining: bool = False  # it said DRAIN: no more work for it
     tasks: dict[str, InFlight] = field(default_factory=dict)
     next_seq: int = 1  # the sequence number its next RESULT must carry
@@ -41,48 +55,142 @@ class WorkerState:
         return self.identity.decode(errors="replace")
 
 
+_Deadline = tuple[float, int, WorkerState, InFlight]  # (deadline_at, tie-break, ...)
+
+
 class Registry:
     def __init__(self) -> None:
         self.workers: dict[bytes, WorkerState] = {}
+        self._total_credits = 0
+        # credits -> the workers with that many (a dict used as an ordered set)
+        self._buckets: dict[int, dict[bytes, WorkerState]] = {}
+        self._top = 0  # no bucket above this one is non-empty
+        self._deadlines: list[_Deadline] = []
+        self._order = itertools.count()
+        self._in_flight = 0
+        self._holders: dict[str, WorkerState] = {}
+        self._by_last_seen: dict[bytes, WorkerState] = {}  # oldest first
 
     def credits(self) -> int:
-        return sum(w.credits for w in self.workers.values())
+        return self._total_credits
 
     def add(self, identity: bytes, *, slots: int, now: float) -> WorkerState:
+        self.remove(identity)
         joined = int(time.time() * 1000)
         worker = WorkerState(identity=identity, slots=slots, last_seen=now, joined_at_ms=joined)
         self.workers[identity] = worker
+        self._by_last_seen[identity] = worker
         return worker
 
     def remove(self, identity: bytes) -> list[InFlight]:
         worker = self.workers.pop(identity, None)
-        return list(worker.tasks.values()) if worker else []
+        if worker is None:
+            return []
+        self._set_credits(worker, 0)
+        del self._by_last_seen[identity]
+        for task_id in worker.tasks:
+            self._forget(task_id, worker)
+        self._compact()
+        return list(worker.tasks.values())  # their heap entries go stale
+
+    def seen(self, worker: WorkerState, now: float) -> None:
+        """The worker spoke at `now` (monotonic)."""
+        worker.last_seen = max(worker.last_seen, now)
+        if self.workers.get(worker.identity) is worker:
+            order = self._by_last_seen
+            del order[worker.identity]
+            order[worker.identity] = worker
 
     def grant(self, worker: WorkerState, credits: int) -> None:
         """Add credits, never beyond the worker's free slots; none while it drains."""
         if worker.draining:
-            worker.credits = 0
+            self._set_credits(worker, 0)
             return
-        worker.credits = max(0, min(worker.credits + credits, worker.slots - len(worker.tasks)))
+        free = worker.slots - len(worker.tasks)
+        self._set_credits(worker, max(0, min(worker.credits + credits, free)))
 
     def choose(self) -> WorkerState | None:
-        best = max(self.workers.values(), key=lambda w: w.credits, default=None)
-        return best if best is not None and best.credits > 0 else None
+        while self._top > 0 and not self._buckets.get(self._top):
+            self._top -= 1
+        if self._top == 0:
+            return None
+        return next(iter(self._buckets[self._top].values()))
 
     def assign(self, worker: WorkerState, flight: InFlight) -> None:
-        worker.tasks[flight.entry.task_id] = flight
-        worker.credits -= 1
+        self.adopt(worker, flight)
+        self._set_credits(worker, worker.credits - 1)
+
+    def adopt(self, worker: WorkerState, flight: InFlight) -> None:
+        """Record an attempt the worker runs without spending a credit (it claimed it
+        when it registered)."""
+        task_id = flight.entry.task_id
+        if worker.tasks.pop(task_id, None) is not None:
+            self._forget(task_id, worker)
+        worker.tasks[task_id] = flight
+        self._holders[task_id] = worker
+        self._in_flight += 1
+        heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
+
+    def release(self, worker: WorkerState, task_id: str) -> InFlight | None:
+        """The attempt ended (a result, its deadline): the worker no longer holds it."""
+        flight = worker.tasks.pop(task_id, None)
+        if flight is not None:
+            self._forget(task_id, worker)
+            self._compact()
+        return flight
 
     def holder(self, task_id: str) -> WorkerState | None:
-        for worker in self.workers.values():
-            if task_id in worker.tasks:
-                return worker
-        return None
+        worker = self._holders.get(task_id)
+        return worker if worker is not None and task_id in worker.tasks else None
 
     def silent_since(self, cutoff: float) -> list[WorkerState]:
-        return [w for w in self.workers.values() if w.last_seen < cutoff]
+        silent = []
+        for worker in self._by_last_seen.values():
+            if worker.last_seen >= cutoff:
+                break
+            silent.append(worker)
+        return silent
 
     def overdue(self, now: float) -> list[tuple[WorkerState, InFlight]]:
-        return [
-            (w, f) for w in self.workers.values() for f in w.tasks.values() if now >= f.deadline_at
-        ]
+        """Attempts past their deadline, earliest first. They stay held until released."""
+        heap, due = self._deadlines, []
+        while heap and heap[0][0] <= now:
+            item = heapq.heappop(heap)
+            if self._live(item):
+                due.append(item)
+        for item in due:  # still held: they surface again until the caller releases them
+            heapq.heappush(heap, item)
+        return [(worker, flight) for _, _, worker, flight in due]
+
+    # -- the indexes -------------------------------------------------------------------
+
+    def _set_credits(self, worker: WorkerState, credits: int) -> None:
+        old = worker.credits
+        if credits == old and (credits == 0 or self.workers.get(worker.identity) is worker):
+            return
+        if old > 0:
+            self._buckets[old].pop(worker.identity, None)
+        self._total_credits += credits - old
+        worker.credits = credits
+        if credits > 0 and self.workers.get(worker.identity) is worker:
+            self._buckets.setdefault(credits, {})[worker.identity] = worker
+            self._top = max(self._top, credits)
+
+    def _live(self, item: _Deadline) -> bool:
+        _, _, worker, flight = item
+        return (
+            self.workers.get(worker.identity) is worker
+            and worker.tasks.get(flight.entry.task_id) is flight
+        )
+
+    def _forget(self, task_id: str, worker: WorkerState) -> None:
+        if self._holders.get(task_id) is worker:
+            del self._holders[task_id]
+        self._in_flight -= 1
+
+    def _compact(self) -> None:
+        # Lazy deletion leaves heap entries behind; rebuild once stale ones dominate.
+        if len(self._deadlines) > 2 * self._in_flight + 1024:
+            self._deadlines = [item for item in self._deadlines if self._live(item)]
+            heapq.heapify(self._deadlines)
+            self._in_flight = len(self._deadlines)

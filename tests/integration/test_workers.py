@@ -231,7 +231,7 @@ def test_health_endpoints_tell_live_from_ready(tmp_path: Path) -> None:
 
     with start(tmp_path, DispatchMode.PULL) as platform:
         worker_port, standby_port = free_port(), free_port()
-        env = {**platform._env(), "FAAS_HEALTH_PORT": str(worker_port)}
+        env = {**platform._env(None, platform._worker_keys), "FAAS_HEALTH_PORT": str(worker_port)}
         endpoint = f"tcp://127.0.0.1:{platform.dispatcher_port}"
         worker = Process(
             "probed-worker",
@@ -240,7 +240,7 @@ def test_health_endpoints_tell_live_from_ready(tmp_path: Path) -> None:
             tmp_path,
         ).start()
         env = {
-            **platform._env(),
+            **platform._env("dispatcher", platform._dispatcher_keys),
             "FAAS_HEALTH_PORT": str(standby_port),
             "FAAS_BIND_HOST": "127.0.0.1",
         }

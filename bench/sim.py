@@ -1,0 +1,388 @@
+"""`python -m bench.sim`: the dispatcher alone, against simulated workers.
+
+A real redis-server and a real dispatcher process (pull or push mode, CURVE on the
+worker link) serve N simulated workers of S slots each. They run in a few asyncio
+processes and speak the real wire protocol (HELLO, READY, TASK, RESULT with seq,
+HEARTBEAT) but "run" a task by sleeping its duration, so what is measured is the
+dispatcher and the store, not the slots. The queue is filled before the workers
+connect, so the dispatcher is never starved.
+
+Reported per shape (workers x slots): tasks/s over the measured window, efficiency =
+tasks/s / (slots / task duration), and dispatch latency (a slot's RESULT sent to its
+next TASK received: the dispatcher's round trip for a freed slot). `--task-ms 0` with
+many slots gives the dispatcher's ceiling. `--compare REF` runs the same shapes,
+interleaved, against the dispatcher package of a git ref (checked out with `git
+worktree add` in a temporary directory) and reports the ratios.
+
+Writes JSON (and a PNG if matplotlib is installed) to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from bench.__main__ import RESULTS_DIR, machine
+from common import wire
+from common.models import DispatchMode
+from faas.platform import LocalPlatform, PlatformConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT_BLOB = cloudpickle.dumps(("ok", 42))
+
+
+# -- the simulated workers (run in child processes: `python -m bench.sim --serve ...`) ----
+
+
+async def _sim_worker(
+    worker_id: str, slots: int, args: argparse.Namespace, stop_at: float, stats: dict
+) -> None:
+    import zmq
+    import zmq.asyncio
+
+    from common import curve
+
+    ctx = zmq.asyncio.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IDENTITY, worker_id.encode())
+    curve.connect_securely(sock, os.environ["FAAS_WORKER_SECRET_KEY"],
+                           os.environ["FAAS_DISPATCHER_PUBLIC_KEY"])  # fmt: skip
+    sock.connect(args.endpoint)
+    seq = 1
+    freed: list[float] = []  # when each free slot became free, oldest first
+    running: set[asyncio.Task[None]] = set()
+
+    def send(command: wire.Command, header: dict | None = None, *blobs: bytes) -> None:
+        sock.send_multipart(wire.pack(command, header, *blobs), copy=False)
+
+    send(wire.Command.HELLO, {"worker_id": worker_id, "slots": slots, "running": [], "seq": 1})
+    if args.mode == "pull":
+        send(wire.Command.READY, {"credits": slots})
+
+    async def run(header: dict) -> None:
+        nonlocal seq
+        if args.task_ms:
+            await asyncio.sleep(args.task_ms / 1000)
+        result = {"task_id": header["task_id"], "attempt": header["attempt"],
+                  "outcome": "ok", "error": "", "seq": seq}  # fmt: skip
+        seq += 1
+        send(wire.Command.RESULT, result, RESULT_BLOB)
+        now = time.time()
+        freed.append(now)
+        if stats["window"][0] <= now < stats["window"][1]:
+            stats["done"] += 1
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            send(wire.Command.HEARTBEAT)
+
+    beating = asyncio.create_task(beat())
+    started = time.time()
+    freed.extend([started] * slots)
+    while time.time() < stop_at:
+        try:
+            frames = await asyncio.wait_for(sock.recv_multipart(), max(0.01, stop_at - time.time()))
+        except TimeoutError:
+            break
+        msg = wire.unpack(frames)
+        if msg.command == wire.Command.TASK:
+            now = time.time()
+            if freed:
+                became_free = freed.pop(0)
+                if stats["window"][0] <= now < stats["window"][1] and became_free > started:
+                    stats["latency"].append(now - became_free)
+            task = asyncio.create_task(run(msg.header))
+            running.add(task)
+            task.add_done_callback(running.discard)
+    beating.cancel()
+    for task in running:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        send(wire.Command.BYE)
+    sock.close(linger=100)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    stop_at = args.start_at + args.warmup_s + args.duration_s
+    window = (args.start_at + args.warmup_s, stop_at)
+    stats: dict[str, Any] = {"done": 0, "latency": [], "window": window}
+    workers = [f"sim-{args.group}-{i}" for i in range(args.workers)]
+    await asyncio.gather(*(_sim_worker(w, args.slots, args, stop_at, stats) for w in workers))
+    lat = stats["latency"]
+    if len(lat) > 20000:  # keep the output small; a uniform sample keeps the percentiles
+        lat = lat[:: len(lat) // 20000 + 1]
+    json.dump({"done": stats["done"], "latency": lat}, sys.stdout)
+
+
+# -- one run: redis + dispatcher + simulated workers --------------------------------------
+
+
+def _submit(redis_url: str, prefix: str, count: int) -> None:
+    from common.store import Store
+
+    async def fill() -> None:
+        store = Store.from_url(redis_url, prefix=prefix)
+        function_id = "sim"
+        await store.register_function(function_id, "sim", cloudpickle.dumps(len))
+        args = cloudpickle.dumps(((), {}))
+        for start in range(0, count, 1000):
+            batch = [(uuid.uuid4().hex, args) for _ in range(min(1000, count - start))]
+            await store.submit(function_id, batch, deadline_s=600, max_attempts=3)
+        await store.close()
+
+    asyncio.run(fill())
+
+
+def run_shape(
+    workers: int, slots: int, args: argparse.Namespace, source: Path, tmp: Path
+) -> dict[str, Any]:
+    mode = DispatchMode(args.mode)
+    total_slots = workers * slots
+    task_s = args.task_ms / 1000
+    # Enough queued work for the whole run at full efficiency (or the ceiling).
+    rate = total_slots / task_s if task_s else args.ceiling_rate
+    count = min(int(rate * (args.warmup_s + args.duration_s) * 1.2) + total_slots, args.max_tasks)
+    name = f"{source.name}-{workers}x{slots}-{time.monotonic_ns()}"
+    config = PlatformConfig(mode=mode, workers=0, slots=slots, data_dir=tmp / name,
+                            log_dir=tmp / name / "logs")  # fmt: skip
+    platform = LocalPlatform(config)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        platform.start_redis()
+        _submit(platform.redis_url, config.key_prefix, count)
+        env = platform._env("dispatcher", platform._dispatcher_keys)
+        env["FAAS_BIND_HOST"] = "127.0.0.1"
+        port = platform.dispatcher_port
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+        log = open(tmp / name / "dispatcher.log", "wb")  # noqa: SIM115
+        dispatcher = subprocess.Popen(
+            [sys.executable, "-m", "dispatcher", "-m", mode.value, "-p", str(port)],
+            cwd=source, env={**env, "PYTHONPATH": str(source)},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        procs.append(dispatcher)
+        groups = max(1, min(args.sim_procs, workers))
+        worker_env = {**os.environ, **platform._worker_keys, "PYTHONPATH": str(ROOT)}
+        sims = []
+        for g in range(groups):
+            n = workers // groups + (1 if g < workers % groups else 0)
+            argv = [sys.executable, "-m", "bench.sim", "--serve", "--group", str(g),
+                    "--workers", str(n), "--slots", str(slots), "--mode", mode.value,
+                    "--task-ms", str(args.task_ms), "--endpoint", f"tcp://127.0.0.1:{port}",
+                    "--warmup-s", str(args.warmup_s),
+                    "--duration-s", str(args.duration_s)]  # fmt: skip
+            sims.append(subprocess.Popen(argv, cwd=ROOT, env=worker_env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE))  # fmt: skip
+        procs += sims
+        for sim in sims:
+            assert sim.stdout is not None and sim.stdout.readline().strip() == b"ready"
+        start_at = time.time() + 0.2
+        for sim in sims:
+            assert sim.stdin is not None
+            sim.stdin.write(f"{start_at}\n".encode())
+            sim.stdin.flush()
+        done, latency = 0, []
+        for sim in sims:
+            out, _ = sim.communicate(timeout=args.warmup_s + args.duration_s + 60)
+            report = json.loads(out)
+            done += report["done"]
+            latency += report["latency"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        platform.stop()
+        if os.environ.get("FAAS_SIM_KEEP_LOGS"):
+            print((tmp / name / "dispatcher.log").read_text()[:4000], file=sys.stderr)
+    throughput = done / args.duration_s
+    ideal = total_slots / task_s if task_s else None
+    return {
+        "shape": f"{workers}x{slots}",
+        "workers": workers,
+        "slots_per_worker": slots,
+        "slots": total_slots,
+        "queued": count,
+        "tasks_per_s": round(throughput, 1),
+        "efficiency": round(throughput / ideal, 4) if ideal else None,
+        "dispatch_latency": _percentiles(latency),
+    }
+
+
+def _percentiles(samples_s: list[float]) -> dict[str, float] | None:
+    if len(samples_s) < 2:
+        return None
+    ms = sorted(s * 1000 for s in samples_s)
+    pick = lambda q: round(ms[min(len(ms) - 1, math.floor(q * len(ms)))], 3)  # noqa: E731
+    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 3), "p90_ms": pick(0.9),
+            "p99_ms": pick(0.99), "max_ms": round(ms[-1], 3)}  # fmt: skip
+
+
+# -- the benchmark --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _checkout(ref: str, tmp: Path):  # type: ignore[no-untyped-def]
+    path = tmp / f"ref-{ref.replace('/', '_')}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], cwd=ROOT, check=True,
+                   capture_output=True)  # fmt: skip
+    # The editable install must not shadow the checkout: its own dispatcher is what runs.
+    probe = [sys.executable, "-c", "import dispatcher.core as c; print(c.__file__)"]
+    found = subprocess.run(probe, cwd=path, capture_output=True, text=True, check=True).stdout
+    assert Path(found.strip()).is_relative_to(path), found
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
+                       capture_output=True)  # fmt: skip
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in text.split(","):
+        workers, _, slots = part.strip().partition("x")
+        shapes.append((int(workers), int(slots)))
+    return shapes
+
+
+def _plot(results: dict[str, list[dict]], path: Path, task_ms: float) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, rows in results.items():
+        rows = sorted((r for r in rows if r["efficiency"] is not None), key=lambda r: r["slots"])
+        ax.plot([r["slots"] for r in rows], [r["efficiency"] for r in rows], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("slots (workers x slots each)")
+    ax.set_ylabel("efficiency")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"dispatcher with simulated workers, {task_ms:g} ms tasks")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sim", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--shapes", default="4x4,16x4,64x4,256x4,4x256",
+                        help="workers x slots each, comma-separated")  # fmt: skip
+    parser.add_argument("--task-ms", type=float, default=100, help="each task's duration")
+    parser.add_argument("--duration-s", type=float, default=10, help="measured window")
+    parser.add_argument("--warmup-s", type=float, default=3, help="before the window")
+    parser.add_argument("--mode", choices=["pull", "push"], default="pull")
+    parser.add_argument("--ceiling", default="16x64",
+                        help="shape for the 0 ms ceiling run ('' to skip)")  # fmt: skip
+    parser.add_argument("--ceiling-rate", type=float, default=8000,
+                        help="tasks/s to queue for when tasks take 0 ms")  # fmt: skip
+    parser.add_argument("--max-tasks", type=int, default=200_000)
+    parser.add_argument("--sim-procs", type=int, default=2, help="processes for the workers")
+    parser.add_argument("--compare", metavar="REF", help="also run a git ref's dispatcher")
+    parser.add_argument("--output", type=Path, help="JSON path (default under bench/results)")
+    # internal: one process of simulated workers
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    for name, kind in (("--group", int), ("--workers", int), ("--slots", int),
+                       ("--endpoint", str)):  # fmt: skip
+        parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        # Imports take seconds on a loaded machine: the window starts once all are ready.
+        print("ready", flush=True)
+        args.start_at = float(sys.stdin.readline())
+        asyncio.run(_serve(args))
+        return
+    started = datetime.datetime.now(datetime.UTC)
+    with tempfile.TemporaryDirectory(prefix="faas-sim-") as tmp_name:
+        tmp = Path(tmp_name)
+        with contextlib.ExitStack() as stack:
+            sources = {"this": ROOT}
+            if args.compare:
+                sources = {args.compare: stack.enter_context(_checkout(args.compare, tmp)),
+                           "this": ROOT}  # fmt: skip
+            results: dict[str, list[dict]] = {label: [] for label in sources}
+            ceilings: dict[str, dict] = {}
+            for workers, slots in _shapes(args.shapes):
+                for label, source in sources.items():  # interleaved: same load for both
+                    row = run_shape(workers, slots, args, source, tmp)
+                    results[label].append(row)
+                    print(label, json.dumps(row), flush=True)
+            if args.ceiling:
+                zero = argparse.Namespace(**{**vars(args), "task_ms": 0})
+                ((workers, slots),) = _shapes(args.ceiling)
+                for label, source in sources.items():
+                    ceilings[label] = run_shape(workers, slots, zero, source, tmp)
+                    print(label, "ceiling", json.dumps(ceilings[label]), flush=True)
+    report: dict[str, Any] = {
+        "benchmark": "bench.sim",
+        "command": "python -m bench.sim " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average": os.getloadavg(),
+        "mode": args.mode,
+        "task_ms": args.task_ms,
+        "duration_s": args.duration_s,
+        "results": results,
+        "ceiling_0ms": ceilings,
+        "shape_ratio": {label: _shape_ratio(rows) for label, rows in results.items()},
+    }
+    if args.compare:
+        ref = results[args.compare]
+        report["ratio_this_over_ref"] = {
+            r["shape"]: round(r["tasks_per_s"] / b["tasks_per_s"], 3) if b["tasks_per_s"] else None
+            for r, b in zip(results["this"], ref, strict=True)
+        }
+        if ceilings:
+            a, b = ceilings["this"]["tasks_per_s"], ceilings[args.compare]["tasks_per_s"]
+            report["ratio_this_over_ref"]["ceiling"] = round(a / b, 3) if b else None
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    out = args.output or RESULTS_DIR / f"sim-{args.mode}-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    _plot(results, out.with_suffix(".png"), args.task_ms)
+    print(f"wrote {out}")
+
+
+def _shape_ratio(rows: list[dict]) -> dict[str, float] | None:
+    """Many small workers against a few big ones with as many slots (256x4 vs 4x256)."""
+    by_slots: dict[int, list[dict]] = {}
+    for row in rows:
+        by_slots.setdefault(row["slots"], []).append(row)
+    for same in by_slots.values():
+        if len(same) >= 2:
+            many = max(same, key=lambda r: r["workers"])
+            few = min(same, key=lambda r: r["workers"])
+            if few["tasks_per_s"]:
+                ratio = round(many["tasks_per_s"] / few["tasks_per_s"], 3)
+                return {"many": many["shape"], "few": few["shape"], "many_over_few": ratio}
+    return None
+
+
+if __name__ == "__main__":
+    main()
