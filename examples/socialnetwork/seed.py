@@ -25,7 +25,21 @@ from examples.socialnetwork.services import SERVICES
 from examples.socialnetwork.wiring import LocalApp
 
 USERS, EDGES, MAX_DEGREE = 962, 18_812, 313
-_WORDS = "faas redis latency tail queue slot worker graph post timeline cloud python open".split()
+_WORDS = [
+    "faas",
+    "redis",
+    "latency",
+    "tail",
+    "queue",
+    "slot",
+    "worker",
+    "graph",
+    "post",
+    "timeline",
+    "cloud",
+    "python",
+    "open",
+]
 
 
 def username(user_id: int) -> str:
