@@ -186,3 +186,23 @@ def deploy(
         fn = service_function(name, redis_url, link)
         functions[name] = client.register(fn, name=f"socialnet-{variant}-{name}")
     return functions
+
+
+def nested_unavailable(client: Client) -> str | None:
+    """Why a registered function cannot call another through a captured
+    RemoteFunction on this platform, or None if it can (a quick probe)."""
+    inner = client.register(_probe_inner, name="socialnet-probe-inner")
+
+    def outer(x: int) -> int:
+        return inner(x) + 1
+
+    try:
+        probe = client.register(outer, name="socialnet-probe-outer")
+        value = probe.options(deadline_s=15, max_attempts=1)(20)
+    except Exception as exc:
+        return f"nested calls are unavailable here ({type(exc).__name__}: {exc})"[:300]
+    return None if value == 41 else f"the nested-call probe answered {value!r}, not 41"
+
+
+def _probe_inner(x: int) -> int:
+    return 2 * x
