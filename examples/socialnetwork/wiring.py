@@ -63,6 +63,9 @@ class HttpLink:
     gateway: str
     api_key: str | None
     ids: dict[str, str]
+    deadline_s: float = 30.0
+    """Of each call: when the callers hold every slot their calls wait for, the
+    deadline ends the wait instead of the default's 5 minutes."""
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -80,7 +83,11 @@ class HttpLink:
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         try:
-            body = {"function_id": self.ids[service], "payload": dumps((args, {}))}
+            body = {
+                "function_id": self.ids[service],
+                "payload": dumps((args, {})),
+                "deadline_s": self.deadline_s,
+            }
             view = _json(conn, "POST", f"/v1/tasks?wait={_WAIT_S}", headers, json.dumps(body))
             while view["status"] not in ("COMPLETED", "FAILED"):
                 view = _json(conn, "GET", f"/v1/tasks/{view['task_id']}?wait={_WAIT_S}", headers)
