@@ -5,6 +5,8 @@ exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import tempfile
 import threading
 import time
@@ -18,7 +20,7 @@ import redis
 from conftest import make_platform
 
 from common.models import DispatchMode
-from examples.socialnetwork import seed, services
+from examples.socialnetwork import load, seed, services
 from examples.socialnetwork.appstore import app_redis
 from examples.socialnetwork.wiring import VARIANTS, LocalApp, deploy, nested_unavailable
 from faas.client import Client, Task
@@ -182,3 +184,21 @@ def test_composes_survive_a_worker_killed_with_sigkill_exactly_once(
         print(f"{retried} composes ran again after the kill")
         if variant != "http":  # over http the killed worker may have held only children
             assert retried, "the kill hit no compose: the test proved nothing"
+
+
+def test_the_open_loop_generator_offers_its_rate_and_measures_every_request(
+    client: Client, app_url: str
+) -> None:
+    redis.Redis.from_url(app_url).flushdb()
+    seed.seed(app_url, users=20, edges=40, posts_per_user=1)
+    ids = {name: fn.id for name, fn in deploy(client, "local", app_url).items()}
+    requests = load.Requests(20, random.Random(3))
+    bodies = (load.task_body(ids, requests.workload("mix")) for _ in iter(int, 1))
+    port = int(client.url.rsplit(":", 1)[1])
+    result = asyncio.run(load.open_loop(port, bodies.__next__, 40, 0.5, 3, random.Random(4)))
+    # About 120 Poisson arrivals in the measured window, every one answered and timed
+    assert 80 <= result["offered"] <= 160, result
+    assert result["ok"] == result["offered"] == result["n"], result
+    assert result["failed"] == result["unsent"] == result["unfinished"] == 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert 0.5 * 40 < result["achieved_rps"] < 1.5 * 40
