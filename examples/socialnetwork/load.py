@@ -147,13 +147,16 @@ async def open_loop(
 
     async def one(intended: float, body: dict[str, Any], measured: bool) -> None:
         nonlocal last_done
-        conn = idle.pop() if idle else AsyncJSON(HOST, port)
-        try:
-            status, view = await conn.request("POST", "/v1/tasks?wait=60", body)
+        status, view = 0, None
+        for reused in (bool(idle), False):  # a kept-alive connection the server closed: again
+            conn = idle.pop() if reused else AsyncJSON(HOST, port)
+            try:
+                status, view = await conn.request("POST", "/v1/tasks?wait=60", body)
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                await conn.close()
+                continue
             idle.append(conn)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            status, view = 0, None
-            await conn.close()
+            break
         now = loop.time()
         if measured:
             if completed(status, view):
