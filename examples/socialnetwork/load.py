@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ async def open_loop(
     idle: list[AsyncJSON] = []
     counts = {"offered": 0, "ok": 0, "failed": 0, "unsent": 0}
     last_done = 0.0
+    failures: Counter[str] = Counter()  # HTTP status and error kind of failed requests
 
     async def one(intended: float, body: dict[str, Any], measured: bool) -> None:
         nonlocal last_done
@@ -165,6 +167,10 @@ async def open_loop(
                 last_done = max(last_done, now)
             else:
                 counts["failed"] += 1
+                kind = (
+                    view.get("error_kind") or view.get("status") if isinstance(view, dict) else None
+                )
+                failures[f"{status} {kind}"] += 1
 
     start = loop.time() + 0.2
     measured_from, end = start + warmup_s, start + warmup_s + duration_s
@@ -192,6 +198,7 @@ async def open_loop(
         "achieved_rps": round(counts["ok"] / window, 1),
         **counts,
         "unfinished": lost,
+        "failures": dict(failures),
         **summary(hist),
     }
 
