@@ -38,7 +38,7 @@ def function_missing(entry: QueueEntry) -> Outcome:
 
 def dependency_failed(entry: QueueEntry, reason: str) -> Outcome:
     """A task whose futures' results cannot be had (see Store.dependency_results)."""
-    return failed(entry, LookupError(reason), ErrorKind.DEPENDENCY_FAILED)
+    return failed(entry, RuntimeError(reason), ErrorKind.DEPENDENCY_FAILED)
 
 
 def overdue(entry: QueueEntry) -> Outcome:

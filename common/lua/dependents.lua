@@ -15,6 +15,19 @@ the tenants' quotas of unfinished tasks bound (WAITING tasks count as unfinished
 Keys are built from the task key's prefix: the dependents of a task are only known
 once it ends, so they cannot be declared by the caller (a single Redis, no cluster).
 ]]
+-- A failed dependent's result: a pickled RuntimeError(error) (protocol 0, written
+-- here; `error` holds no newline nor backslash: ids and a status), like the other
+-- failures the platform decides.
+local function dependency_failure(error)
+  return 'cbuiltins\nRuntimeError\n(V' .. error .. '\ntR.'
+end
+
+local function fail_dependent(key, counter_key, error, finished_ms, ttl, channel, id, inline_max)
+  close_task(key, counter_key, {'status', 'FAILED', 'result', dependency_failure(error),
+    'error', error, 'error_kind', 'dependency_failed', 'finished_ms', finished_ms},
+    ttl, channel, id, inline_max)
+end
+
 release_dependents = function(task_key, counter_key, ttl, channel, task_id, inline_max)
   local prefix = string.sub(task_key, 1, #task_key - #task_id - #'task:')
   local ended = redis.call('HMGET', task_key, 'status', 'finished_ms')
@@ -30,10 +43,8 @@ release_dependents = function(task_key, counter_key, ttl, channel, task_id, inli
       local key = prefix .. 'task:' .. id
       if redis.call('HGET', key, 'status') == 'WAITING' then
         if ended_status ~= 'COMPLETED' then
-          close_task(key, counter_key, {'status', 'FAILED', 'result', '',
-            'error', 'dependency ' .. ended_id .. ' ended ' .. ended_status,
-            'error_kind', 'dependency_failed', 'finished_ms', ended[2]},
-            ttl, channel, id, inline_max)
+          fail_dependent(key, counter_key, 'dependency ' .. ended_id .. ' ended ' .. ended_status,
+            ended[2], ttl, channel, id, inline_max)
           work[#work + 1] = {id, 'FAILED'}
         elseif redis.call('HINCRBY', key, 'waiting', -1) <= 0 then
           local h = redis.call('HMGET', key, 'function_id', 'deadline_ms', 'tenant', 'depth',

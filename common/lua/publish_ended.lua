@@ -1,6 +1,8 @@
 --[[ publish_ended.lua: prepended to the scripts that end a task (finish, requeue,
-cancel, and submit for a task whose dependency already failed). `end_task` is the one place a task becomes terminal: whatever must happen
-at every end (a counter, an index) goes there.
+cancel, and submit for a task whose dependency already failed), with dependents.lua.
+`close_task` is the one place a task becomes terminal: whatever must happen at every
+end (a counter, an index) goes there; `end_task` also releases the tasks waiting on it
+(only the cascade in dependents.lua, and submit's task that has none yet, skip that).
 TERMINAL: the statuses a task never leaves.
 publish_ended: publishes the ended task's fields to the notification channel as a
 msgpack array {task_id, field, value, field, value, ...}, leaving out `result` when it

@@ -113,9 +113,8 @@ for i = first_key, #KEYS do
       redis.call('HSET', KEYS[i], 'waiting', waiting, 'deps', deps, 'depth', ARGV[10],
         'payload', ARGV[j + 1])
       if failed then
-        end_task(KEYS[i], KEYS[4], {'status', 'FAILED', 'result', '', 'error', failed,
-          'error_kind', 'dependency_failed', 'finished_ms', ARGV[2]}, ARGV[12], ARGV[13],
-          ARGV[j], ARGV[14])
+        fail_dependent(KEYS[i], KEYS[4], failed, ARGV[2], ARGV[12], ARGV[13], ARGV[j],
+          ARGV[14])
       else
         for d = 1, ndeps do
           if not TERMINAL[redis.call('HGET', KEYS[5 + d], 'status')] then

@@ -108,6 +108,8 @@ def test_a_failed_dependency_fails_its_dependents_down_the_chain(redis_url: str)
             assert record.error_kind is ErrorKind.DEPENDENCY_FAILED
         record = await store.get_task(b)
         assert record is not None and record.error == f"dependency {a} ended FAILED"
+        assert record.result is not None
+        assert str(pickle.loads(record.result)) == record.error, "a RuntimeError"
         assert await unfinished(store) == 1, "only `other` is left"
         # `other` completing later finds b ended: nothing moves, nothing is queued
         assert await store.finish([done(entries[other], 0)]) == [True]
@@ -116,6 +118,8 @@ def test_a_failed_dependency_fails_its_dependents_down_the_chain(redis_url: str)
         late = await submit(store, f, a)
         record = await store.get_task(late)
         assert record is not None and record.error_kind is ErrorKind.DEPENDENCY_FAILED
+        assert record.result is not None
+        assert isinstance(pickle.loads(record.result), RuntimeError)
         assert await unfinished(store) == 0
 
     run(redis_url, scenario)
