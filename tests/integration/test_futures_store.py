@@ -70,6 +70,10 @@ def test_a_task_waits_for_its_dependencies_then_is_queued_with_their_results(
         }
         too_big = await store.dependency_results(entry.depends_on, most_bytes=4)
         assert isinstance(too_big, str) and "over 4" in too_big
+        gone = str(uuid.uuid4())
+        assert await store.dependency_results([a, gone], most_bytes=1000) == (
+            f"dependency {gone} is gone (expired)"
+        )
         fields = await store.redis.hmget(store.keys.task(waiter), ["payload", "waiting"])
         assert fields == [None, None], "the args live in the queue entry now"
         assert not await store.redis.exists(store.keys.dependents(a))
@@ -143,8 +147,10 @@ def test_cancelling_a_waiting_task_and_a_dependency(redis_url: str) -> None:
     run(redis_url, scenario)
 
 
-def test_dependencies_are_the_tenants_own_tasks(redis_url: str) -> None:
+def test_dependencies_are_the_tenants_own_tasks_at_most_a_thousand(redis_url: str) -> None:
     async def scenario(store: Store) -> None:
+        with pytest.raises(ValueError, match="at most 1000"):
+            await submit(store, str(uuid.uuid4()), *(str(uuid.uuid4()) for _ in range(1001)))
         theirs = await submit(store, await function(store, "other"), tenant="other")
         mine = await function(store)
         for dep in (theirs, str(uuid.uuid4())):

@@ -125,6 +125,8 @@ def test_dependencies_are_each_tenants_own_tasks(alice: httpx.Client, bob: httpx
             assert response.json()["detail"] == f"task {dep} not found"
     bad = bob.post("/v1/tasks", json={**call(bobs, 1), "depends_on": ["not-a-uuid"]})
     assert bad.status_code == 400, bad.text
+    too_many = bob.post("/v1/tasks", json={**call(bobs, 1), "depends_on": [unknown] * 1001})
+    assert too_many.status_code == 422, too_many.text
     assert len(bob.get("/v1/tasks").json()["tasks"]) == listed
     mine = alice.post("/v1/tasks", json={**call(alices, 2), "depends_on": [task_id]})
     assert mine.status_code == 201, mine.text
