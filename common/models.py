@@ -9,8 +9,14 @@ from enum import StrEnum
 from common.errors import InvalidId
 from common.tenants import DEFAULT_TENANT
 
+MAX_DEPENDENCIES = 1000
+"""Most tasks (futures) one task may take as arguments."""
+MAX_DEPENDENCY_BYTES = 64 * 2**20
+"""Most bytes of dependencies' results one task may take (sent in its TASK message)."""
+
 
 class TaskStatus(StrEnum):
+    WAITING = "WAITING"  # for its dependencies (futures among its arguments) to complete
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -31,6 +37,7 @@ class ErrorKind(StrEnum):
     FUNCTION_MISSING = "function_missing"
     RESULT_TOO_LARGE = "result_too_large"
     DEPENDENCY = "dependency"
+    DEPENDENCY_FAILED = "dependency_failed"  # a task among its arguments did not complete
     CANCELLED = "cancelled"
 
 

@@ -15,7 +15,12 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            ``started_ms``, ``finished_ms``, ``worker``, ``error``,
                            ``error_kind``, ``result`` (raw pickle bytes), ``entry``
                            (id of its current queue entry, for cancel). Expires
-                           ``result_ttl_s`` after it ends.
+                           ``result_ttl_s`` after it ends. A WAITING task (futures
+                           among its arguments) also holds ``waiting`` (dependencies
+                           not ended), ``payload`` (its args until it is queued),
+                           ``deps`` (dependency ids, comma-separated) and ``depth``.
+``<p>:deps:<task_id>``     set: the WAITING tasks that take this task's result as an
+                           argument; released and deleted when it ends (dependents.lua).
 ``<p>:logs:<task_id>``     string: what the task printed (stdout and stderr), each
                            attempt's output after an ``--- attempt N ---`` line. Appended
                            by the dispatcher as chunks arrive; expires ``result_ttl_s``
@@ -23,7 +28,7 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
                            ``d`` deadline_ms, ``n`` tenant, ``p`` args payload (stored
-                           only here).
+                           only here), ``w`` the ids of its dependencies, if any.
                            Consumer group ``dispatch``; the active dispatcher reads as
                            consumer ``dispatcher``, so its pending list (PEL) is exactly
                            the set of attempts it holds, found again after a crash.
@@ -85,8 +90,10 @@ from common.errors import (
     QuotaExceeded,
     StoreFull,
     StoreUnavailable,
+    TaskNotFound,
 )
 from common.models import (
+    MAX_DEPENDENCIES,
     ErrorKind,
     FunctionCode,
     FunctionEnv,
@@ -137,9 +144,14 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 def _load_script(name: str, *, publishes: bool = False) -> str:
+    """The script `name`; with `publishes`, after the helpers that end a task (and
+    release the tasks waiting on it)."""
     lua = resources.files("common.lua")
     text = lua.joinpath(name).read_text()
-    return lua.joinpath("publish_ended.lua").read_text() + text if publishes else text
+    if not publishes:
+        return text
+    helpers = ("publish_ended.lua", "dependents.lua")
+    return "".join(lua.joinpath(h).read_text() for h in helpers) + text
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +166,7 @@ class QueueEntry:
     payload: bytes
     tenant: str = DEFAULT_TENANT
     depth: int = 0  # 0: submitted from outside; n: called by a task at depth n - 1
+    depends_on: tuple[str, ...] = ()  # tasks whose results are among its arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +223,10 @@ class Keys:
     def logs(self, task_id: str) -> str:
         return f"{self.prefix}:logs:{task_id}"
 
+    def dependents(self, task_id: str) -> str:
+        """The tasks WAITING on `task_id` (dependents.lua builds this key too)."""
+        return f"{self.prefix}:deps:{task_id}"
+
 
 # -- Redis users: each component may run only the commands it sends ----------------
 #
@@ -234,7 +251,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     "gateway": lambda k: (
         "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
         " zrevrangebyscore zremrangebyscore rpush lrange del set get exists expire xadd"
-        " xack xdel xlen xpending getrange strlen publish subscribe unsubscribe",
+        " xack xdel xlen xpending getrange strlen publish subscribe unsubscribe sadd smembers",
         (
             k.function("*"),
             k.functions("*"),
@@ -249,6 +266,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.status,
             k.cancels,
             k.logs("*"),
+            k.dependents("*"),
         ),
         (k.done_channel,),
     ),
@@ -257,7 +275,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     "dispatcher": lambda k: (
         "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending hmget hset hget hgetall"
         " hincrby hdel exists expire publish get set pexpire del blpop lpop zadd"
-        " zremrangebyscore append rpush",
+        " zremrangebyscore append rpush hstrlen sadd smembers",
         (
             k.queue,
             k.nested_queue,
@@ -272,6 +290,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.tasks("*"),
             k.idempotency("*", "*"),
             k.logs("*"),
+            k.dependents("*"),
         ),
         (k.done_channel,),
     ),
@@ -365,7 +384,7 @@ class Store:
         self.redis = client
         self.keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
-        self._submit = client.register_script(_load_script("submit.lua"))
+        self._submit = client.register_script(_load_script("submit.lua", publishes=True))
         self._start = client.register_script(_load_script("start.lua"))
         self._finish = client.register_script(_load_script("finish.lua", publishes=True))
         self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
@@ -523,6 +542,7 @@ class Store:
         tenant: str = DEFAULT_TENANT,
         max_unfinished: int = 100_000,
         depth: int = 0,
+        depends_on: Sequence[str] = (),
     ) -> list[str]:
         """Queue (task_id, args payload) pairs of `tenant`'s function atomically;
         returns the ids accepted. An idempotency key (the tenant's own) is bound to
@@ -530,15 +550,22 @@ class Store:
         raises IdempotencyConflict. QuotaExceeded, with nothing stored, if the tenant
         would have more than `max_unfinished` queued + running tasks. Tasks called by
         a running task (`depth` > 0) go to the nested queue; an id that exists already
-        is not queued again (nor counted)."""
+        is not queued again (nor counted). With `depends_on` (the tenant's tasks whose
+        results are among the arguments, at most MAX_DEPENDENCIES; else TaskNotFound),
+        each task waits for them (WAITING) unless they have all completed already."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
+        deps = list(dict.fromkeys(depends_on))
+        if len(deps) > MAX_DEPENDENCIES:
+            raise ValueError(f"a task depends on at most {MAX_DEPENDENCIES} tasks")
         keys = [
             self.keys.queue_of(depth),
             self.keys.function(function_id),
             self.keys.idempotency(tenant, idempotency_key or ""),
             self.keys.unfinished,
             self.keys.tasks(tenant),
+            *(self.keys.task(d) for d in deps),
+            *(self.keys.dependents(d) for d in deps),
             *(self.keys.task(task_id) for task_id, _ in tasks),
         ]
         args: list[Any] = [
@@ -552,6 +579,11 @@ class Store:
             max_unfinished,
             self.result_ttl_s * 2000,  # the index outlives tasks by as long again
             depth,
+            len(deps),
+            self.result_ttl_s,
+            self.keys.done_channel,
+            self.inline_result_bytes,
+            *deps,
         ]
         for task_id, payload in tasks:
             args += [task_id, payload]
@@ -560,6 +592,8 @@ class Store:
         except redis_errors.ResponseError as exc:
             if "NOFUNCTION" in str(exc):
                 raise FunctionNotFound(function_id) from None
+            if str(exc).startswith("NODEPENDENCY"):
+                raise TaskNotFound(str(exc).split()[-1]) from None
             if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
                 raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
             if str(exc).startswith("QUOTA"):
@@ -586,6 +620,31 @@ class Store:
             _task_record(task_id, dict(zip(fields, row, strict=True)))
             for task_id, row in zip(task_ids, rows, strict=True)
         ]
+
+    @_translated
+    async def dependency_results(
+        self, task_ids: Sequence[str], *, most_bytes: int
+    ) -> dict[str, bytes] | str:
+        """The results of completed tasks, for the tasks that take them as arguments;
+        or why they cannot be had: one did not complete (its record may have expired)
+        or together they exceed `most_bytes`. One round trip for the sizes, one for
+        the results."""
+        ids = list(dict.fromkeys(task_ids))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self.keys.task(task_id), "status")
+                pipe.hstrlen(self.keys.task(task_id), "result")
+            replies = await pipe.execute()
+        for task_id, status in zip(ids, replies[::2], strict=True):
+            if status != b"COMPLETED":
+                return f"dependency {task_id} is {_text(status) or 'gone (expired)'}"
+        if (total := sum(replies[1::2])) > most_bytes:
+            return f"the dependencies' results take {total:,} bytes, over {most_bytes:,}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self.keys.task(task_id), "result")
+            results = await pipe.execute()
+        return {t: r or b"" for t, r in zip(ids, results, strict=True)}
 
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
@@ -723,6 +782,9 @@ class Store:
                         payload=fields[b"p"],
                         tenant=fields.get(b"n", DEFAULT_TENANT.encode()).decode(),
                         depth=int(fields.get(b"c", 0)),
+                        depends_on=tuple(fields[b"w"].decode().split(","))
+                        if b"w" in fields
+                        else (),
                     )
                 )
         return entries

@@ -20,10 +20,12 @@ Worker -> dispatcher
   HEARTBEAT  {}
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   FETCH      {digest}  send me the code bundle with this SHA-256
-  CALL       {call_id, parent, attempt, function_id, task_ids, deadline_s?, max_attempts?}
-             + [args per task]: the running attempt `parent` calls a function (nested
-             calls); the ids are derived from the parent and the call's index in it, so
-             a re-run finds its children instead of starting them twice
+  CALL       {call_id, parent, attempt, function_id, task_ids, deadline_s?, max_attempts?,
+             depends_on?} + [args per task]: the running attempt `parent` calls a
+             function (nested calls), maybe with futures among the arguments
+             (`depends_on`, its tenant's tasks: the calls wait for them); the ids
+             are derived from the parent and the call's index in it, so a re-run
+             finds its children instead of starting them twice
   AWAIT      {call_id, task_ids}  tell me when these tasks end (ENDED, once or more)
   SLOTS      {slots}  my slot count changed: a slot waiting on a nested call is lent out
              to a spare slot process, retired once it is idle again
@@ -32,9 +34,12 @@ Worker -> dispatcher
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
-  TASK       {task_id, attempt, function_id, deadline_s, tenant?, env?}  + [function,
-             args]; a slot that ran one tenant's code never runs another's; `env` is
-             [requirements, bundle digests]: the environment the function runs in
+  TASK       {task_id, attempt, function_id, deadline_s, tenant?, env?, futures?}  +
+             [function, args, sources?, *results]; a slot that ran one tenant's code
+             never runs another's; `env` is [requirements, bundle digests]: the
+             environment the function runs in; `futures` lists the tasks whose results
+             are among the arguments: then the sources frame is always there (maybe
+             empty) and one result per future follows, in that order
   BUNDLE     {digest, found}  + [zip bytes]: reply to FETCH
   HEARTBEAT  {acked}  every RESULT up to sequence number `acked` is committed: the
              worker may forget it (until then it keeps it, to send again after a
@@ -64,6 +69,7 @@ from typing import Any
 import msgpack
 
 from common.errors import ProtocolError
+from common.models import MAX_DEPENDENCIES
 from common.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS
 
 PROTOCOL = b"FAAS1"
@@ -155,6 +161,10 @@ def _ids(v: Any) -> bool:
     return isinstance(v, list) and 1 <= len(v) <= MAX_CALL_TASKS and all(_ID(i) for i in v)
 
 
+def _futures(v: Any) -> bool:
+    return isinstance(v, list) and 1 <= len(v) <= MAX_DEPENDENCIES and all(_ID(i) for i in v)
+
+
 def _ended(v: Any) -> bool:
     return (
         isinstance(v, list)
@@ -200,8 +210,10 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "function_id": _ID,
             "deadline_s": _number(0.001, 10**7),
         },
-        {"tenant": _text(_MAX_ID), "env": _env},
-        (2, 3),  # function, args, and the function's sources if it has any
+        {"tenant": _text(_MAX_ID), "env": _env, "futures": _futures},
+        # function, args, the function's sources if it has any (always, with futures),
+        # and the futures' results
+        (2, 3 + MAX_DEPENDENCIES),
     ),
     Command.RESET: ({}, {}, (0, 0)),
     Command.CANCEL: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (0, 0)),
@@ -215,7 +227,11 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "function_id": _ID,
             "task_ids": _ids,
         },
-        {"deadline_s": _number(0.001, 10**7), "max_attempts": _whole(1, 100)},
+        {
+            "deadline_s": _number(0.001, 10**7),
+            "max_attempts": _whole(1, 100),
+            "depends_on": _futures,
+        },
         (1, MAX_CALL_TASKS),
     ),
     Command.AWAIT: ({"call_id": _SEQ, "task_ids": _ids}, {}, (0, 0)),
@@ -268,4 +284,8 @@ def unpack(frames: list[bytes]) -> Message:
         raise ProtocolError(f"{command.name} with {len(blobs)} blobs")
     if command == Command.LOG and len(blobs[0]) > MAX_LOG_CHUNK:
         raise ProtocolError(f"LOG chunk of {len(blobs[0])} bytes")
+    if command == Command.TASK and len(blobs) != (
+        3 + len(header["futures"]) if "futures" in header else min(len(blobs), 3)
+    ):
+        raise ProtocolError(f"TASK with {len(blobs)} blobs for its futures")
     return Message(command, header, blobs)

@@ -38,9 +38,9 @@ import zmq.asyncio
 import zmq.auth.asyncio
 
 from common import curve, wire
-from common.errors import FunctionNotFound, ProtocolError, StoreUnavailable
+from common.errors import FunctionNotFound, ProtocolError, StoreUnavailable, TaskNotFound
 from common.metrics import function_label
-from common.models import DispatchMode, FunctionCode, TaskStatus
+from common.models import MAX_DEPENDENCY_BYTES, DispatchMode, FunctionCode, TaskStatus
 from common.store import Outcome, QueueEntry, Store, now_ms
 from dispatcher import metrics, outcomes, status
 from dispatcher.local import LocalWorker
@@ -348,8 +348,20 @@ class Dispatcher:
                 missing.append(outcomes.function_missing(entry))
                 metrics.ENDED.labels(function_label(entry.function_id), "function_missing").inc()
                 continue
+            futures: dict[str, bytes] = {}
+            if entry.depends_on:
+                found = await self._dependency_results(entry)
+                if found is None:
+                    unsent.append(entry)
+                    continue
+                if isinstance(found, str):
+                    missing.append(outcomes.dependency_failed(entry, found))
+                    metrics.ENDED.labels(function_label(entry.function_id),
+                                         "dependency_failed").inc()  # fmt: skip
+                    continue
+                futures = found
             worker = self.registry.choose()
-            if worker is None or not await self._send_task(worker, entry, function):
+            if worker is None or not await self._send_task(worker, entry, function, futures):
                 unsent.append(entry)
                 continue
             started.append((entry.task_id, entry.attempt, worker.worker_id))
@@ -362,8 +374,23 @@ class Dispatcher:
         self._ended += missing
         self._to_write.set()
 
+    async def _dependency_results(self, entry: QueueEntry) -> dict[str, bytes] | str | None:
+        """The results a task takes as arguments (futures), why it cannot run, or None
+        if the store cannot be read now (the task goes back to the backlog)."""
+        try:
+            return await self.store.dependency_results(
+                entry.depends_on, most_bytes=MAX_DEPENDENCY_BYTES
+            )
+        except StoreUnavailable as exc:
+            logger.warning("cannot read the dependencies of task %s: %s", entry.task_id, exc)
+            return None
+
     async def _send_task(
-        self, worker: WorkerState, entry: QueueEntry, function: FunctionCode
+        self,
+        worker: WorkerState,
+        entry: QueueEntry,
+        function: FunctionCode,
+        futures: dict[str, bytes] | None = None,
     ) -> bool:
         assert self._socket is not None
         header: dict = {
@@ -376,6 +403,9 @@ class Dispatcher:
         if function.env:
             header["env"] = [list(function.env.requirements), list(function.env.bundles)]
         sources = [function.sources] if function.sources else []
+        if futures:  # after the sources frame (empty or not): the results, in header order
+            header["futures"] = list(futures)
+            sources = [function.sources, *futures.values()]
         task = wire.pack(wire.Command.TASK, header, function.payload, entry.payload, *sources)
         frames = [worker.identity, *task]
         try:
@@ -663,11 +693,14 @@ class Dispatcher:
             self.store.submit, h["function_id"], list(zip(h["task_ids"], payloads, strict=True)),
             deadline_s=deadline_s, depth=depth, tenant=tenant, max_unfinished=2**62,
             max_attempts=h.get("max_attempts", self.settings.nested_max_attempts),
+            depends_on=h.get("depends_on", ()),
         )  # fmt: skip
         try:
             await self._retrying(submit)
         except FunctionNotFound:
             return f"function {h['function_id']} not found"
+        except TaskNotFound as exc:
+            return f"{exc} (a future among the arguments)"
         self._children_queued = True
         self._children.setdefault(h["parent"], []).extend(h["task_ids"])
         return ""

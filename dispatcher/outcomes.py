@@ -36,6 +36,11 @@ def function_missing(entry: QueueEntry) -> Outcome:
     return failed(entry, error, ErrorKind.FUNCTION_MISSING)
 
 
+def dependency_failed(entry: QueueEntry, reason: str) -> Outcome:
+    """A task whose futures' results cannot be had (see Store.dependency_results)."""
+    return failed(entry, RuntimeError(reason), ErrorKind.DEPENDENCY_FAILED)
+
+
 def overdue(entry: QueueEntry) -> Outcome:
     """The worker never reported the deadline it should have enforced."""
     error = TimeoutError(f"WorkerFailure: task exceeded deadline of {entry.deadline_s:g} s")

@@ -1,6 +1,6 @@
 """faas: run Python functions on a pool of workers.
 
-The SDK (`Client`, `RemoteFunction`, `Task`), the `faas` command line, and the
+The SDK (`Client`, `RemoteFunction`, `Task`, `then`), the `faas` command line, and the
 local platform launcher that `faas up` uses.
 """
 
@@ -13,6 +13,7 @@ from faas.errors import (
     TaskCancelled,
     WorkerFailure,
 )
+from faas.futures import then
 from faas.nested import NestedCallError
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "WorkerFailure",
+    "then",
     "wait_all",
 ]

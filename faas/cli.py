@@ -132,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="stream it until the task ends")
     command("functions", "list registered functions", _functions)
     ps = command("ps", "list the newest tasks", _ps)
-    ps.add_argument("--status", type=str.upper,
-                    choices=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"])  # fmt: skip
+    statuses = ["WAITING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+    ps.add_argument("--status", type=str.upper, choices=statuses)
     ps.add_argument("--function", metavar="FUNCTION_ID")
     ps.add_argument("-n", "--limit", type=int, default=20)
     command("workers", "list the workers and their slots", _workers)

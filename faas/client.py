@@ -38,6 +38,7 @@ import cloudpickle
 import httpx
 from tqdm import tqdm
 
+from faas import futures
 from faas.errors import (
     ApiError,
     FaasClientError,
@@ -299,16 +300,26 @@ class RemoteFunction:
 
     def run(self, *args: Any, **kwargs: Any) -> Task:
         """Submit and wait in one request (up to one long-poll); the task, ended or not."""
-        body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
+        body = self._call_body(args, kwargs)
         view = self.client.request("POST", "/v1/tasks", params={"wait": _POLL_S}, json=body)
         return Task(self.client, view["task_id"], view)
 
     def submit(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Task:
-        body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
+        """Queue a call; returns its task. Tasks among the arguments (futures, see
+        `faas.futures`) make it wait for them, holding no slot, and stand for their
+        results when it runs."""
+        body = self._call_body(args, kwargs)
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
         view = self.client.request("POST", "/execute_function", json=body)
         return Task(self.client, view["task_id"])
+
+    def _call_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        with futures.collecting() as depends_on:
+            body = {"function_id": self.id, "payload": dumps((args, kwargs)), **self._options}
+        if depends_on:
+            body["depends_on"] = depends_on
+        return body
 
     def submit_many(
         self,
@@ -321,7 +332,11 @@ class RemoteFunction:
         appended to `into` (if given) as each batch is accepted."""
         tasks: list[Task] = [] if into is None else into
         for chunk in _chunks(iter(calls), batch_size):
-            body = {"function_id": self.id, "payloads": [dumps(c) for c in chunk], **self._options}
+            with futures.collecting() as depends_on:
+                payloads = [dumps(c) for c in chunk]
+            if depends_on:
+                raise TypeError("tasks as arguments (futures) go to submit, one call at a time")
+            body = {"function_id": self.id, "payloads": payloads, **self._options}
             ids = self.client.request("POST", "/v1/tasks/batch", json=body)["task_ids"]
             tasks += [Task(self.client, task_id) for task_id in ids]
         return tasks
@@ -358,6 +373,10 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Among a submit's arguments, a task stands for its result (`faas.futures`)."""
+        return futures.reference(self.id)
 
     def info(self, *, wait: float = 0) -> dict[str, Any]:
         """Everything the gateway knows: status, attempts, timestamps, worker, error."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import cloudpickle
 
+from faas import futures
 from faas.errors import FaasClientError, WorkerFailure
 
 _channel: Channel | None = None
@@ -124,12 +125,19 @@ class NestedFunction:
         return self.submit(*args, **kwargs).result()
 
     def submit(self, *args: Any, **kwargs: Any) -> NestedTask:
-        (task_id,) = self._channel.call(self.id, [_dumps((args, kwargs))], self._options)
+        """Queue a call; tasks among the arguments are futures (see `faas.futures`)."""
+        with futures.collecting() as depends_on:
+            payload = _dumps((args, kwargs))
+        options = {**self._options, "depends_on": depends_on} if depends_on else self._options
+        (task_id,) = self._channel.call(self.id, [payload], options)
         return NestedTask(self._channel, task_id)
 
     def map(self, *iterables: Iterable[Any], return_exceptions: bool = False) -> list[Any]:
         """Like `list(map(fn, *iterables))`, each call a task; results in order."""
-        payloads = [_dumps((args, {})) for args in zip(*iterables, strict=False)]
+        with futures.collecting() as depends_on:
+            payloads = [_dumps((args, {})) for args in zip(*iterables, strict=False)]
+        if depends_on:
+            raise TypeError("tasks as arguments (futures) go to submit, one call at a time")
         if not payloads:
             return []
         ids = self._channel.call(self.id, payloads, self._options)
@@ -154,6 +162,10 @@ class NestedTask:
 
     def __repr__(self) -> str:
         return f"NestedTask({self.id!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Among a submit's arguments, a task stands for its result (`faas.futures`)."""
+        return futures.reference(self.id)
 
     def result(self) -> Any:
         """The value, or raise what the call failed with. The caller's own deadline

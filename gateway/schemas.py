@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.models import ErrorKind, TaskStatus
+from common.models import MAX_DEPENDENCIES, ErrorKind, TaskStatus
 from common.requirements import MAX_REQUIREMENTS
 from common.wire import MAX_BUNDLES
 
@@ -79,6 +79,13 @@ class ExecuteFunction(TaskOptions):
         min_length=1,
         max_length=200,
         description="a second submit with the same key returns the first task",
+    )
+    depends_on: list[str] = Field(
+        default=[],
+        max_length=MAX_DEPENDENCIES,
+        description="ids of your tasks whose results are among the arguments (futures): "
+        "the task waits (WAITING, holding no worker) until they complete, and fails "
+        "with error_kind dependency_failed if one fails or is cancelled",
     )
 
 

@@ -101,8 +101,10 @@ class TaskService:
         tenant: Tenant,
         idempotency_key: str | None = None,
         task_ids: Sequence[str] | None = None,
+        depends_on: Sequence[str] = (),
     ) -> list[str]:
         function_id = check_id(function_id, "function_id")
+        depends_on = [check_id(d, "depends_on") for d in depends_on]
         if len(texts) > self.settings.max_batch_size:
             raise InvalidPayload(f"a batch holds at most {self.settings.max_batch_size} tasks")
         deadline = deadline_s or self.settings.default_deadline_s
@@ -123,6 +125,7 @@ class TaskService:
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
             tenant=tenant.name,
             max_unfinished=tenant.max_unfinished or self.settings.max_unfinished_tasks,
+            depends_on=depends_on,
         )
         metrics.SUBMITTED.inc(len(accepted))  # a repeated idempotency key counts again
         return accepted
@@ -140,6 +143,7 @@ class TaskService:
             tenant=tenant,
             idempotency_key=body.idempotency_key,
             task_ids=None if task_id is None else [task_id],
+            depends_on=body.depends_on,
         )
         return accepted
 

@@ -16,7 +16,10 @@ def result_text(record: TaskRecord) -> str | None:
 
 def course_status(record: TaskRecord) -> TaskStatus:
     """The course API knows no CANCELLED: there a cancelled task is FAILED, its result
-    the pickled CancelledError, which is what its clients expect of a failure."""
+    the pickled CancelledError, which is what its clients expect of a failure. Nor
+    WAITING (for its futures): there it is QUEUED."""
+    if record.status is TaskStatus.WAITING:
+        return TaskStatus.QUEUED
     return TaskStatus.FAILED if record.status is TaskStatus.CANCELLED else record.status
 
 

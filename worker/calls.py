@@ -38,7 +38,11 @@ class NestedCalls:
             "attempt": request.job.attempt,
             "function_id": function_id,
             "task_ids": list(task_ids),
-            **{k: v for k, v in options.items() if k in ("deadline_s", "max_attempts")},
+            **{
+                k: v
+                for k, v in options.items()
+                if k in ("deadline_s", "max_attempts", "depends_on")
+            },
         }
         return self._add(request, wire.Command.CALL, header, list(payloads))
 

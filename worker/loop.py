@@ -242,8 +242,9 @@ class WorkerLoop:
     def _handle(self, msg: wire.Message) -> None:
         if msg.command == wire.Command.TASK:
             h = msg.header
-            if len(msg.blobs) not in (2, 3):
+            if len(msg.blobs) < 2:
                 raise ProtocolError("TASK needs a function and an args frame")
+            futures = h.get("futures", [])  # wire.unpack checked one result frame each
             job = Job(
                 task_id=str(h["task_id"]),
                 attempt=int(h["attempt"]),
@@ -253,7 +254,8 @@ class WorkerLoop:
                 deadline_s=float(h["deadline_s"]),
                 tenant=h.get("tenant", ""),
                 env=FunctionEnv(tuple(h["env"][0]), tuple(h["env"][1])) if "env" in h else None,
-                sources=msg.blobs[2] if len(msg.blobs) == 3 else b"",
+                sources=msg.blobs[2] if len(msg.blobs) >= 3 else b"",
+                futures=dict(zip(futures, msg.blobs[3:], strict=True)),
             )
             self._waiting.append(job)
             self._start_waiting()

@@ -45,6 +45,7 @@ class Job:
     tenant: str = ""
     env: FunctionEnv | None = None
     sources: bytes = b""  # msgpack (file, first line, text) list, for tracebacks
+    futures: dict[str, bytes] = field(default_factory=dict)  # task id -> its result
     started_at: float = field(default=0.0)
 
     @property
@@ -201,7 +202,8 @@ class SlotPool:
         s = self._slots[fd]
         job.started_at = time.monotonic()
         s.job, s.binding = job, binding
-        s.conn.send((job.task_id, job.function_id, job.function, job.args, env_path, job.sources))
+        s.conn.send((job.task_id, job.function_id, job.function, job.args, env_path, job.sources,
+                     job.futures))  # fmt: skip
 
     def _recycle(self, fd: int) -> int:
         """Replace the idle slot `fd` with a fresh one; returns the new one's fd."""

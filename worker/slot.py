@@ -39,7 +39,7 @@ import cloudpickle
 import dill
 import msgpack
 
-from faas import nested
+from faas import futures, nested
 
 with contextlib.suppress(ImportError):
     import numpy  # noqa: F401  (paid once per fork server, not per task)
@@ -86,7 +86,8 @@ def serve(
     limits: Limits = Limits(),
     output: Connection | None = None,
 ) -> None:
-    """Slot main loop: (task_id, function_id, function, args, env path, sources) in,
+    """Slot main loop: (task_id, function_id, function, args, env path, sources,
+    futures' results) in,
     ("result", task_id, outcome, result, error) out; in between, the function's
     nested calls go out and their answers come back on the same pipe (`faas.nested`).
     `output`: the write end of the pipe that becomes this process's stdout and stderr."""
@@ -103,13 +104,13 @@ def serve(
     channel = nested.install(conn)
     while True:
         try:
-            task_id, function_id, function, args, env_path, sources = conn.recv()
+            task_id, function_id, function, args, env_path, sources, results = conn.recv()
         except (EOFError, OSError):
             return
         channel.begin(task_id)
         if env_path and env_path not in sys.path:  # a slot serves one environment
             sys.path.insert(0, env_path)
-        outcome, blob, error = run_call(functions, function_id, function, args, sources)
+        outcome, blob, error = run_call(functions, function_id, function, args, sources, results)
         _flush_output()  # the task's output is in the pipe before its outcome is sent
         if len(blob) > max_result_bytes:
             error = (f"the result pickles to {len(blob):,} bytes, over the "
@@ -124,10 +125,12 @@ def run_call(
     function: bytes,
     args: bytes,
     sources: bytes = b"",
+    futures_results: dict[str, bytes] | None = None,
 ) -> tuple[str, bytes, str]:
     """Returns ("ok", pickled value, ""), ("error", pickled exception, traceback), or
     ("dependency", pickled ModuleNotFoundError, hint) when the function or its
-    arguments need a module this worker cannot import."""
+    arguments need a module this worker cannot import. `futures_results`: the results
+    of the tasks the arguments refer to (see `faas.futures`), by task id."""
     try:
         fn = functions.get(function_id)
         if fn is None:
@@ -136,7 +139,8 @@ def run_call(
             functions[function_id] = fn
             if len(functions) > _FUNCTION_CACHE_SIZE:
                 functions.popitem(last=False)
-        call = dill.loads(args)
+        with futures.results(futures_results or {}):
+            call = dill.loads(args)
     except ImportError as exc:
         missing = ModuleNotFoundError(dependency_hint(exc), name=exc.name)
         return "dependency", dump_exception(missing), str(missing)

@@ -17,8 +17,9 @@ stream its `nested` flag names) is acked and deleted, so a dispatcher that has n
 read it never will, and one that holds it (read ahead, or running) learns from the
 notice `<task_id>` pushed to KEYS[3], then drops it or has its worker kill the
 attempt. A late result is then refused by finish.lua's fence, like any result for an
-ended task. An ended task is left alone. Returns each task's status afterwards ('' for
-an unknown task).
+ended task. A WAITING task (see dependents.lua) has no entry: it just ends, and the
+tasks waiting on it end FAILED in turn. An ended task is left alone. Returns each
+task's status afterwards ('' for an unknown task).
 ]]
 local out = {}
 for i = 5, #KEYS do

@@ -1,6 +1,8 @@
 --[[ publish_ended.lua: prepended to the scripts that end a task (finish, requeue,
-cancel). `end_task` is the one place a task becomes terminal: whatever must happen
-at every end (a counter, an index) goes there.
+cancel, and submit for a task whose dependency already failed), with dependents.lua.
+`close_task` is the one place a task becomes terminal: whatever must happen at every
+end (a counter, an index) goes there; `end_task` also releases the tasks waiting on it
+(only the cascade in dependents.lua, and submit's task that has none yet, skip that).
 TERMINAL: the statuses a task never leaves.
 publish_ended: publishes the ended task's fields to the notification channel as a
 msgpack array {task_id, field, value, field, value, ...}, leaving out `result` when it
@@ -30,14 +32,26 @@ local function uncount(task_key, counter_key)
   end
 end
 
--- Write a task's final fields (a flat HSET list, `status` among them), uncount it,
--- start its TTL (seconds; 0 keeps it) and publish its end. Called exactly once per
--- task, on its one transition to a terminal state.
-local function end_task(task_key, counter_key, fields, ttl, channel, task_id, inline_max)
+-- Write a task's final fields (a flat HSET list, `status` among them), drop the
+-- args a WAITING task kept, uncount it, start its TTL (seconds; 0 keeps it) and
+-- publish its end.
+local function close_task(task_key, counter_key, fields, ttl, channel, task_id, inline_max)
   redis.call('HSET', task_key, unpack(fields))
+  redis.call('HDEL', task_key, 'payload', 'waiting')
   uncount(task_key, counter_key)
   if tonumber(ttl) > 0 then
     redis.call('EXPIRE', task_key, ttl)
   end
   publish_ended(task_key, channel, task_id, tonumber(inline_max))
+end
+
+-- Defined in dependents.lua (appended after this file): what a task's end means for
+-- the tasks WAITING on it.
+local release_dependents
+
+-- close_task, then release the tasks waiting on this one. Called exactly once per
+-- task, on its one transition to a terminal state.
+local function end_task(task_key, counter_key, fields, ttl, channel, task_id, inline_max)
+  close_task(task_key, counter_key, fields, ttl, channel, task_id, inline_max)
+  release_dependents(task_key, counter_key, ttl, channel, task_id, inline_max)
 end

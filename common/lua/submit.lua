@@ -16,7 +16,17 @@ ARGV[8]   the tenant's most unfinished (queued + running) tasks
 ARGV[9]   how long the index remembers a task (ms); 0: forever
 ARGV[10]  call depth: 0 for a task submitted from outside, n for a call made by a task
           at depth n - 1
-ARGV[11..] task_id, args payload: one pair per task
+ARGV[11]  D, how many dependencies (futures among the arguments) each task has
+ARGV[12]  TTL of an ended task in seconds (0: keep forever)
+ARGV[13]  notification channel <p>:done
+ARGV[14]  largest result published inline (bytes)
+ARGV[15..14+D] the dependency ids, in argument order, no repeats
+ARGV[15+D..] task_id, args payload: one pair per task
+With dependencies (see dependents.lua), each must be a task of the same tenant (else
+error NODEPENDENCY <id>, nothing stored). If all COMPLETED already, the task is queued
+at once (its entry's `w` lists them); if one FAILED or was CANCELLED, it ends FAILED
+(dependency_failed) at once; else it is stored WAITING, args in its hash, and listed
+in each unfinished dependency's set.
 Returns the list of task ids. With an idempotency key seen before with the same digest,
 returns the task id it was first given and adds nothing; with another digest, error
 IDEMCONFLICT <task_id>. Error NOFUNCTION when the function is not registered or belongs
@@ -48,8 +58,23 @@ if tonumber(ARGV[5]) > 0 then
     return {task_id}
   end
 end
+local ndeps = tonumber(ARGV[11])
+local first_key, first_pair = 6 + 2 * ndeps, 15 + ndeps
+local deps = table.concat(ARGV, ',', 15, 14 + ndeps)
+local waiting, failed = 0, nil
+for d = 1, ndeps do
+  local h = redis.call('HMGET', KEYS[5 + d], 'status', 'tenant')
+  if not h[1] or h[2] ~= ARGV[7] then
+    return redis.error_reply('NODEPENDENCY ' .. ARGV[14 + d])
+  end
+  if not TERMINAL[h[1]] then
+    waiting = waiting + 1
+  elseif h[1] ~= 'COMPLETED' and not failed then
+    failed = 'dependency ' .. ARGV[14 + d] .. ' ended ' .. h[1]
+  end
+end
 local count = 0
-for i = 6, #KEYS do
+for i = first_key, #KEYS do
   count = count + 1 - redis.call('EXISTS', KEYS[i])
 end
 local unfinished = tonumber(redis.call('HGET', KEYS[4], ARGV[7]) or '0')
@@ -57,24 +82,47 @@ if unfinished + count > tonumber(ARGV[8]) then
   return redis.error_reply('QUOTA ' .. unfinished)
 end
 if tonumber(ARGV[5]) > 0 then
-  redis.call('SET', KEYS[3], ARGV[11] .. ' ' .. ARGV[6], 'EX', ARGV[5])
+  redis.call('SET', KEYS[3], ARGV[first_pair] .. ' ' .. ARGV[6], 'EX', ARGV[5])
 end
 redis.call('HINCRBY', KEYS[4], ARGV[7], count)
 local ids = {}
-for i = 6, #KEYS do
-  local j = 11 + (i - 6) * 2
+for i = first_key, #KEYS do
+  local j = first_pair + (i - first_key) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local entry
-    if ARGV[10] == '0' then
-      entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1],
-        'd', ARGV[3], 'n', ARGV[7], 'p', ARGV[j + 1])
-    else
-      entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[j], 'a', 1, 'f', ARGV[1],
-        'd', ARGV[3], 'n', ARGV[7], 'c', ARGV[10], 'p', ARGV[j + 1])
-    end
-    redis.call('HSET', KEYS[i], 'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
+    local fields = {'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
       'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],
-      'entry', entry, 'nested', ARGV[10] == '0' and 0 or 1)
+      'nested', ARGV[10] == '0' and 0 or 1}
+    if ndeps == 0 or (waiting == 0 and not failed) then
+      local entry = {'t', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3], 'n', ARGV[7]}
+      if ARGV[10] ~= '0' then
+        entry[#entry + 1] = 'c'
+        entry[#entry + 1] = ARGV[10]
+      end
+      if ndeps > 0 then
+        entry[#entry + 1] = 'w'
+        entry[#entry + 1] = deps
+      end
+      entry[#entry + 1] = 'p'
+      entry[#entry + 1] = ARGV[j + 1]
+      fields[#fields + 1] = 'entry'
+      fields[#fields + 1] = redis.call('XADD', KEYS[1], '*', unpack(entry))
+      redis.call('HSET', KEYS[i], unpack(fields))
+    else
+      fields[6] = 'WAITING'
+      redis.call('HSET', KEYS[i], unpack(fields))
+      redis.call('HSET', KEYS[i], 'waiting', waiting, 'deps', deps, 'depth', ARGV[10],
+        'payload', ARGV[j + 1])
+      if failed then
+        fail_dependent(KEYS[i], KEYS[4], failed, ARGV[2], ARGV[12], ARGV[13], ARGV[j],
+          ARGV[14])
+      else
+        for d = 1, ndeps do
+          if not TERMINAL[redis.call('HGET', KEYS[5 + d], 'status')] then
+            redis.call('SADD', KEYS[5 + ndeps + d], ARGV[j])
+          end
+        end
+      end
+    end
     redis.call('ZADD', KEYS[5], ARGV[2], ARGV[j])
   end
   ids[#ids + 1] = ARGV[j]

@@ -150,7 +150,7 @@ async def wait_for_tasks(body: WaitForTasks, request: Request) -> FastJSON:
 
 @router.delete("/tasks/{task_id}", response_model=TaskView, responses=_ERRORS)
 async def cancel_task(task_id: str, request: Request) -> FastJSON:
-    """Cancel a task: a QUEUED one never starts, a RUNNING one is killed. Answers the
+    """Cancel a task: a WAITING or QUEUED one never starts, a RUNNING one is killed. Answers the
     task afterwards: CANCELLED, or the end it already had (cancelling it changes nothing)."""
     service = get_service(request)
     (record,) = await service.cancel([task_id], tenant=get_tenant(request))

@@ -128,7 +128,7 @@ async function showDetail() {
   $("detail-fields").replaceChildren(...Object.entries(fields).flatMap(([k, v]) =>
     [el("dt", {}, k), el("dd", { class: k === "status" ? `status-${v}` : "" }, v)]));
   $("detail-error").textContent = task.error || "-";
-  $("cancel").hidden = !["QUEUED", "RUNNING"].includes(task.status);
+  $("cancel").hidden = !["WAITING", "QUEUED", "RUNNING"].includes(task.status);
   try {
     const logs = await api(`/v1/tasks/${id}/logs`);
     const text = typeof logs === "string" ? logs : logs.logs;

@@ -112,6 +112,27 @@ def test_another_tenants_ids_answer_exactly_like_unknown_ones(
     assert alice.get(f"/v1/functions/{function_id}").status_code == 200
 
 
+def test_dependencies_are_each_tenants_own_tasks(alice: httpx.Client, bob: httpx.Client) -> None:
+    """A future among the arguments must be the submitter's own task: another tenant's
+    id is a 404 exactly like an unknown one, and nothing is stored."""
+    alices, bobs = register(alice, userfuncs.double), register(bob, userfuncs.echo)
+    task_id = alice.post("/execute_function", json=call(alices, 1)).json()["task_id"]
+    unknown, listed = str(uuid.uuid4()), len(bob.get("/v1/tasks").json()["tasks"])
+    for dep in (task_id, unknown):
+        for path in ("/execute_function", "/v1/tasks"):
+            response = bob.post(path, json={**call(bobs, 1), "depends_on": [dep]})
+            assert response.status_code == 404, response.text
+            assert response.json()["detail"] == f"task {dep} not found"
+    bad = bob.post("/v1/tasks", json={**call(bobs, 1), "depends_on": ["not-a-uuid"]})
+    assert bad.status_code == 400, bad.text
+    too_many = bob.post("/v1/tasks", json={**call(bobs, 1), "depends_on": [unknown] * 1001})
+    assert too_many.status_code == 422, too_many.text
+    assert len(bob.get("/v1/tasks").json()["tasks"]) == listed
+    mine = alice.post("/v1/tasks", json={**call(alices, 2), "depends_on": [task_id]})
+    assert mine.status_code == 201, mine.text
+    assert deserialize(wait_result(alice, mine.json()["task_id"])["result"]) == 4
+
+
 def test_idempotency_keys_are_each_tenants_own(alice: httpx.Client, bob: httpx.Client) -> None:
     key = str(uuid.uuid4())
     alices, bobs = register(alice, userfuncs.double), register(bob, userfuncs.double)

@@ -95,3 +95,20 @@ def test_junk_sources_are_ignored() -> None:
     fn = cloudpickle.dumps(lambda: 1 / 0)
     outcome, _, error = run_call(OrderedDict(), "j", fn, pickle.dumps(((), {})), b"\xc1junk")
     assert outcome == "error" and "ZeroDivisionError" in error
+
+
+def test_futures_in_the_arguments_become_their_results() -> None:
+    from faas import futures
+    from faas.client import Task
+
+    first, second = Task(None, "id-1"), Task(None, "id-2")  # type: ignore[arg-type]
+    with futures.collecting() as depends_on:
+        args = cloudpickle.dumps(((first, [second, {"k": first}]), {"x": second}))
+    assert depends_on == ["id-1", "id-2"]
+    results = {"id-1": pickle.dumps(10), "id-2": pickle.dumps("two")}
+    fn = cloudpickle.dumps(lambda a, b, x: (a, b, x))
+    outcome, blob, _ = run_call(OrderedDict(), "f", fn, args, b"", results)
+    assert (outcome, pickle.loads(blob)) == ("ok", (10, ["two", {"k": 10}], "two"))
+    # without its result (pickled outside a submit), a reference fails clearly
+    outcome, blob, error = run_call(OrderedDict(), "f", fn, args)
+    assert outcome == "error" and "outside a submit's arguments" in error

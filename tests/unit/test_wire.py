@@ -54,6 +54,12 @@ def test_malformed_frames_raise_protocol_error(frames: list[bytes]) -> None:
         wire.unpack(frames)
 
 
+def test_a_task_with_futures_carries_one_result_frame_each() -> None:
+    header = {**TASK, "futures": ["a", "b"]}
+    msg = wire.unpack(wire.pack(wire.Command.TASK, header, b"f", b"args", b"", b"ra", b"rb"))
+    assert msg.header["futures"] == ["a", "b"] and msg.blobs[3:] == [b"ra", b"rb"]
+
+
 @pytest.mark.parametrize(
     ("command", "header", "blobs"),
     [
@@ -78,6 +84,10 @@ def test_malformed_frames_raise_protocol_error(frames: list[bytes]) -> None:
         (wire.Command.TASK, {**TASK, "deadline_s": float("nan")}, (b"f", b"a")),
         (wire.Command.TASK, {**TASK, "deadline_s": 0}, (b"f", b"a")),
         (wire.Command.TASK, TASK, (b"f",)),
+        (wire.Command.TASK, TASK, (b"f", b"a", b"src", b"a result without futures")),
+        (wire.Command.TASK, {**TASK, "futures": ["a", "b"]}, (b"f", b"a", b"", b"ra")),
+        (wire.Command.TASK, {**TASK, "futures": []}, (b"f", b"a", b"")),
+        (wire.Command.TASK, {**TASK, "futures": ["a"] * 1001}, (b"f", b"a", b"", *[b"r"] * 1001)),
         (wire.Command.WELCOME, {"heartbeat_interval_s": -1}, ()),
         (wire.Command.HEARTBEAT, {"acked": "all"}, ()),
         (wire.Command.CANCEL, {"task_id": "t"}, ()),
