@@ -12,7 +12,7 @@ Layout on disk (`root` may be a volume shared by several workers of one host)::
                                      marker, written (and the whole tree fsynced)
                                      before the rename that publishes the dir; it
                                      records the dir's size on disk, measured once
-    root/<abi>/<key>.lock            flock'ed exclusively by whichever process
+    root/<abi>/<key>.lock            (0600) flock'ed exclusively by whichever process
                                      installs or evicts <key>, shared by each
                                      process running a task in it; its mtime is
                                      the env's last use. Never deleted (unlinking
@@ -268,7 +268,7 @@ class Environments:
             if pin is not None:
                 pin.users += 1
                 return True
-            lock = open(self.root / f"{key}.lock", "a+b")  # noqa: SIM115 (kept while pinned)
+            lock = self._open_lock(key)  # kept open while pinned
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -327,6 +327,12 @@ class Environments:
         self._failed[key] = (failed, _monotonic() + self._failure_ttl_s)
         return failed
 
+    def _open_lock(self, key: str) -> IO[bytes]:
+        """`key`'s lock file, 0600: slots running as another uid cannot open it, so
+        user code cannot hold off an install or an eviction with a lock of its own."""
+        fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "r+b")
+
     @staticmethod
     def _complete(path: Path) -> bool:
         return (path / MARKER).is_file()
@@ -337,7 +343,7 @@ class Environments:
         final = self.root / key
         if self._complete(final):
             return final
-        with open(self.root / f"{key}.lock", "a+b") as lock:
+        with self._open_lock(key) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this pool thread, never the loop
             if self._complete(final):
                 return final
@@ -389,7 +395,7 @@ class Environments:
             logger.exception("evicting environments failed")
 
     def _evict_one(self, key: str) -> bool:
-        with open(self.root / f"{key}.lock", "a+b") as lock:
+        with self._open_lock(key) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -221,6 +221,7 @@ def test_a_cap_that_fits_one_env_evicts_the_older_and_it_installs_again(
     size = first.disk_usage(one.key)
     recorded = json.loads((first.root / one.key / environments.MARKER).read_text())["bytes"]
     assert 0 < recorded <= size  # measured once, at install
+    assert (first.root / f"{one.key}.lock").stat().st_mode & 0o777 == 0o600  # not for slots
     capped = offline(tmp_path, wheelhouse, max_bytes=size * 3 // 2)
     assert isinstance(capped.wait(two, TIMEOUT_S), Ready)
     assert not (first.root / one.key).exists() and capped.evictions == 1
