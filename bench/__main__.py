@@ -17,6 +17,10 @@ each variant's median over its rounds: the cost of capture and metrics.
 a CURVE worker link (as `faas up` runs) and one without, and alternates W1 and W2
 (batch) between them in interleaved rounds, so both see the same machine noise; it
 reports the median of the rounds and the secure/insecure ratios.
+
+`--environments N` runs N rounds of: the cold first call of a function with one new
+requirement (installed from a local wheelhouse), then W1 alternating between it and the
+same function with no environment; and the disk each environment uses (bench/environments.py).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 import cloudpickle
 
 from bench import workloads
+from bench.environments import compare_environments
 from bench.http import AsyncJSON, SyncJSON
 from common.models import DispatchMode
 from faas.client import pickle_function
@@ -442,11 +447,29 @@ def main() -> None:
         metavar="ROUNDS",
         help="only compare capture and metrics on/off, in ROUNDS rounds each",
     )
+    parser.add_argument(
+        "--environments",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only measure functions' environments: cold first call, W1 with vs without",
+    )
     args = parser.parse_args()  # fmt: skip
     modes = [DispatchMode(m) for m in args.modes.split(",")]
     stamp = datetime.datetime.now(datetime.UTC)
     scratch = tempfile.TemporaryDirectory(prefix="faas-bench-")  # Redis data and logs
     log_dir = Path(scratch.name)
+    if args.environments:
+        report = {
+            "date": stamp.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "command": "python -m bench " + " ".join(sys.argv[1:]),
+            "settings": {"slots": args.slots, "workers": args.workers, "w1": args.w1},
+            "environments": {m.value: compare_environments(m, args, log_dir) for m in modes},
+        }
+        _write(report, args.out / f"{stamp:%Y-%m-%dT%H%M%S}-environments.json")
+        scratch.cleanup()
+        return
     if args.observability or args.security == "both":
         report = {
             "date": stamp.isoformat(timespec="seconds"),

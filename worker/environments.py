@@ -10,12 +10,18 @@ Layout on disk (`root` may be a volume shared by several workers of one host)::
                                      then each bundle unzipped over it)
     root/<abi>/<key>/.faas-env-complete
                                      marker, written (and the whole tree fsynced)
-                                     before the rename that publishes the dir
-    root/<abi>/<key>.lock            flock'ed by whichever process installs <key>;
-                                     never deleted (unlinking a lock file races
-                                     with its next flock)
+                                     before the rename that publishes the dir; it
+                                     records the dir's size on disk, measured once
+    root/<abi>/<key>.lock            (0600) flock'ed exclusively by whichever process
+                                     installs or evicts <key>, shared by each
+                                     process running a task in it; its mtime is
+                                     the env's last use. Never deleted (unlinking
+                                     a lock file races with its next flock)
     root/<abi>/.tmp-<key>-<random>/  an install in progress, or debris of a crashed
                                      one (removed by the next installer of <key>)
+    root/<abi>/.trash-<key>-<random>/
+                                     an evicted env being deleted (or debris of a
+                                     crashed evictor, removed by the next eviction)
 
 `key` is `EnvSpec.key`: a sha256 over the sorted, whitespace-normalized
 requirements and each bundle's sha256, in order (later bundles overwrite earlier
@@ -34,6 +40,16 @@ Concurrency rules:
   remembered in this process for `failure_ttl_s`, then a new request retries.
   Failures are not shared across processes: each worker retries pip once per TTL.
 
+Eviction (`max_bytes` > 0): after each install, while the finished environments'
+recorded sizes add up to more than `max_bytes`, the least recently used one is
+deleted, unless it is the one just installed or in use. A worker `acquire`s an
+environment before a slot runs a task in it and `release`s it when the task ends:
+a shared flock held meanwhile, which the evictor's non-blocking exclusive flock
+cannot get, so an environment in use by any worker on the host is skipped. The
+evictor renames the dir away before deleting it (a half-deleted env is never used);
+`acquire` takes its shared lock and then checks the marker, so a task never starts
+in an evicted env: the next request installs it again.
+
 The empty spec (no requirements, no bundles) is `Ready` at once: an empty
 directory made in `__init__`, so callers need no "no environment" special case.
 
@@ -51,6 +67,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -60,6 +77,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +86,8 @@ from typing import IO
 from common import bundles
 from common.hardening import SLOT_ENV_NAMES, SLOT_ENV_PREFIXES
 from common.requirements import validate_requirements
+
+logger = logging.getLogger(__name__)
 
 MARKER = ".faas-env-complete"
 OUTPUT_TAIL_BYTES = 2048
@@ -127,6 +147,12 @@ class Failed:
     message: str
 
 
+@dataclass(slots=True)
+class _Pin:
+    lock: IO[bytes]  # the env's lock file, flock'ed shared
+    users: int
+
+
 class InstallError(Exception):
     """An install that failed for a reason worth telling the user (becomes Failed)."""
 
@@ -153,6 +179,7 @@ class Environments:
         failure_ttl_s: float = 60.0,
         max_concurrent_installs: int = 2,
         pip_timeout_s: float = 600.0,
+        max_bytes: int = 0,
     ) -> None:
         self.root = Path(root) / abi_tag()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -177,10 +204,16 @@ class Environments:
         self._installing: dict[str, concurrent.futures.Future[Path]] = {}
         self._failed: dict[str, tuple[Failed, float]] = {}  # key -> (failure, expires at)
         self._pips: set[subprocess.Popen[bytes]] = set()
+        self._pins: dict[str, _Pin] = {}
         self._closed = False
+        self._max_bytes = max_bytes  # 0: no cap
         self.pip_runs = 0  # pip invocations by this instance (figures, tests)
+        self.evictions = 0  # environments this instance deleted (figures, tests)
         empty = EnvSpec()
+        self._empty_key = empty.key
         self._ready[empty.key] = self._materialize(empty)
+        if max_bytes:  # the cap may have been lowered since the last run
+            self._pool.submit(self._evict, "")
 
     def request(self, spec: EnvSpec) -> Ready | Pending | Failed:
         """The state of `spec`'s environment; starts its install if none is known.
@@ -224,14 +257,45 @@ class Environments:
                     raise TimeoutError(f"environment {spec.key[:12]} not ready in {timeout_s} s")
                 concurrent.futures.wait([future], timeout=remaining)
 
+    def acquire(self, key: str) -> bool:
+        """Pin the Ready environment `key` for a task about to run in it, so that no
+        eviction (here or in another worker) deletes it until `release`; also marks
+        it used. False if it is being installed or evicted right now (ask again
+        later), or is gone: then it is no longer Ready, and the next `request`
+        installs it again."""
+        with self._lock:
+            pin = self._pins.get(key)
+            if pin is not None:
+                pin.users += 1
+                return True
+            lock = self._open_lock(key)  # kept open while pinned
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                return False
+            if not self._complete(self.root / key):  # evicted (by another worker)
+                lock.close()
+                self._ready.pop(key, None)
+                return False
+            os.utime(lock.fileno())
+            self._pins[key] = _Pin(lock, 1)
+            return True
+
+    def release(self, key: str) -> None:
+        """A task that `acquire`d `key` ended."""
+        with self._lock:
+            pin = self._pins[key]
+            pin.users -= 1
+            if pin.users == 0:
+                del self._pins[key]
+                with contextlib.suppress(OSError):
+                    os.utime(pin.lock.fileno())  # its last use ends now
+                pin.lock.close()  # unlocks
+
     def disk_usage(self, key: str) -> int:
         """Bytes allocated on disk by the environment `key` (like `du`); 0 if absent."""
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root / key):
-            for name in [*files, "."]:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-        return total
+        return _disk_usage(self.root / key)
 
     def close(self) -> None:
         """Stop: cancel queued installs and kill running pips (their envs stay
@@ -241,6 +305,9 @@ class Environments:
             self._closed = True
             for proc in self._pips:
                 _kill_group(proc)
+            for pin in self._pins.values():
+                pin.lock.close()
+            self._pins.clear()
 
     # Internals. ------------------------------------------------------------------
 
@@ -260,6 +327,12 @@ class Environments:
         self._failed[key] = (failed, _monotonic() + self._failure_ttl_s)
         return failed
 
+    def _open_lock(self, key: str) -> IO[bytes]:
+        """`key`'s lock file, 0600: slots running as another uid cannot open it, so
+        user code cannot hold off an install or an eviction with a lock of its own."""
+        fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "r+b")
+
     @staticmethod
     def _complete(path: Path) -> bool:
         return (path / MARKER).is_file()
@@ -270,7 +343,7 @@ class Environments:
         final = self.root / key
         if self._complete(final):
             return final
-        with open(self.root / f"{key}.lock", "a+b") as lock:
+        with self._open_lock(key) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this pool thread, never the loop
             if self._complete(final):
                 return final
@@ -286,15 +359,74 @@ class Environments:
                     self._pip_install(spec, tmp)
                 for i, bundle in enumerate(spec.bundles):
                     _unzip(bundle, tmp, f"bundle {i + 1} of {len(spec.bundles)}")
-                (tmp / MARKER).write_text(json.dumps({**spec.identity(), "created": time.time()}))
+                info = {**spec.identity(), "created": time.time(), "bytes": _disk_usage(tmp)}
+                (tmp / MARKER).write_text(json.dumps(info))
                 # The marker must not outlive a power cut that loses the files.
                 _fsync_tree(tmp)
                 os.rename(tmp, final)
                 _fsync_dir(self.root)
+                os.utime(lock.fileno())  # its first use is about to come
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+        if self._max_bytes:
+            self._evict(keep=key)
         return final
+
+    def _evict(self, keep: str) -> None:
+        """Delete least recently used environments until the rest fit `max_bytes`,
+        never `keep` (just installed, about to be used) nor one in use. Runs on the
+        install pool; a failure here is logged, never the install's."""
+        try:
+            for debris in self.root.glob(".trash-*"):
+                shutil.rmtree(debris, ignore_errors=True)
+            found = [(self._last_use(key), key, self._recorded_bytes(key))
+                     for key in self._finished_keys()]  # fmt: skip
+            total = sum(size for _, _, size in found)
+            for _, key, size in sorted(found):
+                if total <= self._max_bytes:
+                    break
+                if key not in (keep, self._empty_key) and self._evict_one(key):
+                    total -= size
+            if total > self._max_bytes:
+                logger.warning("environments use %d bytes, over the cap of %d: the rest "
+                               "are in use", total, self._max_bytes)  # fmt: skip
+        except OSError:
+            logger.exception("evicting environments failed")
+
+    def _evict_one(self, key: str) -> bool:
+        with self._open_lock(key) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # in use, or being installed or evicted elsewhere
+            if not self._complete(self.root / key):
+                return False
+            with self._lock:
+                self._ready.pop(key, None)
+            trash = self.root / f".trash-{key}-{uuid.uuid4().hex}"
+            os.rename(self.root / key, trash)  # from here on, `acquire` sees it gone
+        shutil.rmtree(trash, ignore_errors=True)
+        with self._lock:
+            self.evictions += 1
+        logger.info("evicted environment %s", key[:12])
+        return True
+
+    def _finished_keys(self) -> list[str]:
+        return [entry.name for entry in os.scandir(self.root)
+                if not entry.name.startswith(".") and self._complete(Path(entry.path))]  # fmt: skip
+
+    def _last_use(self, key: str) -> float:
+        try:
+            return os.stat(self.root / f"{key}.lock").st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def _recorded_bytes(self, key: str) -> int:
+        try:
+            return int(json.loads((self.root / key / MARKER).read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):  # an older marker: measure it
+            return _disk_usage(self.root / key)
 
     def _pip_install(self, spec: EnvSpec, target: Path) -> None:
         cmd = [sys.executable, "-I", "-m", "pip", "install", "--target", str(target),
@@ -340,6 +472,16 @@ class Environments:
                 f"installing {', '.join(spec._normalized)} failed: pip {what}. "
                 f"pip's last output: {_tail(out)}"
             )
+
+
+def _disk_usage(top: Path) -> int:
+    """Bytes allocated on disk under `top` (like `du`); 0 if absent."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(top):
+        for name in [*files, "."]:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

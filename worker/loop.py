@@ -80,6 +80,7 @@ class WorkerLoop:
             find_links=[x for x in settings.pip_find_links.split(",") if x],
             no_index=settings.pip_no_index,
             trusted_hosts=[x for x in settings.pip_trusted_hosts.split(",") if x],
+            max_bytes=settings.env_cache_max_bytes,
         )
         self._preparer = Preparer(environments, fetch=self._fetch_bundle)
         self._socket: zmq.Socket | None = None
@@ -336,7 +337,7 @@ class WorkerLoop:
         still: deque[Job] = deque()
         while self._waiting:
             job = self._waiting.popleft()
-            state = self._preparer.prepare(job.env) if self._pool.idle() else None
+            state = self._preparer.prepare(job) if self._pool.idle() else None
             if isinstance(state, Prepared):
                 self._pool.run(job, state.env_path, state.env_key)
             elif isinstance(state, Failed):
@@ -358,6 +359,7 @@ class WorkerLoop:
 
     def _report(self, result: JobResult) -> None:
         job = result.job
+        self._preparer.finished(job)  # its environment is no longer in use
         self._calls.forget(job.task_id)
         self._output.finish(job.task_id, job.attempt)  # its output is stored before its end
         metrics.TASKS.labels(result.outcome).inc()

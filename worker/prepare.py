@@ -1,6 +1,7 @@
 """What a job needs before a slot may run it: the code bundles its function's
 environment names (fetched from the dispatcher once, checked against their
-digest) and that environment materialized on disk (`worker.environments`).
+digest) and that environment materialized on disk (`worker.environments`),
+pinned against eviction from `prepare` until the job's end (`finished`).
 Never blocks: the worker loop asks again on its next turn."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.models import FunctionEnv
 from worker.environments import Environments, EnvSpec, Failed, Pending, Ready
+from worker.pool import Job
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,11 @@ class Preparer:
         self._bundles: OrderedDict[str, bytes] = OrderedDict()
         self._asked: set[str] = set()
         self._missing: dict[str, str] = {}  # digest -> why it cannot be had
+        self._pinned: dict[tuple[str, int], str] = {}  # (task_id, attempt) -> env key
 
-    def prepare(self, env: FunctionEnv | None) -> Prepared | Pending | Failed:
+    def prepare(self, job: Job) -> Prepared | Pending | Failed:
+        """Prepared means: start `job` now, and call `finished(job)` at its end."""
+        env = job.env
         if not env:
             return Prepared("", "")
         for digest in env.bundles:
@@ -51,9 +55,19 @@ class Preparer:
             state = self._environments.request(spec)
         except ValueError as exc:  # requirements that could inject pip options
             return Failed(str(exc))
-        if isinstance(state, Ready):
-            return Prepared(str(state.path), spec.key)
-        return state
+        if not isinstance(state, Ready):
+            return state
+        if not self._environments.acquire(spec.key):  # being installed or evicted, or gone
+            state = self._environments.request(spec)  # gone: this installs it again
+            return state if isinstance(state, Failed) else Pending()
+        self._pinned[(job.task_id, job.attempt)] = spec.key
+        return Prepared(str(state.path), spec.key)
+
+    def finished(self, job: Job) -> None:
+        """`job` ended (or never started): its environment may be evicted again."""
+        key = self._pinned.pop((job.task_id, job.attempt), None)
+        if key is not None:
+            self._environments.release(key)
 
     def bundle_arrived(self, digest: str, found: bool, data: bytes) -> None:
         self._asked.discard(digest)

@@ -57,6 +57,10 @@ class WorkerSettings(BaseFaasSettings):
     env_dir: Path = Field(default_factory=_default_env_dir)
     """Where functions' environments (requirements, bundles) are installed, one
     directory per content hash; shared safely by workers on one host."""
+    env_cache_max_bytes: int = Field(default=5 * 2**30, ge=0)
+    """Disk the environments under env_dir may use (0: no cap); past it, after an
+    install, the least recently used ones not in use by a task are deleted (and
+    installed again when next needed). Workers sharing env_dir should agree on it."""
     pip_index_url: str = ""
     """Package index for requirements (default: pip's own configuration)."""
     pip_find_links: str = ""

@@ -417,7 +417,7 @@ def test_functions_environments_install_on_a_writable_volume_of_the_pods_that_ru
 ) -> None:
     docs = documents(
         helm, f"mode={mode}", "environments.noIndex=true", "environments.findLinks=/wheels",
-        "environments.cache.existingClaim=envs",
+        "environments.cache.existingClaim=envs", "environments.cache.maxBytes=3000000000",
     )  # fmt: skip
     runs_code = "worker" if mode != "local" else "dispatcher"
     doc = workload(docs, runs_code)
@@ -425,6 +425,7 @@ def test_functions_environments_install_on_a_writable_volume_of_the_pods_that_ru
     env, mounts, volumes = user_code_of(container, pod_spec(doc))
     assert env["FAAS_ENV_DIR"].startswith("/var/cache/faas/")
     assert env["FAAS_PIP_NO_INDEX"] == "true" and env["FAAS_PIP_FIND_LINKS"] == "/wheels"
+    assert env["FAAS_ENV_CACHE_MAX_BYTES"] == "3000000000"  # an integer, not 3e+09
     assert {"name": "environments", "mountPath": "/var/cache/faas"} in mounts
     assert {"name": "environments", "persistentVolumeClaim": {"claimName": "envs"}} in volumes
     others = [c for c in ("gateway", "controller", "redis", "dispatcher") if c != runs_code]

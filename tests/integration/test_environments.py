@@ -206,3 +206,74 @@ def test_key_is_stable_and_normalized() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          timeout=TIMEOUT_S, check=True)  # fmt: skip
     assert out.stdout.strip() == a.key
+
+
+def trash(envs: Environments) -> list[str]:
+    return [p.name for p in envs.root.iterdir() if p.name.startswith((".trash-", ".tmp-"))]
+
+
+def test_a_cap_that_fits_one_env_evicts_the_older_and_it_installs_again(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    one, two = EnvSpec(("faas_testpkg==1.0",)), EnvSpec(("faas_testpkg==2.0",))
+    first = offline(tmp_path, wheelhouse)  # a worker with no cap, sharing the directory
+    assert isinstance(first.wait(one, TIMEOUT_S), Ready)
+    size = first.disk_usage(one.key)
+    recorded = json.loads((first.root / one.key / environments.MARKER).read_text())["bytes"]
+    assert 0 < recorded <= size  # measured once, at install
+    assert (first.root / f"{one.key}.lock").stat().st_mode & 0o777 == 0o600  # not for slots
+    capped = offline(tmp_path, wheelhouse, max_bytes=size * 3 // 2)
+    assert isinstance(capped.wait(two, TIMEOUT_S), Ready)
+    assert not (first.root / one.key).exists() and capped.evictions == 1
+    assert (capped.root / two.key / environments.MARKER).is_file() and trash(capped) == []
+    # `first` still has `one` as Ready: acquiring it finds it gone, and it installs again
+    assert not first.acquire(one.key)
+    assert isinstance(first.request(one), Pending)
+    state = first.wait(one, TIMEOUT_S)
+    assert isinstance(state, Ready) and first.pip_runs == 2
+    assert first.acquire(one.key) and imported(state.path, "faas_testpkg")[0] == "1.0"
+    first.release(one.key)
+
+
+def test_the_least_recently_used_env_goes_first(tmp_path: Path, wheelhouse: Path) -> None:
+    probe = offline(tmp_path / "probe", wheelhouse)
+    a, b = EnvSpec(("faas_testpkg==1.0",)), EnvSpec(("faas_testpkg==2.0",))
+    assert isinstance(probe.wait(a, TIMEOUT_S), Ready)
+    envs = offline(tmp_path / "envs", wheelhouse, max_bytes=probe.disk_usage(a.key) * 5 // 2)
+    state = envs.wait(a, TIMEOUT_S)
+    assert isinstance(state, Ready) and isinstance(envs.wait(b, TIMEOUT_S), Ready)
+    assert envs.acquire(a.key)  # a task uses `a` after `b` was installed
+    assert imported(state.path, "faas_testpkg")[0] == "1.0"
+    envs.release(a.key)
+    c = EnvSpec(("faas_testpkg==1.0",), (make_bundle({"extra.py": ""}),))
+    assert isinstance(envs.wait(c, TIMEOUT_S), Ready)
+    assert (envs.root / a.key).is_dir() and not (envs.root / b.key).exists()
+    assert envs.evictions == 1
+
+
+def test_an_env_in_use_here_or_by_another_worker_is_not_evicted(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    envs = offline(tmp_path, wheelhouse, max_bytes=1)  # fits nothing but the newest
+    one, two = EnvSpec(("faas_testpkg==1.0",)), EnvSpec(("faas_testpkg==2.0",))
+    three = EnvSpec(("faas_testpkg==1.0",), (make_bundle({"extra.py": ""}),))
+    state = envs.wait(one, TIMEOUT_S)
+    assert isinstance(state, Ready) and envs.acquire(one.key)  # a task runs in `one`
+    assert isinstance(envs.wait(two, TIMEOUT_S), Ready)
+    assert (envs.root / one.key / environments.MARKER).is_file() and envs.evictions == 0
+    assert imported(state.path, "faas_testpkg")[0] == "1.0"  # still whole
+    envs.release(one.key)
+    # Another worker on the host runs a task in `two`: its shared lock on the lock file.
+    with open(envs.root / f"{two.key}.lock", "a+b") as other:
+        fcntl.flock(other, fcntl.LOCK_SH)
+        assert isinstance(envs.wait(three, TIMEOUT_S), Ready)
+        assert not (envs.root / one.key).exists() and (envs.root / two.key).is_dir()
+    assert envs.evictions == 1 and trash(envs) == []
+    # Being installed (the installer's exclusive lock) is in use too.
+    with open(envs.root / f"{two.key}.lock", "a+b") as installer:
+        fcntl.flock(installer, fcntl.LOCK_EX)
+        assert not envs.acquire(two.key)  # nor may a task start in it meanwhile
+        envs._evict(keep=three.key)
+        assert (envs.root / two.key).is_dir()
+    envs._evict(keep=three.key)
+    assert not (envs.root / two.key).exists() and (envs.root / three.key).is_dir()

@@ -10,6 +10,7 @@ import pickle
 import time
 import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import cloudpickle
 import httpx
@@ -21,6 +22,20 @@ from tests.wheelhouse import make_bundle, make_wheel
 
 
 def version_of_testpkg():
+    import faas_envpkg
+
+    return faas_envpkg.VERSION
+
+
+def version_once_allowed(started: str, go: str):
+    """Says it started, waits for `go` to exist, then imports faas_envpkg."""
+    import os
+    import time
+
+    open(started, "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
     import faas_envpkg
 
     return faas_envpkg.VERSION
@@ -178,3 +193,51 @@ def test_a_pickle_with_a_wrong_frame_length_is_a_400(envs_platform) -> None:  # 
     body = {"name": "f", "payload": base64.b64encode(bytes(data)).decode()}
     response = http.post("/register_function", json=body)
     assert response.status_code == 400 and "FRAME" in response.json()["detail"], response.text
+
+
+def _wait_for(path: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_eviction_spares_an_env_in_use_and_an_evicted_env_installs_again(
+    tmp_path: Path,
+) -> None:
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "faas_envpkg", "1.0")
+    make_wheel(wheels, "faas_envpkg", "2.0")
+    envs = tmp_path / "envs"
+    env = {
+        "FAAS_ENV_DIR": str(envs),
+        "FAAS_PIP_NO_INDEX": "true",
+        "FAAS_PIP_FIND_LINKS": str(wheels),
+        "FAAS_ENV_CACHE_MAX_BYTES": "1",  # room for nothing but the newest
+    }
+    started, go = tmp_path / "started", tmp_path / "go"
+
+    def installed(version: str) -> int:
+        return len(list(envs.glob(f"*/*/faas_envpkg-{version}.dist-info")))
+
+    with (
+        make_platform(tmp_path, DispatchMode.PULL, workers=1, slots=2, env=env) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        one = register(http, version_once_allowed, ["faas_envpkg==1.0"])
+        running = execute(http, one, str(started), str(go))
+        _wait_for(started)  # a task runs in environment 1.0 and has not imported it yet
+        two = register(http, version_of_testpkg, ["faas_envpkg==2.0"])
+        views = wait_all(http, [execute(http, two)], timeout_s=120)
+        assert [deserialize(v["result"]) for v in views.values()] == ["2.0"]
+        assert installed("1.0") == 1  # in use: spared by the eviction after 2.0's install
+        go.touch()
+        views = wait_all(http, [running], timeout_s=60)
+        assert [deserialize(v["result"]) for v in views.values()] == ["1.0"]
+        three = register(http, bundled_value, bundles=[make_bundle({"envbundle.py": "VALUE = 7"})])
+        views = wait_all(http, [execute(http, three)], timeout_s=120)
+        assert [deserialize(v["result"]) for v in views.values()] == [7]
+        assert installed("1.0") == installed("2.0") == 0  # no longer in use: evicted
+        views = wait_all(http, [execute(http, one, str(started), str(go))], timeout_s=120)
+        assert [deserialize(v["result"]) for v in views.values()] == ["1.0"]
+        assert installed("1.0") == 1  # installed again before the task ran

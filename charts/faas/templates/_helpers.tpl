@@ -187,6 +187,8 @@ writable volume, since the root filesystem is read-only). */}}
 - name: PIP_CACHE_DIR
   value: /var/cache/faas/pip
 {{- with .Values.environments }}
+- name: FAAS_ENV_CACHE_MAX_BYTES
+  value: {{ .cache.maxBytes | int64 | quote }}
 {{- if .indexUrl }}
 - name: FAAS_PIP_INDEX_URL
   value: {{ .indexUrl | quote }}
