@@ -71,15 +71,20 @@ class TaskOptions(_Strict):
     )
 
 
-class ExecuteFunction(TaskOptions):
+class CallOptions(TaskOptions):
+    """A call without its payload: what a binary submit takes as query parameters."""
+
     function_id: str
-    payload: str = Field(description="base64 text of the pickled ((args...), {kwargs})")
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
         description="a second submit with the same key returns the first task",
     )
+
+
+class ExecuteFunction(CallOptions):
+    payload: str = Field(description="base64 text of the pickled ((args...), {kwargs})")
 
 
 class ExecuteBatch(TaskOptions):
