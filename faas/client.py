@@ -415,7 +415,7 @@ class Task:
         return _with_result_text(*self._poll(wait))
 
     def status(self) -> str:
-        return self.info()["status"]
+        return self._poll(0)[0]["status"]
 
     def done(self) -> bool:
         return self.status() in _TERMINAL
