@@ -41,6 +41,10 @@ def decode(text: str, *, max_bytes: int, max_opcodes: int = DEFAULT_MAX_OPCODES)
     return data
 
 
+class TooManyOpcodes(InvalidPayload):
+    """The pickle has more opcodes than the cap it was checked with."""
+
+
 def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None:
     """Raise InvalidPayload unless `data` is exactly one complete pickle stream of at
     most `max_opcodes` opcodes."""
@@ -49,7 +53,7 @@ def check_pickle(data: bytes, *, max_opcodes: int = DEFAULT_MAX_OPCODES) -> None
     try:
         for count, (opcode, _arg, pos) in enumerate(pickletools.genops(data), 1):
             if count > max_opcodes:
-                raise InvalidPayload(
+                raise TooManyOpcodes(
                     f"payload pickle has more than {max_opcodes} opcodes, the limit"
                     " (FAAS_MAX_PICKLE_OPCODES); send large data as bytes or arrays"
                 )

@@ -227,6 +227,14 @@ class Keys:
         """The tasks WAITING on `task_id` (dependents.lua builds this key too)."""
         return f"{self.prefix}:deps:{task_id}"
 
+    def blob(self, task_id: str, attempt: int | str) -> str:
+        """A large result staged by the dispatcher until finish.lua takes or drops it."""
+        return f"{self.prefix}:blob:{task_id}:{attempt}"
+
+    def result(self, task_id: str) -> str:
+        """A large result, kept apart from its task's hash (field `result_apart`)."""
+        return f"{self.prefix}:result:{task_id}"
+
 
 # -- Redis users: each component may run only the commands it sends ----------------
 #
@@ -249,7 +257,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # functions and names, bundles, submit.lua, task reads and listings, the status
     # view, cancel.lua, task output, completions
     "gateway": lambda k: (
-        "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
+        "multi exec discard hset hget hmget hgetall hstrlen hkeys hincrby hdel zadd zrange zrem"
         " zrevrangebyscore zremrangebyscore rpush lrange del set get exists expire xadd"
         " xack xdel xlen xpending getrange strlen publish subscribe unsubscribe sadd smembers",
         (
@@ -267,15 +275,17 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.cancels,
             k.logs("*"),
             k.dependents("*"),
+            k.result("*"),
         ),
         (k.done_channel,),
     ),
     # the queues (group, reads, start/finish/requeue.lua, nested calls through
-    # submit.lua), code, lease, lost workers and cancels, the status view, task output
+    # submit.lua), code, lease, lost workers and cancels, the status view, task output,
+    # large results (staged, then renamed by finish.lua)
     "dispatcher": lambda k: (
         "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending hmget hset hget hgetall"
-        " hincrby hdel exists expire publish get set pexpire del blpop lpop zadd"
-        " zremrangebyscore append rpush hstrlen sadd smembers",
+        " hkeys hstrlen hincrby hdel exists expire persist publish get set pexpire del"
+        " rename blpop lpop zadd zremrangebyscore append rpush sadd smembers",
         (
             k.queue,
             k.nested_queue,
@@ -291,6 +301,8 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.idempotency("*", "*"),
             k.logs("*"),
             k.dependents("*"),
+            k.blob("*", "*"),
+            k.result("*"),
         ),
         (k.done_channel,),
     ),
@@ -378,7 +390,10 @@ class Store:
     """Async access to the platform's Redis state (see the module docstring)."""
 
     inline_result_bytes = 64 * 1024
-    """Results up to this size travel inside the completion message."""
+    """Results up to this size travel inside the completion message; larger ones are
+    kept apart from the task's hash (see finish.lua) and read when asked for."""
+    staged_ttl_s = 600
+    """How long a staged result outlives a pipeline that broke before finish.lua ran."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, result_ttl_s: int = 86400) -> None:
         self.redis = client
@@ -611,15 +626,21 @@ class Store:
     async def get_tasks(
         self, task_ids: Sequence[str], *, with_result: bool = True
     ) -> list[TaskRecord | None]:
-        fields = [*self._TASK_FIELDS, "result"] if with_result else list(self._TASK_FIELDS)
+        fields = list(self._TASK_FIELDS)
+        if with_result:
+            fields += ["result", "result_apart"]
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hmget(self.keys.task(task_id), fields)
-            rows = await pipe.execute()
-        return [
-            _task_record(task_id, dict(zip(fields, row, strict=True)))
-            for task_id, row in zip(task_ids, rows, strict=True)
-        ]
+            rows = [dict(zip(fields, row, strict=True)) for row in await pipe.execute()]
+        apart = [(t, row) for t, row in zip(task_ids, rows, strict=True) if row.get("result_apart")]
+        if apart:  # large results: read once, only where there is one
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id, _row in apart:
+                    pipe.get(self.keys.result(task_id))
+                for (_task_id, row), result in zip(apart, await pipe.execute(), strict=True):
+                    row["result"] = result
+        return [_task_record(t, row) for t, row in zip(task_ids, rows, strict=True)]
 
     @_translated
     async def dependency_results(
@@ -806,19 +827,27 @@ class Store:
         output chunks (see `append_logs`), are appended first in the same round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             self._append_logs(pipe, logs)
+            verdicts = []  # where each outcome's finish.lua reply will be
             for o in outcomes:
+                staged = len(o.result) > self.inline_result_bytes
+                if staged:  # a plain SET: the script never copies it (see finish.lua)
+                    blob = self.keys.blob(o.task_id, o.attempt)
+                    pipe.set(blob, o.result, ex=self.staged_ttl_s)
+                verdicts.append(len(pipe))
                 await self._finish(
                     keys=[
                         self.keys.task(o.task_id),
                         self.keys.queue_of(o.depth),
                         self.keys.unfinished,
+                        self.keys.blob(o.task_id, o.attempt),
+                        self.keys.result(o.task_id),
                     ],
                     args=[
                         GROUP,
                         o.entry_id,
                         o.attempt,
                         o.status.value,
-                        o.result,
+                        b"" if staged else o.result,
                         o.error,
                         o.error_kind.value if o.error_kind else "",
                         now_ms(),
@@ -826,6 +855,7 @@ class Store:
                         self.keys.done_channel,
                         o.task_id,
                         self.inline_result_bytes,
+                        int(staged),
                     ],
                     client=pipe,
                 )
@@ -833,8 +863,7 @@ class Store:
                 for o in outcomes:
                     pipe.expire(self.keys.logs(o.task_id), self.result_ttl_s)
             replies = await pipe.execute()
-            first = len(replies) - len(outcomes) - (len(outcomes) if self.result_ttl_s else 0)
-            return [bool(flag) for flag in replies[first : first + len(outcomes)]]
+            return [bool(replies[i]) for i in verdicts]
 
     @_translated
     async def requeue(

@@ -32,7 +32,7 @@ from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import cloudpickle
 import httpx
@@ -52,6 +52,15 @@ from faas.modules import source_texts, user_modules
 DEFAULT_URL = "http://127.0.0.1:8000"
 _TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 _POLL_S = 30.0  # one long-poll request; the gateway may cap it lower
+OCTET_STREAM = "application/octet-stream"
+_HEADER_FIELDS: dict[str, Callable[[str], Any]] = {
+    "task_id": str, "status": str, "function_id": str, "attempt": int, "max_attempts": int,
+    "deadline_s": float, "queued_at_ms": int, "started_at_ms": int, "finished_at_ms": int,
+    "worker_id": str, "error": unquote, "error_kind": str,
+}  # fmt: skip
+"""Fields of a binary answer's X-Faas-* headers, and how to read each."""
+_Seen = tuple[dict[str, Any], bytes | None]
+"""A task's view and its raw result pickle when that came apart (None: in the view)."""
 
 
 def dumps(obj: object) -> str:
@@ -159,12 +168,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise GatewayUnreachable(self.url, exc) from None
         _raise_for_status(response)
+        return response
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         try:
             return response.json() if response.content else None
         except ValueError:
@@ -172,6 +185,26 @@ class Client:
                 f"{self.url} answered {method} {path} with something other than JSON:"
                 " is it a faas gateway?"
             ) from None
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """A task request in binary form: `content` is sent as a raw pickle, and the
+        answer is (the task's view, its raw result pickle or None). The view's
+        `result` is None when the raw result came apart; a JSON answer (the
+        gateway's fallback for long errors) has it as base64 text, as usual."""
+        headers = {"accept": f"{OCTET_STREAM}, application/json"}
+        if content is not None:
+            headers["content-type"] = OCTET_STREAM
+        response = self._send(method, path, content=content, params=params, headers=headers)
+        if not response.headers.get("content-type", "").startswith(OCTET_STREAM):
+            return response.json(), None
+        return _header_view(response.headers), response.content or None
 
     def events(self, path: str, **params: str) -> Iterator[tuple[str, str]]:
         """(event, data) pairs of a server-sent event stream, until it ends."""
@@ -300,19 +333,36 @@ class RemoteFunction:
 
     def run(self, *args: Any, **kwargs: Any) -> Task:
         """Submit and wait in one request (up to one long-poll); the task, ended or not."""
-        body = self._call_body(args, kwargs)
-        view = self.client.request("POST", "/v1/tasks", params={"wait": _POLL_S}, json=body)
-        return Task(self.client, view["task_id"], view)
+        return self._submit(args, kwargs, wait=_POLL_S)
 
     def submit(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Task:
         """Queue a call; returns its task. Tasks among the arguments (futures, see
         `faas.futures`) make it wait for them, holding no slot, and stand for their
         results when it runs."""
-        body = self._call_body(args, kwargs)
+        return self._submit(args, kwargs, idempotency_key=idempotency_key)
+
+    def _submit(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        wait: float = 0,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        with futures.collecting() as depends_on:
+            content = cloudpickle.dumps((args, kwargs))
+        if depends_on:  # JSON carries the list of tasks it waits for
+            body = self._call_body(args, kwargs)
+            if idempotency_key:
+                body["idempotency_key"] = idempotency_key
+            view = self.client.request("POST", "/v1/tasks", params={"wait": wait}, json=body)
+            return Task(self.client, view["task_id"], view)
+        # Binary: the raw pickle goes as the body, no base64 or JSON either way.
+        params = {"function_id": self.id, "wait": wait, **self._options}
         if idempotency_key:
-            body["idempotency_key"] = idempotency_key
-        view = self.client.request("POST", "/execute_function", json=body)
-        return Task(self.client, view["task_id"])
+            params["idempotency_key"] = idempotency_key
+        view, raw = self.client.exchange("POST", "/v1/tasks", params=params, content=content)
+        return Task(self.client, view["task_id"], view, raw)
 
     def _call_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         with futures.collecting() as depends_on:
@@ -366,10 +416,18 @@ class RemoteFunction:
 class Task:
     """A submitted call."""
 
-    def __init__(self, client: Client, task_id: str, view: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_id: str,
+        view: dict[str, Any] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         self.client = client
         self.id = task_id
-        self._view = view if view and view.get("status") in _TERMINAL else None
+        self._ended: _Seen | None = None  # kept once ended: it no longer changes
+        if view and view.get("status") in _TERMINAL:
+            self._ended = (view, raw)
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
@@ -380,41 +438,47 @@ class Task:
 
     def info(self, *, wait: float = 0) -> dict[str, Any]:
         """Everything the gateway knows: status, attempts, timestamps, worker, error."""
-        if self._view is not None:
-            return self._view
-        view = self.client.request("GET", f"/v1/tasks/{self.id}", params={"wait": wait})
-        if view["status"] in _TERMINAL:
-            self._view = view
-        return view
+        return _with_result_text(*self._poll(wait))
 
     def status(self) -> str:
-        return self.info()["status"]
+        return self._poll(0)[0]["status"]
 
     def done(self) -> bool:
         return self.status() in _TERMINAL
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """The ended task's view; ResultTimeout if it has not ended within `timeout` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _POLL_S if deadline is None else max(0.0, deadline - time.monotonic())
-            view = self.info(wait=min(left, _POLL_S))
-            if view["status"] in _TERMINAL:
-                return view
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(f"task {self.id} still {view['status']} after {timeout:g} s")
+        return _with_result_text(*self._wait(timeout))
 
     def result(self, timeout: float | None = None) -> Any:
         """The value; raises the function's own exception, WorkerFailure for other
         failures, TaskCancelled if it was cancelled, ResultTimeout if the task has
         not ended within `timeout` seconds."""
-        return unwrap(self.wait(timeout))
+        return unwrap(*self._wait(timeout))
+
+    def _poll(self, wait: float) -> _Seen:
+        if self._ended is not None:
+            return self._ended
+        seen = self.client.exchange("GET", f"/v1/tasks/{self.id}", params={"wait": wait})
+        if seen[0]["status"] in _TERMINAL:
+            self._ended = seen
+        return seen
+
+    def _wait(self, timeout: float | None) -> _Seen:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _POLL_S if deadline is None else max(0.0, deadline - time.monotonic())
+            view, raw = self._poll(min(left, _POLL_S))
+            if view["status"] in _TERMINAL:
+                return view, raw
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"task {self.id} still {view['status']} after {timeout:g} s")
 
     def cancel(self) -> dict[str, Any]:
         """Cancel the task: queued, it never starts; running, it is killed. Returns its
         view afterwards: CANCELLED, or the end it already had (then nothing changes)."""
         view = self.client.request("DELETE", f"/v1/tasks/{self.id}")
-        self._view = view if view["status"] in _TERMINAL else None
+        self._ended = (view, None) if view["status"] in _TERMINAL else None
         return view
 
     def logs(self) -> str:
@@ -440,14 +504,17 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise ApiError(response.status_code, str(detail))
 
 
-def unwrap(view: dict[str, Any]) -> Any:
-    """Value of a finished task view, or raise what it failed with."""
+def unwrap(view: dict[str, Any], raw: bytes | None = None) -> Any:
+    """Value of a finished task view, or raise what it failed with. `raw`, the
+    result pickle when it came apart from the view (see `Client.exchange`)."""
+    if raw is None and view.get("result"):
+        raw = base64.b64decode(view["result"])
     if view["status"] == "COMPLETED":
-        return loads(view["result"])
+        return pickle.loads(raw) if raw is not None else None
     if view["status"] == "CANCELLED":
         raise TaskCancelled(view["task_id"])
-    if view.get("error_kind") == "user" and view.get("result"):
-        exc = loads(view["result"])
+    if view.get("error_kind") == "user" and raw:
+        exc = pickle.loads(raw)
         if isinstance(exc, BaseException):
             if view.get("error"):
                 exc.add_note(f"remote traceback (task {view['task_id']}):\n{view['error']}")
@@ -455,6 +522,20 @@ def unwrap(view: dict[str, Any]) -> Any:
     raise WorkerFailure(
         view["task_id"], view.get("error_kind") or "unknown", view.get("error") or "failed"
     )
+
+
+def _header_view(headers: httpx.Headers) -> dict[str, Any]:
+    """A task view from the X-Faas-* headers of a binary answer (gateway/binary.py)."""
+    view: dict[str, Any] = {"result": None}
+    for field, kind in _HEADER_FIELDS.items():
+        value = headers.get("x-faas-" + field.replace("_", "-"))
+        view[field] = None if value is None else kind(value)
+    return view
+
+
+def _with_result_text(view: dict[str, Any], raw: bytes | None) -> dict[str, Any]:
+    """The view as JSON answers have it: the result as base64 text."""
+    return view if raw is None else {**view, "result": base64.b64encode(raw).decode("ascii")}
 
 
 def wait_all(

@@ -16,19 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from common import payloads
 from common.errors import InvalidPayload
 
+R = TypeVar("R")
+
 INLINE_CHARS = 16 * 1024
 """Payload text up to this size (a few ms of checking at worst) is checked in place."""
+INLINE_OPCODES = 10_000
+"""Raw pickles are first checked in place up to this many opcodes (~2 ms): a large
+pickle of one bytes object or array is a handful of opcodes, checked at once without
+copying it to another process; only one with more opcodes goes there."""
 
 
 def decode_all(texts: Sequence[str], max_bytes: int, max_opcodes: int) -> list[bytes]:
     return [payloads.decode(t, max_bytes=max_bytes, max_opcodes=max_opcodes) for t in texts]
+
+
+def check_raw(data: bytes, max_opcodes: int) -> bytes:
+    payloads.check_pickle(data, max_opcodes=max_opcodes)
+    return data
 
 
 class PayloadChecker:
@@ -42,13 +54,27 @@ class PayloadChecker:
         """The payloads' bytes, or InvalidPayload naming what is wrong."""
         if sum(len(t) for t in texts) <= INLINE_CHARS:
             return decode_all(texts, self.max_bytes, self.max_opcodes)
+        return await self._in_process(decode_all, texts, self.max_bytes, self.max_opcodes)
+
+    async def check(self, data: bytes) -> bytes:
+        """A raw pickle (no base64), checked the same way: `data`, or InvalidPayload."""
+        if not data:
+            raise InvalidPayload("payload is empty")
+        if len(data) > self.max_bytes:
+            raise InvalidPayload(f"payload is larger than {self.max_bytes} bytes")
+        try:
+            return check_raw(data, min(INLINE_OPCODES, self.max_opcodes))
+        except payloads.TooManyOpcodes:
+            if self.max_opcodes <= INLINE_OPCODES:
+                raise
+        return await self._in_process(check_raw, data, self.max_opcodes)
+
+    async def _in_process(self, check: Callable[..., R], *args: Any) -> R:
         for _attempt in range(2):  # a pool whose process died is replaced once
             pool = self._pool or self._start()
             loop = asyncio.get_running_loop()
             try:  # submit raises it too, once the pool knows it is broken
-                return await loop.run_in_executor(
-                    pool, decode_all, texts, self.max_bytes, self.max_opcodes
-                )
+                return await loop.run_in_executor(pool, check, *args)
             except BrokenProcessPool:
                 if self._pool is pool:
                     self._pool = None

@@ -71,9 +71,10 @@ class TaskOptions(_Strict):
     )
 
 
-class ExecuteFunction(TaskOptions):
+class CallOptions(TaskOptions):
+    """A call without its payload: what a binary submit takes as query parameters."""
+
     function_id: str
-    payload: str = Field(description="base64 text of the pickled ((args...), {kwargs})")
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -87,6 +88,10 @@ class ExecuteFunction(TaskOptions):
         "the task waits (WAITING, holding no worker) until they complete, and fails "
         "with error_kind dependency_failed if one fails or is cancelled",
     )
+
+
+class ExecuteFunction(CallOptions):
+    payload: str = Field(description="base64 text of the pickled ((args...), {kwargs})")
 
 
 class ExecuteBatch(TaskOptions):

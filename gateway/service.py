@@ -28,7 +28,7 @@ from gateway.environments import (
     unavailable_warnings,
     zip_names,
 )
-from gateway.schemas import ExecuteFunction
+from gateway.schemas import CallOptions
 from gateway.settings import GatewaySettings
 
 READ_SLICE = 500
@@ -103,16 +103,43 @@ class TaskService:
         task_ids: Sequence[str] | None = None,
         depends_on: Sequence[str] = (),
     ) -> list[str]:
+        """Queue calls whose payloads are base64 text; returns the accepted ids."""
+        if len(texts) > self.settings.max_batch_size:
+            raise InvalidPayload(f"a batch holds at most {self.settings.max_batch_size} tasks")
+        return await self.submit_checked(
+            function_id,
+            await self.decode(texts),
+            deadline_s=deadline_s,
+            max_attempts=max_attempts,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+            task_ids=task_ids,
+            depends_on=depends_on,
+        )
+
+    async def submit_checked(
+        self,
+        function_id: str,
+        args: Sequence[bytes],
+        *,
+        deadline_s: float | None,
+        max_attempts: int | None,
+        tenant: Tenant,
+        idempotency_key: str | None = None,
+        task_ids: Sequence[str] | None = None,
+        depends_on: Sequence[str] = (),
+    ) -> list[str]:
+        """Queue calls whose payloads passed the checker (`decode` or `check`); with
+        `depends_on` (tasks as arguments, see `faas.futures`) they wait for those."""
         function_id = check_id(function_id, "function_id")
         depends_on = [check_id(d, "depends_on") for d in depends_on]
-        if len(texts) > self.settings.max_batch_size:
+        if len(args) > self.settings.max_batch_size:
             raise InvalidPayload(f"a batch holds at most {self.settings.max_batch_size} tasks")
         deadline = deadline_s or self.settings.default_deadline_s
         if deadline > self.settings.max_deadline_s:
             raise InvalidPayload(f"deadline_s is at most {self.settings.max_deadline_s:g}")
         attempts = max_attempts or self.settings.default_max_attempts
-        args = await self.decode(texts)
-        ids = list(task_ids) if task_ids is not None else [new_id() for _ in texts]
+        ids = list(task_ids) if task_ids is not None else [new_id() for _ in args]
         accepted = await self.store.submit(
             function_id,
             list(zip(ids, args, strict=True)),
@@ -131,13 +158,23 @@ class TaskService:
         return accepted
 
     async def submit_call(
-        self, body: ExecuteFunction, *, tenant: Tenant, task_id: str | None = None
+        self,
+        body: CallOptions,
+        payload: str | bytes,
+        *,
+        tenant: Tenant,
+        task_id: str | None = None,
     ) -> str:
-        """Queue one call as the API describes it; returns its task id (an earlier
-        task's when the idempotency key was seen before)."""
-        (accepted,) = await self.submit(
+        """Queue one call as the API describes it, its payload base64 text or a raw
+        pickle (checked here); returns its task id (an earlier task's when the
+        idempotency key was seen before)."""
+        if isinstance(payload, bytes):
+            args = [await self.checker.check(payload)]
+        else:
+            args = await self.decode([payload])
+        (accepted,) = await self.submit_checked(
             body.function_id,
-            [body.payload],
+            args,
             deadline_s=body.deadline_s,
             max_attempts=body.max_attempts,
             tenant=tenant,

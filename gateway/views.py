@@ -33,11 +33,13 @@ def result_view(record: TaskRecord) -> dict[str, Any]:
     return {**status_view(record), "result": result_text(record)}
 
 
-def task_view(record: TaskRecord) -> dict[str, Any]:
+def task_view(record: TaskRecord, *, with_result: bool = True) -> dict[str, Any]:
+    """The /v1 view; `with_result=False` leaves the `result` key out."""
+    result = {"result": result_text(record)} if with_result else {}
     return {
         "task_id": record.task_id,
         "status": record.status.value,
-        "result": result_text(record),
+        **result,
         "function_id": record.function_id,
         "attempt": record.attempt,
         "max_attempts": record.max_attempts,

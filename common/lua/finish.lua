@@ -14,16 +14,40 @@ ARGV[9]  TTL of the finished task in seconds (0: keep forever)
 ARGV[10] notification channel <p>:done
 ARGV[11] task_id
 ARGV[12] largest result published inline (bytes)
+ARGV[13] '1' if the result was staged under KEYS[4] (ARGV[5] is then ''), else '0'
+KEYS[4]  staged result  <p>:blob:<task_id>:<attempt>
+KEYS[5]  result kept apart  <p>:result:<task_id>
+A large result is not an argument here: the caller SETs it under KEYS[4] in the same
+pipeline, and this script, once the fence passes, RENAMEs it to KEYS[5] (no copy) and
+marks the task `result_apart`; a stale attempt's staged result is deleted instead.
 Returns 1 if committed; 0 if the task is unknown, already terminal (a cancelled task
 too), or at another attempt (a late result from a worker presumed dead), in which case
 nothing changes.
 ]]
+local staged = ARGV[13] == '1'
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 if not h[1] or TERMINAL[h[1]] or h[2] ~= ARGV[3] then
+  if staged then
+    redis.call('DEL', KEYS[4])
+  end
   return 0
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
-end_task(KEYS[1], KEYS[3], {'status', ARGV[4], 'result', ARGV[5], 'error', ARGV[6],
-  'error_kind', ARGV[7], 'finished_ms', ARGV[8]}, ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+local fields = {'status', ARGV[4], 'error', ARGV[6], 'error_kind', ARGV[7],
+  'finished_ms', ARGV[8]}
+if staged then
+  redis.call('RENAME', KEYS[4], KEYS[5])
+  if tonumber(ARGV[9]) > 0 then  -- lives exactly as long as the task record
+    redis.call('EXPIRE', KEYS[5], ARGV[9])
+  else
+    redis.call('PERSIST', KEYS[5])
+  end
+  fields[#fields + 1] = 'result_apart'
+  fields[#fields + 1] = '1'
+else
+  fields[#fields + 1] = 'result'
+  fields[#fields + 1] = ARGV[5]
+end
+end_task(KEYS[1], KEYS[3], fields, ARGV[9], ARGV[10], ARGV[11], ARGV[12])
 return 1

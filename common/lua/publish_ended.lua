@@ -6,19 +6,24 @@ end (a counter, an index) goes there; `end_task` also releases the tasks waiting
 TERMINAL: the statuses a task never leaves.
 publish_ended: publishes the ended task's fields to the notification channel as a
 msgpack array {task_id, field, value, field, value, ...}, leaving out `result` when it
-is longer than inline_max bytes (the waiter then reads it). Waiters need no extra
-round trip.
+is longer than inline_max bytes (the waiter then reads it), without copying it into
+Lua then. Waiters of small results need no extra round trip.
 ]]
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
 local function publish_ended(task_key, channel, task_id, inline_max)
-  local fields = redis.call('HGETALL', task_key)
-  local message = {task_id}
-  for i = 1, #fields, 2 do
-    if fields[i] ~= 'result' or #fields[i + 1] <= inline_max then
-      message[#message + 1] = fields[i]
-      message[#message + 1] = fields[i + 1]
+  local large = redis.call('HSTRLEN', task_key, 'result') > inline_max
+  local names = {}
+  for _, name in ipairs(redis.call('HKEYS', task_key)) do
+    if name ~= 'result' or not large then
+      names[#names + 1] = name
     end
+  end
+  local values = redis.call('HMGET', task_key, unpack(names))
+  local message = {task_id}
+  for i = 1, #names do
+    message[#message + 1] = names[i]
+    message[#message + 1] = values[i]
   end
   redis.call('PUBLISH', channel, cmsgpack.pack(message))
 end

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from common.errors import TaskNotFound
-from common.models import new_id
-from gateway import logs
+from common.models import TaskRecord, new_id
+from gateway import binary, logs
 from gateway.deps import service as get_service
 from gateway.deps import tenant as get_tenant
-from gateway.routes import FastJSON, FastRoute
+from gateway.routes import FastJSON, FastRoute, binary_form
 from gateway.schemas import (
     BatchCreated,
+    CallOptions,
     CancelTasks,
     ErrorBody,
     ExecuteBatch,
@@ -29,6 +30,7 @@ from gateway.views import function_view, task_view
 
 router = APIRouter(prefix="/v1", tags=["v1"], route_class=FastRoute)
 _ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+_BINARY_ERRORS = {**_ERRORS, 200: binary.RESPONSE_DOC, 201: binary.RESPONSE_DOC}
 _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
 
 
@@ -77,20 +79,45 @@ async def delete_function(function_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/tasks", status_code=201, response_model=TaskView, responses=_ERRORS)
-async def submit_task(body: ExecuteFunction, request: Request, wait: float = _WAIT) -> FastJSON:
-    """Queue one call; with `wait`, answer when it ended: a synchronous call in one request."""
+@router.post("/tasks", status_code=201, response_model=TaskView, responses=_BINARY_ERRORS,
+             openapi_extra=binary.SUBMIT_DOC)  # fmt: skip
+async def submit_task(body: ExecuteFunction, request: Request, wait: float = _WAIT) -> Response:
+    """Queue one call; with `wait`, answer when it ended: a synchronous call in one request.
+    The body may instead be the raw args pickle (`application/octet-stream`), the other
+    fields then query parameters; with `accept: application/octet-stream` the answer
+    is the raw result pickle, the task's fields in `X-Faas-*` headers."""
+    record = await _submit_and_wait(request, body, body.payload, wait)
+    return _task_answer(request, record, status_code=201)
+
+
+@binary_form(submit_task)
+async def submit_task_binary(request: Request) -> Response:
+    call = binary.call_options(request)
+    record = await _submit_and_wait(request, call, await request.body(), call.wait)
+    return _task_answer(request, record, status_code=201)
+
+
+async def _submit_and_wait(
+    request: Request, call: CallOptions, payload: str | bytes, wait: float
+) -> TaskRecord:
     service, tenant = get_service(request), get_tenant(request)
     task_id = new_id()
     with service.hub.watch([task_id]) as watch:  # before submitting: the end cannot be missed
-        accepted = await service.submit_call(body, tenant=tenant, task_id=task_id)
+        accepted = await service.submit_call(call, payload, tenant=tenant, task_id=task_id)
         # An idempotency key may have returned an older task: that one is read first.
         fresh = watch if accepted == task_id else None
         wait_s = service.clamp_wait(wait)
         (record,) = await service.wait_many([accepted], wait_s, tenant=tenant, watch=fresh)
     if record is None:
         raise TaskNotFound(accepted)
-    return FastJSON(task_view(record), status_code=201)
+    return record
+
+
+def _task_answer(request: Request, record: TaskRecord, *, status_code: int = 200) -> Response:
+    """The task as JSON, or in binary form if the client accepts it."""
+    if binary.wants_binary(request):
+        return binary.task_response(record, status_code=status_code)
+    return FastJSON(task_view(record), status_code=status_code)
 
 
 @router.post("/tasks/batch", status_code=201, response_model=BatchCreated, responses=_ERRORS)
@@ -107,12 +134,13 @@ async def submit_batch(body: ExecuteBatch, request: Request) -> FastJSON:
     return FastJSON({"task_ids": task_ids}, status_code=201)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskView, responses=_ERRORS)
-async def get_task(task_id: str, request: Request, wait: float = _WAIT) -> FastJSON:
-    """Everything about a task: status, result, attempts, timestamps, worker, error."""
+@router.get("/tasks/{task_id}", response_model=TaskView, responses=_BINARY_ERRORS)
+async def get_task(task_id: str, request: Request, wait: float = _WAIT) -> Response:
+    """Everything about a task: status, result, attempts, timestamps, worker, error.
+    With `accept: application/octet-stream`, the raw result pickle and `X-Faas-*` headers."""
     service = get_service(request)
     record = await service.wait(task_id, service.clamp_wait(wait), tenant=get_tenant(request))
-    return FastJSON(task_view(record))
+    return _task_answer(request, record)
 
 
 @router.get("/tasks/{task_id}/logs", response_model=TaskLogs, responses=_ERRORS)

@@ -34,10 +34,15 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _post_unauthenticated(port: int, size: int) -> bytes:
+def _post_unauthenticated(
+    port: int,
+    size: int,
+    target: str = "/register_function",
+    content_type: str = "application/json",
+) -> bytes:
     """Announce and send a large body without a key; returns what the server said."""
     head = (
-        f"POST /register_function HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {size}\r\n\r\n"
     ).encode()
     chunk = b"A" * 2**20
@@ -57,16 +62,27 @@ def _post_unauthenticated(port: int, size: int) -> bytes:
     return answer
 
 
+@pytest.mark.parametrize(
+    ("target", "content_type"),
+    [
+        ("/register_function", "application/json"),
+        ("/v1/tasks?function_id=00000000-0000-4000-8000-000000000000&wait=30",
+         "application/octet-stream"),
+    ],
+    ids=["json", "binary"],
+)  # fmt: skip
 def test_unauthenticated_uploads_are_refused_before_the_body_is_read(
-    platform: LocalPlatform,
+    platform: LocalPlatform, target: str, content_type: str
 ) -> None:
     assert platform.gateway is not None and platform.gateway.popen is not None
     pid = platform.gateway.popen.pid  # one server process: uvicorn runs in it
     port = platform.config.port
-    _post_unauthenticated(port, 2**20)  # warm up whatever a first request allocates
+    _post_unauthenticated(
+        port, 2**20, target, content_type
+    )  # warm up whatever a first request allocates
     before = _rss_kib(pid)
     for _ in range(10):
-        answer = _post_unauthenticated(port, BODY_BYTES)
+        answer = _post_unauthenticated(port, BODY_BYTES, target, content_type)
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
         assert b"API key" in answer
     grown_mib = (_rss_kib(pid) - before) / 1024

@@ -192,3 +192,58 @@ def test_a_store_call_can_always_be_cancelled(redis_url: str) -> None:
         return swallowed
 
     assert asyncio.run(main()) == 0, "cancellations were swallowed"
+
+
+def test_a_stale_attempts_large_result_never_overwrites_the_committed_one(redis_url: str) -> None:
+    """Large results are staged under their own key and renamed by finish.lua only
+    when the fence passes; a stale attempt's staged result is deleted, never kept."""
+    big = Store.inline_result_bytes + 1
+
+    async def scenario(store: Store) -> None:
+        entry = await submit_one(store)
+        await store.mark_started([(entry.task_id, 1, "w1")])
+        assert await store.requeue(entry, error="lost", failure=b"") == "requeued"
+        (retry,) = await store.read_queue(count=10, block_ms=100)
+        await store.mark_started([(retry.task_id, 2, "w2")])
+        right, late = b"r" * big, b"l" * big
+        assert await store.finish([done(retry, right)]) == [True]
+        assert await store.finish([done(entry, late)]) == [False]  # attempt 1, presumed dead
+        assert await store.finish([done(retry, late)]) == [False]  # attempt 2, again
+        record = await store.get_task(entry.task_id)
+        assert record is not None and pickle.loads(record.result) == right
+        keys = store.keys
+        assert not await store.redis.exists(
+            keys.blob(entry.task_id, 1), keys.blob(entry.task_id, 2)
+        )
+        # kept apart from the hash, for exactly as long as the task record
+        assert not await store.redis.hexists(keys.task(entry.task_id), "result")
+        assert 0 < await store.redis.ttl(keys.result(entry.task_id)) <= store.result_ttl_s
+
+    run(redis_url, scenario)
+
+
+def test_large_and_small_results_in_one_finish(redis_url: str) -> None:
+    """Replies are matched to their outcomes even with staging SETs between them, and
+    the completion message leaves a large result out (the waiter reads it once)."""
+
+    async def scenario(store: Store) -> None:
+        entries = [await submit_one(store) for _ in range(3)]
+        await store.mark_started([(e.task_id, 1, "w") for e in entries])
+        values = [b"s", b"L" * (Store.inline_result_bytes * 2), b"t"]
+        messages = store.completions()
+        assert await anext(messages) is None  # subscribed
+        outcomes = [done(e, v) for e, v in zip(entries, values, strict=True)]
+        outcomes.append(done(entries[1], b"again"))  # stale: already committed above
+        assert await store.finish(outcomes) == [True, True, True, False]
+        ended = {}
+        while len(ended) < 3:
+            message = await asyncio.wait_for(anext(messages), 5)
+            assert message is not None
+            ended[message.task_id] = message.record
+        assert ended[entries[1].task_id] is None  # too large to publish: read it
+        assert pickle.loads(ended[entries[0].task_id].result) == b"s"
+        records = await store.get_tasks([e.task_id for e in entries])
+        assert [pickle.loads(r.result) for r in records if r is not None] == values
+        await messages.aclose()
+
+    run(redis_url, scenario)

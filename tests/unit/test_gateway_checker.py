@@ -53,3 +53,29 @@ def test_small_in_place_large_in_a_process_and_a_dead_process_is_replaced() -> N
             checker.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_raw_pickles_are_checked_in_place_unless_they_have_many_opcodes() -> None:
+    from gateway.checker import INLINE_OPCODES
+
+    large_bytes = pickle.dumps(((os.urandom(2**20),), {}))  # a few opcodes
+    many = pickle.dumps(list(range(INLINE_OPCODES)))
+
+    async def scenario() -> None:
+        checker = PayloadChecker(max_bytes=2**24, max_opcodes=10**6, processes=1)
+        try:
+            assert await checker.check(large_bytes) == large_bytes
+            assert checker._pool is None  # one bytes object: no process needed
+            assert await checker.check(many) == many
+            assert checker._pool is not None  # past the in-place budget: checked there
+            for bad, why in [(b"", "empty"), (b"junk", "pickle"), (many + b"x", "trailing"),
+                             (b"\x80\x04" + b"N" * (10**6 + 1) + b".", "opcodes")]:  # fmt: skip
+                with pytest.raises(InvalidPayload, match=why):
+                    await checker.check(bad)
+            small = PayloadChecker(max_bytes=10, max_opcodes=10**6, processes=1)
+            with pytest.raises(InvalidPayload, match="larger than 10 bytes"):
+                await small.check(large_bytes)
+        finally:
+            checker.close()
+
+    asyncio.run(scenario())

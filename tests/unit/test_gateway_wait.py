@@ -53,7 +53,7 @@ def test_a_task_that_ends_during_submit_is_answered_at_once_without_a_read() -> 
         task_id = str(uuid.uuid4())
         body = ExecuteFunction(function_id=str(uuid.uuid4()), payload=PAYLOAD)
         with hub.watch([task_id]) as watch:
-            accepted = await svc.submit_call(body, tenant=TENANT, task_id=task_id)
+            accepted = await svc.submit_call(body, body.payload, tenant=TENANT, task_id=task_id)
             (found,) = await asyncio.wait_for(
                 svc.wait_many([accepted], 30, tenant=TENANT, watch=watch), 2
             )
