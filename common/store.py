@@ -246,8 +246,8 @@ COMPONENTS = ("gateway", "dispatcher", "controller")
 ADMIN_USER = "admin"
 """Everything allowed; for operators and probes, never given to a component."""
 
-# Every client: health checks, and running this module's scripts (redis-py sends
-# EVALSHA, and SCRIPT EXISTS/LOAD when Redis does not know a script yet).
+# Every client: health checks, and running this module's scripts (EVALSHA, and SCRIPT
+# LOAD when Redis does not know one yet; SCRIPT EXISTS only for redis-py's own).
 _BASE_COMMANDS = "ping eval evalsha script|load script|exists"
 
 # component -> (commands, key patterns, pub/sub channels); `k` is a Keys with "*"
@@ -370,12 +370,45 @@ end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
+_FUNCTION_INFO = """
+local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms', 'tenant')
+return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload'), h[3]}
+"""
 _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+class _Script:
+    """A Lua script run by EVALSHA alone. redis-py's `register_script` sends SCRIPT
+    EXISTS before every pipeline that runs a script: one more round trip per commit on
+    the dispatcher's hot path. This one sends SCRIPT LOAD only when Redis answers
+    NOSCRIPT (first use, or after a restart or SCRIPT FLUSH), then runs it again once."""
+
+    def __init__(self, client: aioredis.Redis, text: str) -> None:
+        self.client = client
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # what SCRIPT LOAD answers
+
+    async def __call__(
+        self, *, keys: Sequence[Any], args: Sequence[Any], client: Any = None
+    ) -> Any:
+        """Run it; with a pipeline as `client`, queue it there (run it with
+        `Store._execute`, which handles NOSCRIPT)."""
+        if client is not None:
+            client.evalsha(self.sha, len(keys), *keys, *args)
+            return None
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            await self.load()
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        await self.client.script_load(self.text)
 
 
 def _text(value: bytes | None) -> str | None:
@@ -399,14 +432,40 @@ class Store:
         self.redis = client
         self.keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
-        self._submit = client.register_script(_load_script("submit.lua", publishes=True))
-        self._start = client.register_script(_load_script("start.lua"))
-        self._finish = client.register_script(_load_script("finish.lua", publishes=True))
-        self._requeue = client.register_script(_load_script("requeue.lua", publishes=True))
-        self._cancel = client.register_script(_load_script("cancel.lua", publishes=True))
-        self._renew = client.register_script(_RENEW_LEASE)
-        self._release = client.register_script(_RELEASE_LEASE)
-        self._delete_function = client.register_script(_DELETE_FUNCTION)
+        self._scripts: dict[str, _Script] = {}  # by sha, to load them again after NOSCRIPT
+        self._submit = self._script(_load_script("submit.lua", publishes=True))
+        self._start = self._script(_load_script("start.lua"))
+        self._finish = self._script(_load_script("finish.lua", publishes=True))
+        self._requeue = self._script(_load_script("requeue.lua", publishes=True))
+        self._cancel = self._script(_load_script("cancel.lua", publishes=True))
+        self._renew = self._script(_RENEW_LEASE)
+        self._release = self._script(_RELEASE_LEASE)
+        self._delete_function = self._script(_DELETE_FUNCTION)
+        self._function_info = self._script(_FUNCTION_INFO)
+
+    def _script(self, text: str) -> _Script:
+        script = _Script(self.redis, text)
+        self._scripts[script.sha] = script
+        return script
+
+    async def _execute(self, pipe: Any) -> list[Any]:
+        """`pipe.execute()` for a pipeline that runs scripts: a script Redis does not
+        know (NOSCRIPT) is loaded and that command alone runs again, once; the others
+        already ran. Then the first error, if any, is raised as `execute` would."""
+        stack = [args for args, _ in pipe.command_stack]
+        replies = await pipe.execute(raise_on_error=False)
+        loaded: set[str] = set()
+        for i, reply in enumerate(replies):
+            if isinstance(reply, redis_errors.NoScriptError):
+                sha = str(stack[i][1])
+                if sha not in loaded:
+                    await self._scripts[sha].load()
+                    loaded.add(sha)
+                replies[i] = await self.redis.execute_command(*stack[i])
+        for reply in replies:
+            if isinstance(reply, redis_errors.ResponseError):
+                raise reply
+        return replies
 
     @classmethod
     def from_url(
@@ -479,11 +538,8 @@ class Store:
     ) -> FunctionRecord:
         """The function if it exists and is `tenant`'s; else FunctionNotFound, the same
         for both, so another tenant's ids cannot be probed."""
-        name, created, size, owner = await self.redis.eval(
-            "local h = redis.call('HMGET', KEYS[1], 'name', 'created_ms', 'tenant')"
-            " return {h[1], h[2], redis.call('HSTRLEN', KEYS[1], 'payload'), h[3]}",
-            1,
-            self.keys.function(function_id),
+        name, created, size, owner = await self._function_info(
+            keys=[self.keys.function(function_id)], args=[]
         )
         if name is None or (_text(owner) or DEFAULT_TENANT) != tenant:
             raise FunctionNotFound(function_id)
@@ -862,7 +918,7 @@ class Store:
             if self.result_ttl_s:  # the logs last as long as the record they belong to
                 for o in outcomes:
                     pipe.expire(self.keys.logs(o.task_id), self.result_ttl_s)
-            replies = await pipe.execute()
+            replies = await self._execute(pipe)
             return [bool(replies[i]) for i in verdicts]
 
     @_translated

@@ -246,4 +246,29 @@ def test_large_and_small_results_in_one_finish(redis_url: str) -> None:
         assert [pickle.loads(r.result) for r in records if r is not None] == values
         await messages.aclose()
 
+
+def test_scripts_run_again_after_redis_forgets_them(redis_url: str) -> None:
+    """SCRIPT FLUSH (as after a Redis restart): each script is loaded again and run
+    once, a pipeline's other commands are not repeated, and no SCRIPT EXISTS is sent."""
+
+    async def scenario(store: Store) -> None:
+        entries = [await submit_one(store) for _ in range(3)]
+        await store.redis.script_flush()
+        started = [(e.task_id, e.attempt, "w1") for e in entries]
+        assert await store.mark_started(started) == [1, 1, 1]  # a direct call
+        await store.redis.script_flush()
+        before = await store.redis.info("commandstats")
+        logs = [(entries[0].task_id, b"printed once\n")]
+        committed = await store.finish([done(e, i) for i, e in enumerate(entries)], logs)
+        assert committed == [True, True, True]  # in a pipeline
+        after = await store.redis.info("commandstats")
+        assert await store.read_logs(entries[0].task_id) == b"printed once\n"
+
+        def calls(stats: dict, command: str) -> int:
+            return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+
+        assert calls(after, "script|load") - calls(before, "script|load") == 1
+        assert calls(after, "script|exists") == calls(before, "script|exists")
+        assert calls(after, "append") - calls(before, "append") == 1
+
     run(redis_url, scenario)
