@@ -126,3 +126,11 @@ def test_the_tenants_example(tmp_path: Path) -> None:
     out = done.stdout.splitlines()
     assert out[0].isdigit() and out[-1] == "bob: no such function", done.stdout
     assert "not found" in done.stderr, done.stderr
+
+
+def test_the_sdk_sections_futures_and_nested_calls(running: LocalPlatform, tmp_path: Path) -> None:
+    blocks = [block("Quickstart with the SDK", "python", i) for i in range(3)]
+    code = with_checks(local_address("\n".join(blocks), running))
+    assert "assert (total.result()) == 285" in code and "assert (parent(10)) == 285" in code
+    done = run([sys.executable, "-c", code], tmp_path, running.url)
+    assert done.returncode == 0, done.stderr
