@@ -55,6 +55,7 @@ class WorkerLoop:
         self.settings = settings
         self._context = context or zmq.Context.instance()
         self._output = OutputBuffers(self._send_output, max_bytes=settings.task_log_max_bytes)
+        slot_uid = _slot_uid(settings)
         self._pool = pool or SlotPool(
             settings.slots,
             max_result_bytes=settings.max_result_bytes,
@@ -63,14 +64,13 @@ class WorkerLoop:
                 memory_bytes=settings.slot_max_memory_bytes,
                 open_files=settings.slot_max_open_files,
                 processes=settings.slot_max_processes,
-                uid=settings.slot_uid,
+                uid=slot_uid,
                 gid=settings.slot_gid,
             ),
             max_spare_slots=settings.max_spare_slots,
             on_output=self._task_output,
             capture_output=settings.capture_output,
         )
-        _check_slots_can_read(settings)
         # Assigned but not started: waiting for a free slot, a bundle or an environment.
         self._waiting: deque[Job] = deque()
         self._cancels: list[tuple[str, int]] = []  # (task_id, attempt) to drop or kill
@@ -399,22 +399,27 @@ class WorkerLoop:
             self._pool.close()
 
 
-def _check_slots_can_read(settings: WorkerSettings) -> None:
-    """Slots of a root worker run as slot_uid: say so loudly if that uid cannot read
-    Python, the platform or the environments (e.g. a Python installed under /root),
-    as every import not preloaded would then fail in user code."""
-    if os.geteuid() != 0 or not settings.slot_uid:
-        return
+def _slot_uid(settings: WorkerSettings) -> int:
+    """The uid slots of a root worker run as: slot_uid, unless it cannot read Python,
+    the platform or the environments (e.g. a Python installed under /root), where every
+    import not preloaded would fail in user code. Then slots stay root, and the log
+    says so loudly: a platform that runs is better than one that cannot import, and
+    the separation is one `chmod` or a system Python away."""
+    if os.geteuid() != 0 or not settings.slot_uid or settings.slot_uid_always:
+        return settings.slot_uid
     paths = sysconfig.get_paths()
     needed = [paths["stdlib"], paths["purelib"], paths["platlib"],
               str(Path(__file__).resolve().parents[1]), str(settings.env_dir)]  # fmt: skip
     refused = unreadable_by(settings.slot_uid, settings.slot_gid, needed)
-    if refused:
-        logger.warning(
-            "slots run as uid %d, which cannot read %s: imports there will fail in user "
-            "code. Install Python and the platform where other users can read them, or set "
-            "FAAS_SLOT_UID=0 to run slots as root (they can then read every process's "
-            "secrets).",
-            settings.slot_uid,
-            ", ".join(refused),
-        )
+    if not refused:
+        return settings.slot_uid
+    logger.warning(
+        "slots would run as uid %d, which cannot read %s: imports there would fail in "
+        "user code, so slots run as root instead and can read every process's secrets. "
+        "Install Python and the platform where other users can read them to separate "
+        "slots from the worker (FAAS_SLOT_UID=0 silences this; FAAS_SLOT_UID_ALWAYS=true "
+        "drops anyway).",
+        settings.slot_uid,
+        ", ".join(refused),
+    )
+    return 0

@@ -54,6 +54,9 @@ class WorkerSettings(BaseFaasSettings):
     Not root (the chart's pods): slots keep the worker's uid."""
     slot_gid: int = Field(default=65534, ge=0)
     """Their gid then (nogroup), with no supplementary groups."""
+    slot_uid_always: bool = False
+    """Drop to slot_uid even where it cannot read Python (by default slots then stay
+    root, with a warning, since only preloaded modules would import)."""
     env_dir: Path = Field(default_factory=_default_env_dir)
     """Where functions' environments (requirements, bundles) are installed, one
     directory per content hash; shared safely by workers on one host."""

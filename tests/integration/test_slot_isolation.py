@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import httpx
 import pytest
 import userfuncs
 
+from common.hardening import unreadable_by
+from common.models import DispatchMode
 from faas.platform import LocalPlatform
 from tests.conftest import MODES, deserialize, execute, make_platform, register, wait_result
 from worker.settings import _default_env_dir
@@ -34,7 +37,8 @@ def dropping(
 ) -> Iterator[tuple[LocalPlatform, httpx.Client]]:
     """A platform whose root workers run slots as nobody (the default outside tests)."""
     tmp = tmp_path_factory.mktemp(f"dropping-{request.param.value}")
-    env = {"FAAS_SLOT_UID": "65534"}
+    # Always: where Python is under /root (as here), the worker would keep slots root.
+    env = {"FAAS_SLOT_UID": "65534", "FAAS_SLOT_UID_ALWAYS": "true"}
     with (
         make_platform(tmp, request.param, workers=1, slots=2, env=env) as platform,
         httpx.Client(base_url=platform.url, timeout=60) as http,
@@ -84,3 +88,21 @@ def test_a_slot_can_read_but_not_write_the_workers_environments(
     assert _call(http, userfuncs.write_file, str(root / "planted")) == "PermissionError"
     assert not (root / "planted").exists()
     assert sorted(_call(http, os.listdir, str(root))) == sorted(os.listdir(root))  # readable
+
+
+def test_slots_that_could_not_import_stay_the_workers_uid(tmp_path: Path) -> None:
+    """Where nobody cannot read Python (installed under /root), dropping would break
+    every import that was not preloaded: the worker keeps slots at its own uid and
+    warns, so user code still imports. Where nobody can read it, slots drop."""
+    with (
+        make_platform(
+            tmp_path, DispatchMode.LOCAL, slots=1, env={"FAAS_SLOT_UID": "65534"}
+        ) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        function_id = register(http, userfuncs.import_and_uid)
+        view = wait_result(http, execute(http, function_id, "sqlite3"))
+        assert view["status"] == "COMPLETED", view
+        uid = deserialize(view["result"])
+        readable = not unreadable_by(65534, 65534, [sysconfig.get_paths()["stdlib"]])
+        assert uid == (65534 if readable and os.geteuid() == 0 else os.geteuid())
