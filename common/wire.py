@@ -21,11 +21,14 @@ Worker -> dispatcher
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   FETCH      {digest}  send me the code bundle with this SHA-256
   CALL       {call_id, parent, attempt, function_id, task_ids, deadline_s?, max_attempts?,
-             depends_on?} + [args per task]: the running attempt `parent` calls a
-             function (nested calls), maybe with futures among the arguments
-             (`depends_on`, its tenant's tasks: the calls wait for them); the ids
-             are derived from the parent and the call's index in it, so a re-run
-             finds its children instead of starting them twice
+             depends_on?, await?, again?} + [args per task]: the running attempt
+             `parent` calls a function (nested calls), maybe with futures among the
+             arguments (`depends_on`, its tenant's tasks: the calls wait for them);
+             the ids are derived from the parent and the call's index in it, so a
+             re-run finds its children instead of starting them twice. With `await`
+             it also awaits them (as AWAIT would; CALLED comes only with an error);
+             `again` marks one asked again after registering again: its tasks that
+             already ended are answered at once
   AWAIT      {call_id, task_ids}  tell me when these tasks end (ENDED, once or more)
   SLOTS      {slots}  my slot count changed: a slot waiting on a nested call is lent out
              to a spare slot process, retired once it is idle again
@@ -45,7 +48,8 @@ Dispatcher -> worker
              worker may forget it (until then it keeps it, to send again after a
              reconnect, so a result is never lost with a dispatcher)
   RESET      {}  "I do not know you": the worker must send HELLO again
-  CALLED     {call_id, error?}  reply to CALL: the tasks are queued, or why not
+  CALLED     {call_id, error?}  reply to CALL: the tasks are queued, or why not (to a
+             CALL that awaits, only why not)
   ENDED      {call_id, tasks: [[task_id, status, error_kind, error], ...]} + [result per
              task]: awaited tasks that ended (or are unknown: status "")
   CANCEL     {task_id, attempt}  the task was cancelled (or the attempt, claimed in a
@@ -157,6 +161,10 @@ def _env(v: Any) -> bool:
     )
 
 
+def _flag(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
 def _ids(v: Any) -> bool:
     return isinstance(v, list) and 1 <= len(v) <= MAX_CALL_TASKS and all(_ID(i) for i in v)
 
@@ -218,7 +226,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.RESET: ({}, {}, (0, 0)),
     Command.CANCEL: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (0, 0)),
     Command.FETCH: ({"digest": _DIGEST}, {}, (0, 0)),
-    Command.BUNDLE: ({"digest": _DIGEST, "found": lambda v: isinstance(v, bool)}, {}, (1, 1)),
+    Command.BUNDLE: ({"digest": _DIGEST, "found": _flag}, {}, (1, 1)),
     Command.CALL: (
         {
             "call_id": _SEQ,
@@ -231,6 +239,8 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "deadline_s": _number(0.001, 10**7),
             "max_attempts": _whole(1, 100),
             "depends_on": _futures,
+            "await": _flag,
+            "again": _flag,
         },
         (1, MAX_CALL_TASKS),
     ),

@@ -658,8 +658,12 @@ class Dispatcher:
 
     async def _call(self, worker: WorkerState, msg: wire.Message) -> None:
         """A running task calls a function: queue the children on the nested stream,
-        with the parent's remaining time as their deadline at most."""
+        with the parent's remaining time as their deadline at most. A call that
+        awaits its children is answered by ENDED, or by CALLED if it failed."""
         h = msg.header
+        waiter = (worker.identity, h["call_id"])
+        if h.get("await"):  # before they are queued: no end can slip past
+            self.waiters.add(h["task_ids"], waiter)
         flight = worker.tasks.get(h["parent"])
         depth = flight.entry.depth + 1 if flight is not None else 0
         error = ""
@@ -679,8 +683,13 @@ class Dispatcher:
                 error = await self._submit_children(
                     h, msg.blobs, deadline, depth, flight.entry.tenant
                 )
-        header = {"call_id": h["call_id"], **({"error": error} if error else {})}
-        await self._reply(worker.identity, wire.Command.CALLED, header)
+        if error and h.get("await"):
+            self.waiters.discard(h["task_ids"], waiter)
+        if error or not h.get("await"):
+            header = {"call_id": h["call_id"], **({"error": error} if error else {})}
+            await self._reply(worker.identity, wire.Command.CALLED, header)
+        elif h.get("again"):  # some may have ended while this worker was away
+            await self._answer_ended(h["task_ids"])
 
     async def _submit_children(
         self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int,

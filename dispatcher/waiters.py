@@ -23,6 +23,15 @@ class Waiters:
         for task_id in task_ids:
             self._by_task[task_id].add(waiter)
 
+    def discard(self, task_ids: list[str], waiter: Waiter) -> None:
+        """`waiter` no longer waits for these (its call failed)."""
+        for task_id in task_ids:
+            waiting = self._by_task.get(task_id)
+            if waiting is not None:
+                waiting.discard(waiter)
+                if not waiting:
+                    del self._by_task[task_id]
+
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._by_task
 

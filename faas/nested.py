@@ -30,6 +30,8 @@ import cloudpickle
 from faas import futures
 from faas.errors import FaasClientError, WorkerFailure
 
+Ended = tuple[str, str, str, bytes]  # status, error_kind, error, result
+
 _channel: Channel | None = None
 """Set in slot processes (by `install`); None everywhere else."""
 
@@ -55,16 +57,27 @@ class Channel:
     def call(self, function_id: str, payloads: list[bytes], options: dict[str, Any]) -> list[str]:
         """Queue one task per payload; returns their ids."""
         with self._lock:
-            parent = uuid.UUID(self._parent)
-            ids = [str(uuid.uuid5(parent, str(self._calls + i))) for i in range(len(payloads))]
-            self._calls += len(payloads)
+            ids = self._next_ids(len(payloads))
             self._conn.send(("call", function_id, ids, payloads, options))
             (error,) = self._reply("called")
         if error:
             raise NestedCallError(error)
         return ids
 
-    def wait(self, task_ids: list[str]) -> dict[str, tuple[str, str, str, bytes]]:
+    def run(
+        self, function_id: str, payloads: list[bytes], options: dict[str, Any]
+    ) -> tuple[list[str], dict[str, Ended]]:
+        """Queue one task per payload and wait for them all, in one message each way
+        (a call and a wait would cost a round trip to the dispatcher more)."""
+        with self._lock:
+            ids = self._next_ids(len(payloads))
+            self._conn.send(("run", function_id, ids, payloads, options))
+            ended, error = self._reply("ended")
+        if error:
+            raise NestedCallError(error)
+        return ids, ended
+
+    def wait(self, task_ids: list[str]) -> dict[str, Ended]:
         """(status, error_kind, error, result) of each task, once all have ended."""
         with self._lock:
             self._conn.send(("await", task_ids))
@@ -72,6 +85,12 @@ class Channel:
         if error:
             raise NestedCallError(error)
         return ended
+
+    def _next_ids(self, count: int) -> list[str]:
+        parent = uuid.UUID(self._parent)
+        ids = [str(uuid.uuid5(parent, str(self._calls + i))) for i in range(count)]
+        self._calls += count
+        return ids
 
     def _reply(self, kind: str) -> tuple[Any, ...]:
         message = self._conn.recv()
@@ -122,15 +141,21 @@ class NestedFunction:
         return NestedFunction(self._channel, self.id, self.name, chosen)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.submit(*args, **kwargs).result()
+        payload, options = self._call_of(args, kwargs)
+        (task_id,), ended = self._channel.run(self.id, [payload], options)
+        return _value(task_id, ended[task_id])
 
     def submit(self, *args: Any, **kwargs: Any) -> NestedTask:
         """Queue a call; tasks among the arguments are futures (see `faas.futures`)."""
+        payload, options = self._call_of(args, kwargs)
+        (task_id,) = self._channel.call(self.id, [payload], options)
+        return NestedTask(self._channel, task_id)
+
+    def _call_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, dict]:
         with futures.collecting() as depends_on:
             payload = _dumps((args, kwargs))
         options = {**self._options, "depends_on": depends_on} if depends_on else self._options
-        (task_id,) = self._channel.call(self.id, [payload], options)
-        return NestedTask(self._channel, task_id)
+        return payload, options
 
     def map(self, *iterables: Iterable[Any], return_exceptions: bool = False) -> list[Any]:
         """Like `list(map(fn, *iterables))`, each call a task; results in order."""
@@ -140,8 +165,7 @@ class NestedFunction:
             raise TypeError("tasks as arguments (futures) go to submit, one call at a time")
         if not payloads:
             return []
-        ids = self._channel.call(self.id, payloads, self._options)
-        ended = self._channel.wait(ids)
+        ids, ended = self._channel.run(self.id, payloads, self._options)
         results = []
         for task_id in ids:
             try:
@@ -177,7 +201,7 @@ def _dumps(obj: object) -> bytes:
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _value(task_id: str, ended: tuple[str, str, str, bytes]) -> Any:
+def _value(task_id: str, ended: Ended) -> Any:
     import dill  # slots load with dill (see worker.slot); imported where it runs
 
     status, kind, error, result = ended

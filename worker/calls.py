@@ -1,5 +1,6 @@
 """The worker's side of nested calls: what its slots asked the dispatcher (CALL,
-AWAIT) and have not had an answer to yet. Kept so that they can be asked again after
+AWAIT, or a CALL that also awaits: a sync call or a map) and have not had an answer
+to yet. Kept so that they can be asked again after
 the worker registers again (a restarted dispatcher knows none of them); both are
 idempotent at the dispatcher (child ids are derived, awaiting twice is harmless)."""
 
@@ -22,7 +23,7 @@ class Pending:
     command: wire.Command  # CALL or AWAIT
     header: dict[str, Any]
     blobs: list[bytes]
-    waiting: set[str] = field(default_factory=set)  # AWAIT: tasks not ended yet
+    waiting: set[str] = field(default_factory=set)  # tasks awaited and not ended yet
     ended: dict[str, Ended] = field(default_factory=dict)
 
 
@@ -31,7 +32,9 @@ class NestedCalls:
         self._pending: dict[int, Pending] = {}
         self._next_id = 1
 
-    def call(self, request: SlotRequest) -> Pending:
+    def call(self, request: SlotRequest, *, wait: bool = False) -> Pending:
+        """A CALL; with `wait`, one that also awaits its tasks (answered by ENDED,
+        by CALLED only if they could not be queued)."""
         function_id, task_ids, payloads, options = request.body
         header = {
             "parent": request.job.task_id,
@@ -44,7 +47,12 @@ class NestedCalls:
                 if k in ("deadline_s", "max_attempts", "depends_on")
             },
         }
-        return self._add(request, wire.Command.CALL, header, list(payloads))
+        if wait:
+            header["await"] = True
+        pending = self._add(request, wire.Command.CALL, header, list(payloads))
+        if wait:
+            pending.waiting = set(task_ids)
+        return pending
 
     def wait(self, request: SlotRequest) -> Pending:
         (task_ids,) = request.body
@@ -65,16 +73,20 @@ class NestedCalls:
         self._pending[call_id] = pending
         return pending
 
-    def called(self, call_id: int) -> Pending | None:
+    def called(self, call_id: int, error: str | None) -> Pending | None:
+        """The answer to a CALL: the pending call it settles (one that also awaits is
+        settled by CALLED only when it failed)."""
         pending = self._pending.get(call_id)
         if pending is None or pending.command != wire.Command.CALL:
+            return None
+        if pending.waiting and not error:
             return None
         return self._pending.pop(call_id)
 
     def ended(self, call_id: int, tasks: list[list[Any]], blobs: list[bytes]) -> Pending | None:
-        """Note tasks that ended; the AWAIT once all of its tasks have."""
+        """Note tasks that ended; the wait once all of its tasks have."""
         pending = self._pending.get(call_id)
-        if pending is None or pending.command != wire.Command.AWAIT:
+        if pending is None or not pending.waiting:
             return None
         for (task_id, status, kind, error), blob in zip(tasks, blobs, strict=False):
             if task_id in pending.waiting:
@@ -90,11 +102,14 @@ class NestedCalls:
             del self._pending[call_id]
 
     def outstanding(self) -> list[tuple[wire.Command, dict[str, Any], list[bytes]]]:
-        """What to ask again after registering again (AWAITs for what has not ended)."""
+        """What to ask again after registering again (AWAITs for what has not ended; a
+        CALL that awaits is sent whole, marked so its ended tasks are answered)."""
         again = []
         for p in self._pending.values():
             header = p.header
             if p.command == wire.Command.AWAIT:
                 header = {**header, "task_ids": sorted(p.waiting)}
+            elif p.waiting:
+                header = {**header, "again": True}
             again.append((p.command, header, p.blobs))
         return again

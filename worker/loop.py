@@ -273,9 +273,15 @@ class WorkerLoop:
             self._preparer.bundle_arrived(h["digest"], h["found"], msg.blobs[0])
             self._start_waiting()
         elif msg.command == wire.Command.CALLED:
-            called = self._calls.called(msg.header["call_id"])
-            if called is not None:
-                self._pool.reply(called.fd, called.task_id, ("called", msg.header.get("error")))
+            error = msg.header.get("error")
+            called = self._calls.called(msg.header["call_id"], error)
+            if called is None:
+                pass
+            elif called.waiting:  # a call that awaits, refused
+                self._pool.unblock(called.fd)
+                self._pool.reply(called.fd, called.task_id, ("ended", None, error))
+            else:
+                self._pool.reply(called.fd, called.task_id, ("called", error))
         elif msg.command == wire.Command.ENDED:
             done = self._calls.ended(msg.header["call_id"], msg.header["tasks"], msg.blobs)
             if done is not None:
@@ -289,13 +295,16 @@ class WorkerLoop:
         While it waits, its slot is lent out to other work."""
         if request.kind == "call":
             pending = self._calls.call(request)
-        elif request.kind == "await":
+        elif request.kind in ("run", "await"):  # the slot waits: lend it out
             if not self._pool.block(request.fd):
                 error = (f"all {self._pool.size} slots of this worker would wait on nested "
                          f"calls (FAAS_MAX_SPARE_SLOTS reached): refusing to wait")  # fmt: skip
                 self._pool.reply(request.fd, request.job.task_id, ("ended", None, error))
                 return
-            pending = self._calls.wait(request)
+            if request.kind == "run":
+                pending = self._calls.call(request, wait=True)
+            else:
+                pending = self._calls.wait(request)
             self._slots_changed()
         else:
             logger.warning("task %s: unknown nested request %r", request.job.task_id,

@@ -64,7 +64,8 @@ class JobResult:
 @dataclass(frozen=True, slots=True)
 class SlotRequest:
     """A nested call from the function running in slot `fd` (see `faas.nested`):
-    ("call", function_id, task_ids, payloads, options) or ("await", task_ids)."""
+    ("call" or "run", function_id, task_ids, payloads, options) or ("await", task_ids);
+    "run" is a call that also waits for its tasks."""
 
     fd: int
     job: Job

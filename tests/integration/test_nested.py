@@ -133,6 +133,42 @@ def test_a_parent_that_runs_again_finds_its_children(tmp_path: Path) -> None:
         assert len(list(tmp_path.glob("child-*"))) == 4  # each child ran once
 
 
+def test_a_parent_waiting_through_a_dispatcher_restart_gets_its_results(
+    tmp_path: Path,
+) -> None:
+    """The dispatcher is killed while a parent waits on children that then end while
+    none runs: the worker asks its call again, and the parent gets their results at
+    attempt 1, each child having run once."""
+    with (
+        make_platform(tmp_path, DispatchMode.PULL, workers=1, slots=3) as platform,
+        Client(platform.url) as client,
+    ):
+        child = client.register(_held_child)
+        parent = client.register(lambda d: sum(child.map([d] * 2, range(1, 3))))
+        task = parent.submit(str(tmp_path))
+        _eventually(lambda: len(list(tmp_path.glob("child-*"))) == 2)
+        assert platform.dispatcher is not None
+        platform.dispatcher.kill()
+        (tmp_path / "release").touch()
+        _eventually(lambda: len(list(tmp_path.glob("ended-*"))) == 2)
+        platform.start_dispatcher()
+        assert task.result(timeout=60) == 1 + 2
+        assert task.info()["attempt"] == 1
+        assert len(list(tmp_path.glob("child-*"))) == 2  # each child ran once
+
+
+def _held_child(marker_dir: str, i: int) -> int:
+    import pathlib
+    import time
+    import uuid
+
+    pathlib.Path(marker_dir, f"child-{i}-{uuid.uuid4().hex}").touch()
+    while not pathlib.Path(marker_dir, "release").exists():
+        time.sleep(0.01)
+    pathlib.Path(marker_dir, f"ended-{i}").touch()
+    return i
+
+
 def _eventually(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
