@@ -102,6 +102,7 @@ class FunctionCode:
     # msgpack [[file, first line, text], ...] as the SDK sent it, for tracebacks;
     # only the slot decodes it.
     sources: bytes = b""
+    tenant: str = "default"  # whose function it is
 
 
 @dataclass(frozen=True, slots=True)

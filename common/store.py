@@ -575,16 +575,20 @@ class Store:
         ids = list(function_ids)
         async with self.redis.pipeline(transaction=False) as pipe:
             for function_id in ids:
-                pipe.hmget(self.keys.function(function_id), ["payload", "env", "sources"])
+                pipe.hmget(self.keys.function(function_id),
+                           ["payload", "env", "sources", "tenant"])  # fmt: skip
             rows = await pipe.execute()
         code: dict[str, FunctionCode | None] = {}
-        for function_id, (payload, env, sources) in zip(ids, rows, strict=True):
+        for function_id, (payload, env, sources, tenant) in zip(ids, rows, strict=True):
             if payload is None:
                 code[function_id] = None
                 continue
             requirements, bundles = msgpack.unpackb(env) if env else ((), ())
             code[function_id] = FunctionCode(
-                payload, FunctionEnv(tuple(requirements), tuple(bundles)), sources or b""
+                payload,
+                FunctionEnv(tuple(requirements), tuple(bundles)),
+                sources or b"",
+                tenant.decode() if tenant else DEFAULT_TENANT,
             )
         return code
 

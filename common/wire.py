@@ -30,6 +30,8 @@ Worker -> dispatcher
              `again` marks one asked again after registering again: its tasks that
              already ended are answered at once
   AWAIT      {call_id, task_ids}  tell me when these tasks end (ENDED, once or more)
+  INLINE     {call_id, parent, attempt, function_id}  may the running attempt `parent`
+             run this function in its own slot (an inline call)? send its code
   SLOTS      {slots}  my slot count changed: a slot waiting on a nested call is lent out
              to a spare slot process, retired once it is idle again
   LOG        {task_id, attempt}  + [output]: what a running attempt printed (a chunk,
@@ -52,6 +54,9 @@ Dispatcher -> worker
              CALL that awaits, only why not)
   ENDED      {call_id, tasks: [[task_id, status, error_kind, error], ...]} + [result per
              task]: awaited tasks that ended (or are unknown: status "")
+  INLINE     {call_id, inline, why?, error?}  + [function, sources] if inline: reply
+             to INLINE; not inline (and `why`) when the function needs another
+             environment than the caller's, `error` when it may not be called at all
   CANCEL     {task_id, attempt}  the task was cancelled (or the attempt, claimed in a
              HELLO, is no longer held): drop it if it waits, kill its slot if it runs
              (RESULT outcome `cancelled`); ignored if it is not running
@@ -98,6 +103,7 @@ class Command(bytes, Enum):
     ENDED = b"\x10"
     CANCEL = b"\x11"
     LOG = b"\x12"
+    INLINE = b"\x13"
 
 
 MAX_BUNDLES = 64
@@ -249,6 +255,19 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.CALLED: ({"call_id": _SEQ}, {"error": _text(_MAX_ERROR)}, (0, 0)),
     Command.ENDED: ({"call_id": _SEQ, "tasks": _ended}, {}, (0, MAX_CALL_TASKS)),
     Command.LOG: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (1, 1)),
+    # Both ways: a question (parent...) to the dispatcher, its answer (inline...) back.
+    Command.INLINE: (
+        {"call_id": _SEQ},
+        {
+            "parent": _ID,
+            "attempt": _whole(1, _MAX_ATTEMPT),
+            "function_id": _ID,
+            "inline": _flag,
+            "why": _text(_MAX_ERROR),
+            "error": _text(_MAX_ERROR),
+        },
+        (0, 2),
+    ),
 }
 
 

@@ -544,6 +544,8 @@ class Dispatcher:
             self._fetches.append((worker.identity, msg.header["digest"]))
         elif msg.command == wire.Command.CALL:
             self._in_background(self._call(worker, msg))
+        elif msg.command == wire.Command.INLINE:
+            self._in_background(self._inline(worker, msg))
         elif msg.command == wire.Command.AWAIT:
             waiter = (worker.identity, msg.header["call_id"])
             self.waiters.add(msg.header["task_ids"], waiter)
@@ -690,6 +692,33 @@ class Dispatcher:
             await self._reply(worker.identity, wire.Command.CALLED, header)
         elif h.get("again"):  # some may have ended while this worker was away
             await self._answer_ended(h["task_ids"])
+
+    async def _inline(self, worker: WorkerState, msg: wire.Message) -> None:
+        """May a running task call this function in its own slot? Only its tenant's
+        functions (as for CALL), and only those that run in the caller's environment
+        (else the call is a task: not an error)."""
+        h = msg.header
+        flight = worker.tasks.get(h.get("parent", ""))
+        answer: dict[str, Any] = {"call_id": h["call_id"], "inline": False}
+        code: list[bytes] = []
+        if flight is None or flight.entry.attempt != h.get("attempt"):
+            answer["error"] = f"task {h.get('parent')} is not running on this worker"
+        else:
+            function_id = h.get("function_id", "")
+            found = await self._function_code({function_id, flight.entry.function_id})
+            function, caller = found[function_id], found[flight.entry.function_id]
+            if function is None or function.tenant != flight.entry.tenant:
+                answer["error"] = f"function {function_id} not found"
+            elif caller is None or function.env != caller.env:
+                answer["why"] = "it runs in another environment than its caller"
+            else:
+                answer["inline"] = True
+                code = [function.payload, function.sources]
+        assert self._socket is not None
+        with contextlib.suppress(zmq.ZMQError):  # gone: it asks again when back
+            await self._socket.send_multipart(
+                [worker.identity, *wire.pack(wire.Command.INLINE, answer, *code)], copy=False
+            )
 
     async def _submit_children(
         self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int,

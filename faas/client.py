@@ -301,12 +301,14 @@ class RemoteFunction:
         options: dict[str, Any] | None = None,
         *,
         version: int | None = None,
+        inline: bool = False,
     ) -> None:
         self.client = client
         self.id = function_id
         self.name = name
         self.version = version  # under `name`, when known
-        self._options = options or {}
+        self._options = options or {}  # per-task options, sent with each submit
+        self.inline = inline
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self.name!r}, id={self.id!r})"
@@ -316,16 +318,25 @@ class RemoteFunction:
         its worker's link when it runs in a slot (see `faas.nested`)."""
         from faas import nested
 
-        return nested.rebuild, (self.id, self.name, self._options, self.version)
+        options = {**self._options, "inline": True} if self.inline else self._options
+        return nested.rebuild, (self.id, self.name, options, self.version)
 
     def options(
-        self, *, deadline_s: float | None = None, max_attempts: int | None = None
+        self,
+        *,
+        deadline_s: float | None = None,
+        max_attempts: int | None = None,
+        inline: bool | None = None,
     ) -> RemoteFunction:
-        """The same function with per-task options for the calls made through it."""
+        """The same function with per-task options for the calls made through it.
+        `inline=True` matters inside a running function only: there, a call or a map
+        through it runs in the caller's own slot instead of as tasks (see
+        `faas.nested`); everywhere else, calls are tasks as usual."""
         options = {**self._options, "deadline_s": deadline_s, "max_attempts": max_attempts}
         return RemoteFunction(
-            self.client, self.id, self.name, {k: v for k, v in options.items() if v}
-        )
+            self.client, self.id, self.name, {k: v for k, v in options.items() if v},
+            version=self.version, inline=self.inline if inline is None else inline,
+        )  # fmt: skip
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run remotely and return the value (or raise the remote exception)."""

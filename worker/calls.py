@@ -20,7 +20,7 @@ class Pending:
     call_id: int
     fd: int
     task_id: str  # the calling job's task
-    command: wire.Command  # CALL or AWAIT
+    command: wire.Command  # CALL, AWAIT or INLINE
     header: dict[str, Any]
     blobs: list[bytes]
     waiting: set[str] = field(default_factory=set)  # tasks awaited and not ended yet
@@ -54,6 +54,16 @@ class NestedCalls:
             pending.waiting = set(task_ids)
         return pending
 
+    def inline(self, request: SlotRequest) -> Pending:
+        """May the job run this function in its own slot? (`faas.nested`, inline calls)"""
+        (function_id,) = request.body
+        header = {
+            "parent": request.job.task_id,
+            "attempt": request.job.attempt,
+            "function_id": function_id,
+        }
+        return self._add(request, wire.Command.INLINE, header, [])
+
     def wait(self, request: SlotRequest) -> Pending:
         (task_ids,) = request.body
         pending = self._add(request, wire.Command.AWAIT, {"task_ids": list(task_ids)}, [])
@@ -80,6 +90,13 @@ class NestedCalls:
         if pending is None or pending.command != wire.Command.CALL:
             return None
         if pending.waiting and not error:
+            return None
+        return self._pending.pop(call_id)
+
+    def answered(self, call_id: int) -> Pending | None:
+        """The INLINE question this answers."""
+        pending = self._pending.get(call_id)
+        if pending is None or pending.command != wire.Command.INLINE:
             return None
         return self._pending.pop(call_id)
 

@@ -282,6 +282,12 @@ class WorkerLoop:
                 self._pool.reply(called.fd, called.task_id, ("ended", None, error))
             else:
                 self._pool.reply(called.fd, called.task_id, ("called", error))
+        elif msg.command == wire.Command.INLINE:
+            answered = self._calls.answered(msg.header["call_id"])
+            if answered is not None:
+                h, code = msg.header, msg.blobs if len(msg.blobs) == 2 else [b"", b""]
+                answer = ("inline", h.get("inline", False), h.get("error"), *code)
+                self._pool.reply(answered.fd, answered.task_id, answer)
         elif msg.command == wire.Command.ENDED:
             done = self._calls.ended(msg.header["call_id"], msg.header["tasks"], msg.blobs)
             if done is not None:
@@ -295,6 +301,8 @@ class WorkerLoop:
         While it waits, its slot is lent out to other work."""
         if request.kind == "call":
             pending = self._calls.call(request)
+        elif request.kind == "inline":
+            pending = self._calls.inline(request)
         elif request.kind in ("run", "await"):  # the slot waits: lend it out
             if not self._pool.block(request.fd):
                 error = (f"all {self._pool.size} slots of this worker would wait on nested "

@@ -64,8 +64,8 @@ class JobResult:
 @dataclass(frozen=True, slots=True)
 class SlotRequest:
     """A nested call from the function running in slot `fd` (see `faas.nested`):
-    ("call" or "run", function_id, task_ids, payloads, options) or ("await", task_ids);
-    "run" is a call that also waits for its tasks."""
+    ("call" or "run", function_id, task_ids, payloads, options), ("await", task_ids) or
+    ("inline", function_id); "run" is a call that also waits for its tasks."""
 
     fd: int
     job: Job

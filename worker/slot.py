@@ -101,7 +101,7 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
-    channel = nested.install(conn)
+    channel = nested.install(conn, _load_inline)
     while True:
         try:
             task_id, function_id, function, args, env_path, sources, results = conn.recv()
@@ -117,6 +117,12 @@ def serve(
                      f"{max_result_bytes:,}-byte limit (FAAS_MAX_RESULT_BYTES)")  # fmt: skip
             outcome, blob = "too_large", b""
         conn.send(("result", task_id, outcome, blob, error))
+
+
+def _load_inline(function_id: str, function: bytes, sources: bytes) -> Callable[..., Any]:
+    """A function this slot's task calls inline (see `faas.nested`)."""
+    remember_sources(sources)
+    return dill.loads(function)
 
 
 def run_call(

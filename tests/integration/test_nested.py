@@ -100,6 +100,50 @@ def _child(marker_dir: str, i: int) -> int:
     return i
 
 
+def test_inline_calls_run_in_the_callers_slot_without_a_task(client: Client) -> None:
+    def where(x: list[int]) -> tuple[int, list[int]]:
+        import os
+
+        x.append(1)  # on a copy: the caller's list stays as it was
+        return os.getpid(), x
+
+    child = client.register(where).options(inline=True)
+
+    def parent(n: int) -> tuple[bool, list[int], list[tuple[int, list[int]]]]:
+        import os
+
+        mine = [0]
+        pid, _ = child(mine)
+        return pid == os.getpid(), mine, child.map([[i] for i in range(n)])
+
+    same_process, untouched, mapped = client.register(parent)(3)
+    assert same_process and untouched == [0]
+    assert [x for _, x in mapped] == [[0, 1], [1, 1], [2, 1]]
+    assert client.tasks(function_id=child.id) == []  # the inline calls made no task
+
+
+def test_an_inline_call_raises_what_the_function_raises_and_refuses_others_functions(
+    client: Client,
+) -> None:
+    def fails(x: int) -> int:
+        raise KeyError(f"no {x}")
+
+    child = client.register(fails).options(inline=True)
+
+    def catches(x: int) -> str:
+        try:
+            child(x)
+        except KeyError as exc:
+            return f"caught {exc}"
+        return "not raised"
+
+    assert client.register(catches)(7) == "caught 'no 7'"
+    ghost = client.register(lambda: 1).options(inline=True)
+    client.request("DELETE", f"/v1/functions/{ghost.id}")
+    with pytest.raises(Exception, match="not found"):
+        client.register(lambda: ghost())()
+
+
 def test_a_parent_that_runs_again_finds_its_children(tmp_path: Path) -> None:
     """Its worker is killed after the children ended; the re-run calls them again by
     the same ids and gets their results: no child runs twice."""
