@@ -10,7 +10,8 @@ every header field's type and range (`SCHEMAS`), so code past it never meets a
 malformed value; unknown fields are ignored, for forward compatibility.
 
 Worker -> dispatcher
-  HELLO      {worker_id, slots, running: [[task_id, attempt], ...], seq}  (re)register;
+  HELLO      {worker_id, slots, base_slots?, running: [[task_id, attempt], ...], seq}
+             (re)register (`base_slots`: without spare slots, if it has some);
              `running` lists the attempts it still runs or whose results are not yet
              acknowledged, so they are adopted; `seq` is the sequence number of its
              next RESULT (the first one it re-sends, if any)
@@ -199,7 +200,7 @@ def _ended(v: Any) -> bool:
 SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]]] = {
     Command.HELLO: (
         {"worker_id": _ID, "slots": _whole(1, MAX_SLOTS)},
-        {"running": _attempts, "seq": _SEQ},
+        {"running": _attempts, "seq": _SEQ, "base_slots": _whole(1, MAX_SLOTS)},
         (0, 0),
     ),
     Command.READY: ({"credits": _whole(0, MAX_SLOTS)}, {}, (0, 0)),

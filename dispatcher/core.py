@@ -110,8 +110,13 @@ class Dispatcher:
         self.ended = EndedPerMinute()
         self.waiters = Waiters()  # nested calls' AWAITs
         self._children_queued = True  # the nested stream may hold entries: read it first
+        # The last dispatch held back a top-level task: no worker had room for one
+        # (see `Registry.choose`). Until results come back, only children may go.
+        self._top_level_held = False
         # Children of the attempts running now (nested calls), cancelled with them.
         self._children: dict[str, list[str]] = {}
+        # Children whose CALL is being queued now: an AWAIT on them waits for that.
+        self._queuing: dict[str, asyncio.Event] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -292,7 +297,7 @@ class Dispatcher:
     # -- feed: queue -> workers ------------------------------------------------------------
 
     def _update_credit(self) -> None:
-        if self.registry.credits() > 0:
+        if self.registry.credits() > 0 and (self._children_queued or not self._top_level_held):
             self._credit.set()
         else:
             self._credit.clear()
@@ -360,7 +365,9 @@ class Dispatcher:
                                          "dependency_failed").inc()  # fmt: skip
                     continue
                 futures = found
-            worker = self.registry.choose()
+            worker = self.registry.choose(top_level=entry.depth == 0)
+            if worker is None and entry.depth == 0:
+                self._top_level_held = True
             if worker is None or not await self._send_task(worker, entry, function, futures):
                 unsent.append(entry)
                 continue
@@ -458,6 +465,7 @@ class Dispatcher:
             if self._fetches:
                 fetches, self._fetches = self._fetches, []
                 self._in_background(self._send_bundles(fetches))
+            self._top_level_held = False  # results may have made room: try again
             self._update_credit()  # freed slots get work while the outcomes commit
             self._ended += ended
             self._lost += lost
@@ -549,7 +557,7 @@ class Dispatcher:
         elif msg.command == wire.Command.AWAIT:
             waiter = (worker.identity, msg.header["call_id"])
             self.waiters.add(msg.header["task_ids"], waiter)
-            self._in_background(self._answer_ended(msg.header["task_ids"]))
+            self._in_background(self._await(msg.header["task_ids"]))
         elif msg.command == wire.Command.SLOTS:
             # Spare slots while parents wait on nested calls (or their retirement).
             delta = msg.header["slots"] - worker.slots
@@ -612,7 +620,8 @@ class Dispatcher:
         slots = header["slots"]
         reported = {t: a for t, a in header.get("running", [])}
         previous = self.registry.remove(identity)
-        worker = self.registry.add(identity, slots=slots, now=time.monotonic())
+        worker = self.registry.add(identity, slots=slots, now=time.monotonic(),
+                                   base_slots=header.get("base_slots"))  # fmt: skip
         worker.key = key
         worker.next_seq = header.get("seq", 1)
         for flight in previous:
@@ -666,6 +675,28 @@ class Dispatcher:
         waiter = (worker.identity, h["call_id"])
         if h.get("await"):  # before they are queued: no end can slip past
             self.waiters.add(h["task_ids"], waiter)
+        queued = asyncio.Event()
+        self._queuing.update(dict.fromkeys(h["task_ids"], queued))
+        try:
+            error = await self._queue_call(worker, msg)
+        finally:
+            for task_id in h["task_ids"]:
+                if self._queuing.get(task_id) is queued:
+                    del self._queuing[task_id]
+            queued.set()
+        if error:
+            self.waiters.refused(h["task_ids"], error)
+        if error and h.get("await"):
+            self.waiters.discard(h["task_ids"], waiter)
+        if error or not h.get("await"):
+            header = {"call_id": h["call_id"], **({"error": error} if error else {})}
+            await self._reply(worker.identity, wire.Command.CALLED, header)
+        elif h.get("again"):  # some may have ended while this worker was away
+            await self._answer_ended(h["task_ids"])
+
+    async def _queue_call(self, worker: WorkerState, msg: wire.Message) -> str:
+        """Queue a CALL's children; "" or why not."""
+        h = msg.header
         flight = worker.tasks.get(h["parent"])
         depth = flight.entry.depth + 1 if flight is not None else 0
         error = ""
@@ -685,13 +716,7 @@ class Dispatcher:
                 error = await self._submit_children(
                     h, msg.blobs, deadline, depth, flight.entry.tenant
                 )
-        if error and h.get("await"):
-            self.waiters.discard(h["task_ids"], waiter)
-        if error or not h.get("await"):
-            header = {"call_id": h["call_id"], **({"error": error} if error else {})}
-            await self._reply(worker.identity, wire.Command.CALLED, header)
-        elif h.get("again"):  # some may have ended while this worker was away
-            await self._answer_ended(h["task_ids"])
+        return error
 
     async def _inline(self, worker: WorkerState, msg: wire.Message) -> None:
         """May a running task call this function in its own slot? Only its tenant's
@@ -740,15 +765,24 @@ class Dispatcher:
         except TaskNotFound as exc:
             return f"{exc} (a future among the arguments)"
         self._children_queued = True
+        self._update_credit()
         self._children.setdefault(h["parent"], []).extend(h["task_ids"])
         return ""
+
+    async def _await(self, task_ids: list[str]) -> None:
+        """Answer what has ended of `task_ids`, once the CALLs queuing them (if still at
+        it) are done: a slot's submit does not wait for its CALL, and a CALL that
+        awaits is waited on before it is queued. Read earlier, they would not exist."""
+        for queued in {self._queuing[t] for t in task_ids if t in self._queuing}:
+            await queued.wait()
+        await self._answer_ended(task_ids)
 
     async def _answer_ended(self, task_ids: list[str]) -> None:
         """Answer the waiters of those of `task_ids` that have ended (or are unknown)."""
         records = await self._retrying(lambda: self.store.get_tasks(task_ids))
         for task_id, record in zip(task_ids, records, strict=True):
             if record is None:
-                self.waiters.ended(task_id, ("", "", f"task {task_id} not found", b""))
+                self.waiters.ended(task_id, ("", "", self.waiters.refusal(task_id), b""))
             elif record.status.terminal:
                 kind = record.error_kind.value if record.error_kind else ""
                 ended = (record.status.value, kind, record.error or "", record.result or b"")
@@ -879,7 +913,7 @@ class Dispatcher:
                 await self._renew_lease()
                 await self._publish_status(ttl_s=renew_every * 3)
                 if waited := self.waiters.task_ids():  # ends committed elsewhere
-                    self._in_background(self._answer_ended(waited))
+                    self._in_background(self._await(waited))
                 for worker in list(self.registry.workers.values()):
                     await self._reply(
                         worker.identity, wire.Command.HEARTBEAT, {"acked": worker.acked_seq}

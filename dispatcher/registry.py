@@ -16,6 +16,12 @@ near 2,000 tasks/s and made many small workers slower than a few big ones):
 - liveness is an ordering by last_seen (monotonic time only moves forward, so a
   touch moves the worker to the end): the silent ones are a prefix;
 - `holder` is a dict from task id to worker.
+
+Top-level tasks (not nested calls) go only where fewer of them run than the worker
+has base slots (the spare slots it forks while parents wait run children): else a
+stream of new parents could take every spare slot and leave the children they wait
+for nowhere to run. Finding such a worker looks past the best one only when that one
+has no room, which happens only while parents wait on nested calls.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class InFlight:
 @dataclass(slots=True, eq=False)
 class WorkerState:
     identity: bytes
-    slots: int
+    slots: int  # now, spare slots included
     last_seen: float
     joined_at_ms: int
     key: str = ""  # the CURVE public key it registered with ("" on a plain link)
@@ -49,6 +55,11 @@ class WorkerState:
     next_seq: int = 1  # the sequence number its next RESULT must carry
     handed_seq: int = 0  # results up to this one are handed to the writer
     acked_seq: int = 0  # every RESULT up to this one is committed (told in HEARTBEATs)
+    base_slots: int = 0  # without spare slots (see SLOTS)
+    top_level: int = 0  # attempts it runs that are not nested calls
+
+    def has_room_for_top_level(self) -> bool:
+        return self.top_level < self.base_slots
 
     @property
     def worker_id(self) -> str:
@@ -74,10 +85,13 @@ class Registry:
     def credits(self) -> int:
         return self._total_credits
 
-    def add(self, identity: bytes, *, slots: int, now: float) -> WorkerState:
+    def add(
+        self, identity: bytes, *, slots: int, now: float, base_slots: int | None = None
+    ) -> WorkerState:
         self.remove(identity)
         joined = int(time.time() * 1000)
-        worker = WorkerState(identity=identity, slots=slots, last_seen=now, joined_at_ms=joined)
+        worker = WorkerState(identity=identity, slots=slots, last_seen=now, joined_at_ms=joined,
+                             base_slots=slots if base_slots is None else base_slots)  # fmt: skip
         self.workers[identity] = worker
         self._by_last_seen[identity] = worker
         return worker
@@ -109,12 +123,21 @@ class Registry:
         free = worker.slots - len(worker.tasks)
         self._set_credits(worker, max(0, min(worker.credits + credits, free)))
 
-    def choose(self) -> WorkerState | None:
+    def choose(self, *, top_level: bool = False) -> WorkerState | None:
+        """The worker with the most credits; for a `top_level` task, the one with the
+        most credits that has room for it."""
         while self._top > 0 and not self._buckets.get(self._top):
             self._top -= 1
         if self._top == 0:
             return None
-        return next(iter(self._buckets[self._top].values()))
+        best = next(iter(self._buckets[self._top].values()))
+        if not top_level or best.has_room_for_top_level():
+            return best
+        for credits in range(self._top, 0, -1):
+            for worker in self._buckets.get(credits, {}).values():
+                if worker.has_room_for_top_level():
+                    return worker
+        return None
 
     def assign(self, worker: WorkerState, flight: InFlight) -> None:
         self.adopt(worker, flight)
@@ -124,9 +147,11 @@ class Registry:
         """Record an attempt the worker runs without spending a credit (it claimed it
         when it registered)."""
         task_id = flight.entry.task_id
-        if worker.tasks.pop(task_id, None) is not None:
+        if (held := worker.tasks.pop(task_id, None)) is not None:
             self._forget(task_id, worker)
+            worker.top_level -= held.entry.depth == 0
         worker.tasks[task_id] = flight
+        worker.top_level += flight.entry.depth == 0
         self._holders[task_id] = worker
         self._in_flight += 1
         heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
@@ -136,6 +161,7 @@ class Registry:
         flight = worker.tasks.pop(task_id, None)
         if flight is not None:
             self._forget(task_id, worker)
+            worker.top_level -= flight.entry.depth == 0
             self._compact()
         return flight
 

@@ -7,17 +7,31 @@ Answers are gathered per (worker, call) and sent in one message per flush."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 Waiter = tuple[bytes, int]  # worker identity, call id
 Ended = tuple[str, str, str, bytes]  # status, error_kind, error, result
+_REFUSALS_KEPT = 10_000
 
 
 class Waiters:
     def __init__(self) -> None:
         self._by_task: dict[str, set[Waiter]] = defaultdict(set)
         self._answers: dict[Waiter, list[tuple[str, Ended]]] = defaultdict(list)
+        # Why the calls of these task ids were refused: a slot's submit does not wait
+        # for CALLED, so its wait on them is what reports it (the newest kept).
+        self._refusals: OrderedDict[str, str] = OrderedDict()
+
+    def refused(self, task_ids: list[str], why: str) -> None:
+        for task_id in task_ids:
+            self._refusals[task_id] = why
+        while len(self._refusals) > _REFUSALS_KEPT:
+            self._refusals.popitem(last=False)
+
+    def refusal(self, task_id: str) -> str:
+        """Why `task_id`, which does not exist, was never queued."""
+        return self._refusals.get(task_id) or f"task {task_id} not found"
 
     def add(self, task_ids: list[str], waiter: Waiter) -> None:
         for task_id in task_ids:

@@ -85,7 +85,8 @@ class NestedCalls:
 
     def called(self, call_id: int, error: str | None) -> Pending | None:
         """The answer to a CALL: the pending call it settles (one that also awaits is
-        settled by CALLED only when it failed)."""
+        settled by CALLED only when it failed; one that does not, by any CALLED: its
+        slot did not wait, and a refusal reaches it through its wait)."""
         pending = self._pending.get(call_id)
         if pending is None or pending.command != wire.Command.CALL:
             return None

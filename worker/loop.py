@@ -117,7 +117,8 @@ class WorkerLoop:
         held = [[job.task_id, job.attempt] for job in [*self._pool.jobs(), *self._waiting]]
         held += [[h["task_id"], h["attempt"]] for h, _ in self._unacked.values()]
         first_seq = next(iter(self._unacked), self._next_seq)
-        hello = {"worker_id": self.settings.worker_id, "slots": self._pool.size}
+        hello = {"worker_id": self.settings.worker_id, "slots": self._pool.size,
+                 "base_slots": self._pool.base}  # fmt: skip
         self._announced_slots = self._pool.size
         self._send(wire.Command.HELLO, {**hello, "running": held, "seq": first_seq})
         for header, blob in self._unacked.values():
@@ -275,13 +276,9 @@ class WorkerLoop:
         elif msg.command == wire.Command.CALLED:
             error = msg.header.get("error")
             called = self._calls.called(msg.header["call_id"], error)
-            if called is None:
-                pass
-            elif called.waiting:  # a call that awaits, refused
+            if called is not None and called.waiting:  # a call that awaits, refused
                 self._pool.unblock(called.fd)
                 self._pool.reply(called.fd, called.task_id, ("ended", None, error))
-            else:
-                self._pool.reply(called.fd, called.task_id, ("called", error))
         elif msg.command == wire.Command.INLINE:
             answered = self._calls.answered(msg.header["call_id"])
             if answered is not None:

@@ -157,6 +157,11 @@ class SlotPool:
     def size(self) -> int:
         return len(self._slots)
 
+    @property
+    def base(self) -> int:
+        """Slots without the spare ones."""
+        return self._base
+
     def idle(self) -> int:
         return sum(1 for s in self._slots.values() if s.job is None)
 

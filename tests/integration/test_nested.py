@@ -61,6 +61,15 @@ def test_more_waiting_parents_than_slots_do_not_deadlock(client: Client) -> None
     assert [t.result(timeout=60) for t in tasks] == [3 * i for i in range(16)]
 
 
+def test_more_parents_than_slots_and_spare_slots_together_complete(client: Client) -> None:
+    """New parents do not take the spare slots their children need: 40 of them on 4
+    slots (at most 16 spare ones) queue instead of failing for want of a slot."""
+    child = client.register(lambda x: x)
+    parent = client.register(lambda i: sum(child.map([i, i, i])))
+    tasks = [parent.submit(i) for i in range(40)]
+    assert [t.result(timeout=120) for t in tasks] == [3 * i for i in range(40)]
+
+
 def test_a_child_exception_reaches_the_parent(client: Client) -> None:
     def fails(x: int) -> int:
         raise KeyError(f"no {x}")
@@ -98,6 +107,21 @@ def _child(marker_dir: str, i: int) -> int:
 
     pathlib.Path(marker_dir, f"child-{i}-{uuid.uuid4().hex}").touch()  # one file per run
     return i
+
+
+def test_calls_being_queued_are_not_reported_missing_by_the_sweep(tmp_path: Path) -> None:
+    """The dispatcher's sweep of awaited tasks (every heartbeat interval, here 10 ms)
+    must not read children before their CALL has queued them: else a wait would end
+    with "not found" for a child that is about to run (it did, for a few of these)."""
+    env = {"FAAS_HEARTBEAT_INTERVAL_S": "0.01"}
+    with (
+        make_platform(tmp_path, DispatchMode.LOCAL, workers=1, slots=4, env=env) as platform,
+        Client(platform.url) as client,
+    ):
+        child = client.register(lambda x: x)
+        parent = client.register(lambda i: sum(child.map([i] * 5)) + child.submit(i).result())
+        tasks = [parent.submit(i) for i in range(60)]
+        assert [t.result(timeout=120) for t in tasks] == [6 * i for i in range(60)]
 
 
 def test_inline_calls_run_in_the_callers_slot_without_a_task(client: Client) -> None:

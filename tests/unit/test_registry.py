@@ -24,6 +24,25 @@ def test_tasks_go_to_the_worker_with_the_most_credits() -> None:
     assert registry.credits() == 1
 
 
+def test_top_level_tasks_go_only_where_they_fit_in_the_base_slots() -> None:
+    """Spare slots (forked while parents wait on nested calls) take children only."""
+    registry = Registry()
+    a = registry.add(b"a", slots=4, now=0, base_slots=2)  # two spare slots
+    b = registry.add(b"b", slots=2, now=0)
+    registry.grant(a, 4)
+    for task_id in ("p1", "p2"):  # two waiting parents fill a's base slots
+        registry.assign(a, InFlight(entry(task_id), "a", 10))
+    registry.grant(b, 1)
+    assert registry.choose() is a  # a child may take a spare slot
+    assert registry.choose(top_level=True) is b
+    registry.assign(b, InFlight(entry("p3"), "b", 10))
+    registry.grant(b, 1)
+    registry.assign(b, InFlight(entry("p4"), "b", 10))
+    assert registry.choose(top_level=True) is None  # a new parent waits
+    registry.release(a, "p1")
+    assert registry.choose(top_level=True) is a
+
+
 def test_credits_never_exceed_free_slots() -> None:
     registry = Registry()
     w = registry.add(b"w", slots=2, now=0)
