@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
@@ -678,6 +678,7 @@ class Dispatcher:
         queued = asyncio.Event()
         self._queuing.update(dict.fromkeys(h["task_ids"], queued))
         try:
+            await self._queued(h.get("depends_on", ()))  # futures among the arguments
             error = await self._queue_call(worker, msg)
         finally:
             for task_id in h["task_ids"]:
@@ -773,9 +774,14 @@ class Dispatcher:
         """Answer what has ended of `task_ids`, once the CALLs queuing them (if still at
         it) are done: a slot's submit does not wait for its CALL, and a CALL that
         awaits is waited on before it is queued. Read earlier, they would not exist."""
+        await self._queued(task_ids)
+        await self._answer_ended(task_ids)
+
+    async def _queued(self, task_ids: Iterable[str]) -> None:
+        """Return once no CALL is queuing any of `task_ids` (submits from a slot go
+        out without waiting for their CALL: what follows them must wait here)."""
         for queued in {self._queuing[t] for t in task_ids if t in self._queuing}:
             await queued.wait()
-        await self._answer_ended(task_ids)
 
     async def _answer_ended(self, task_ids: list[str]) -> None:
         """Answer the waiters of those of `task_ids` that have ended (or are unknown)."""
