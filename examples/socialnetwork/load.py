@@ -245,7 +245,7 @@ def run_variant(
     variant: str, platform: LocalPlatform, app_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     with Client(platform.url) as client:
-        if variant == "nested" and (reason := nested_unavailable(client)):
+        if variant in ("nested", "inline") and (reason := nested_unavailable(client)):
             print(f"{variant}: skipped: {reason}", flush=True)
             return {"skipped": reason}
         functions = deploy(client, variant, app_url)  # type: ignore[arg-type]

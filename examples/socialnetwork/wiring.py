@@ -8,6 +8,8 @@ http    each service a registered function; a service calls another with
         more slots than concurrent callers or the calls queue behind their parents.
 nested  each service a registered function that calls others through captured
         RemoteFunctions, which inside a slot travel over the worker's link.
+inline  as nested, with the captured functions marked `inline=True`: a call runs in
+        the caller's slot as a plain call (no task), once the slot has its code.
 
 `deploy` registers every service leaves first (see services.CALLEES), so that each
 registration captures the functions it calls.
@@ -28,8 +30,8 @@ import redis
 from examples.socialnetwork.services import CALLEES, SERVICES
 from faas.client import Client, RemoteFunction, dumps, loads
 
-Variant = Literal["local", "http", "nested"]
-VARIANTS: tuple[Variant, ...] = ("local", "http", "nested")
+Variant = Literal["local", "http", "nested", "inline"]
+VARIANTS: tuple[Variant, ...] = ("local", "http", "nested", "inline")
 ENTRY_POINTS = ("register_user", "follow", "unfollow", "compose_post",
                 "read_user_timeline", "read_home_timeline")  # fmt: skip
 _WAIT_S = 60  # the gateway's longest long-poll
@@ -121,8 +123,11 @@ class NestedLink:
     """Calls other services through captured RemoteFunctions (the in-slot API)."""
 
     functions: dict[str, RemoteFunction]
+    inline: bool = False
 
     def spawn(self, service: str, args: tuple[Any, ...]) -> Any:
+        if self.inline:  # an inline call runs now, in this slot
+            return Done(self.functions[service](*args))
         return self.functions[service].submit(*args)
 
     def close(self) -> None:
@@ -190,6 +195,8 @@ def deploy(
             link = HttpLink(client.url, api_key, {c: functions[c].id for c in callees})
         elif variant == "nested":
             link = NestedLink({c: functions[c] for c in callees})
+        elif variant == "inline":
+            link = NestedLink({c: functions[c].options(inline=True) for c in callees}, True)
         fn = service_function(name, redis_url, link)
         functions[name] = client.register(fn, name=f"socialnet-{variant}-{name}")
     return functions

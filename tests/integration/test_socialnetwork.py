@@ -49,7 +49,7 @@ def in_process(url: str) -> Call:
 
 
 def on_platform(client: Client, variant: str, url: str) -> Call:
-    if variant == "nested" and (reason := nested_unavailable(client)):
+    if variant in ("nested", "inline") and (reason := nested_unavailable(client)):
         pytest.skip(reason)
     functions = deploy(client, variant, url)  # type: ignore[arg-type]
     return lambda service, *args: functions[service](*args)
@@ -127,18 +127,18 @@ def running_worker(platform: LocalPlatform, tasks: list[Task]) -> Process:
 def test_composes_survive_a_worker_killed_with_sigkill_exactly_once(
     tmp_path: Path, variant: str
 ) -> None:
-    users, total = 30, {"local": 160, "http": 40, "nested": 160}[variant]
+    users, total = 30, {"local": 160, "http": 40, "nested": 160, "inline": 160}[variant]
     # Over http a compose holds up to 7 slots while it waits: keep the parents few
     # enough that their children always find a free slot on the surviving worker.
-    # Nested, a waiting slot is lent to a spare, but a worker forks at most
-    # FAAS_MAX_SPARE_SLOTS (4 x 8 here): 4 composes x 7 waits stay under it on one worker.
-    in_flight = {"local": 32, "http": 1, "nested": 4}[variant]
+    # Nested, a waiting slot is lent to a spare, and new composes wait for a base slot
+    # (spares run children only), so more composes in flight only queue.
+    in_flight = {"local": 32, "http": 1, "nested": 32, "inline": 32}[variant]
     with (
         app_redis(tmp_path / "app") as url,
         make_platform(tmp_path, DispatchMode.PULL, workers=2, slots=8) as platform,
         Client(platform.url) as client,
     ):
-        if variant == "nested" and (reason := nested_unavailable(client)):
+        if variant in ("nested", "inline") and (reason := nested_unavailable(client)):
             pytest.skip(reason)
         seed.seed(url, users=users, edges=60, posts_per_user=0)
         compose = deploy(client, variant, url)["compose_post"]  # type: ignore[arg-type]
