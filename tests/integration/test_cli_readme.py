@@ -132,5 +132,6 @@ def test_the_sdk_sections_futures_and_nested_calls(running: LocalPlatform, tmp_p
     blocks = [block("Quickstart with the SDK", "python", i) for i in range(3)]
     code = with_checks(local_address("\n".join(blocks), running))
     assert "assert (total.result()) == 285" in code and "assert (parent(10)) == 285" in code
+    assert "assert (fused(10)) == 285" in code
     done = run([sys.executable, "-c", code], tmp_path, running.url)
     assert done.returncode == 0, done.stderr
