@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--slots", type=int, default=4, help="slots of the dispatcher (local) or of each worker"
     )
+    up.add_argument(
+        "--gateway-workers", type=int, default=1, metavar="N",
+        help="gateway server processes (the scaling knob for many small requests; each "
+        "process serves its own /metrics)",
+    )  # fmt: skip
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument(
@@ -165,6 +170,7 @@ def _up(args: argparse.Namespace) -> None:
     config = PlatformConfig(
         mode=DispatchMode(args.mode), workers=args.workers, slots=args.slots, host=args.host,
         port=args.port, redis_url=args.redis_url, data_dir=args.data_dir,
+        gateway_workers=args.gateway_workers,
         log_dir=None if args.verbose else args.data_dir / "logs",
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))

@@ -3,9 +3,11 @@ alive, and refuses to start twice on the same port or the same data directory.""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import pickle
 import queue
 import re
 import signal
@@ -140,6 +142,28 @@ def test_a_second_platform_on_the_same_data_dir_refuses(first: FaasUp) -> None:
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 1 and f"(pid {first.proc.pid})" in errors[0], done.stderr
     assert httpx.get(first.url + "/readyz").status_code == 200
+
+
+def test_gateway_workers_are_that_many_server_processes(tmp_path: Path) -> None:
+    with faas_up(tmp_path / "data", "--gateway-workers", "2") as up:
+        (gateway,) = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                      and f"-m gateway --host 127.0.0.1 --port {up.port} " in _cmdline(p.name)]  # fmt: skip
+        children = Path(f"/proc/{gateway}/task/{gateway}/children").read_text().split()
+        servers = [c for c in children if "spawn_main" in _cmdline(c)]
+        assert len(servers) == 2, [_cmdline(c) for c in children]
+        with httpx.Client(base_url=up.url, timeout=60) as http:
+            task_ids = [execute(http, register(http, userfuncs.double), i) for i in range(20)]
+            views = wait_through_outage(http, task_ids, timeout_s=60)
+        assert sorted(pickle.loads(base64.b64decode(v["result"])) for v in views.values()) == [
+            2 * i for i in range(20)
+        ]
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # gone meanwhile
+        return ""
 
 
 def test_a_killed_redis_comes_back_and_no_task_is_lost(tmp_path: Path) -> None:
