@@ -1,8 +1,8 @@
-"""The worker's side of nested calls: what its slots asked the dispatcher (CALL,
-AWAIT, or a CALL that also awaits: a sync call or a map) and have not had an answer
-to yet. Kept so that they can be asked again after
-the worker registers again (a restarted dispatcher knows none of them); both are
-idempotent at the dispatcher (child ids are derived, awaiting twice is harmless)."""
+"""The worker's side of nested calls: what its slots asked the dispatcher (CALL, a
+CALL that also awaits for a sync call or a map, AWAIT, INLINE) and have not had an
+answer to yet. Kept so that they can be asked again after the worker registers again
+(a restarted dispatcher knows none of them); all are idempotent at the dispatcher
+(child ids are derived, awaiting twice is harmless)."""
 
 from __future__ import annotations
 
