@@ -307,8 +307,11 @@ class Dispatcher:
             await self._credit.wait()
             want = min(self.registry.credits(), self.settings.batch_size)
             entries = []
-            if self._backlog and self._children_queued:
+            if self._backlog and (self._children_queued or self._top_level_held):
                 # Children run before what was read ahead of them: their parents wait.
+                # (While top-level tasks are held back, children may have been queued
+                # where this dispatcher does not see it: re-queued, or released by the
+                # end of their futures.)
                 entries = await self._read_children(want)
             if entries:
                 pass
@@ -692,7 +695,9 @@ class Dispatcher:
         if error or not h.get("await"):
             header = {"call_id": h["call_id"], **({"error": error} if error else {})}
             await self._reply(worker.identity, wire.Command.CALLED, header)
-        elif h.get("again"):  # some may have ended while this worker was away
+        elif h.get("again") or h["attempt"] > 1:
+            # Asked again after this worker was away, or by a parent's re-run that
+            # found its children: some may have ended already, and will not end again.
             await self._answer_ended(h["task_ids"])
 
     async def _queue_call(self, worker: WorkerState, msg: wire.Message) -> str:
@@ -891,6 +896,8 @@ class Dispatcher:
             )
         )
         logger.info("task %s attempt %d: %s; %s", entry.task_id, entry.attempt, reason, verdict)
+        if verdict == "requeued" and entry.depth > 0:
+            self._children_queued = True
         if verdict == "failed":
             self.ended.add(TaskStatus.FAILED.value)
             if entry.task_id in self.waiters:

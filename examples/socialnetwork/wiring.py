@@ -153,17 +153,28 @@ def service_function(
     services it calls travel in its closure (slots see no environment of ours)."""
 
     def run(*args: Any) -> Any:
-        db = redis.Redis.from_url(redis_url)
+        db = app_client(redis_url)
         app = LocalApp(db) if link is None else LinkedApp(db, link)
         try:
             return SERVICES[service](app, *args)
         finally:
-            db.close()
             if link is not None:
                 link.close()
 
     run.__name__ = run.__qualname__ = service
     return run
+
+
+_app_clients: dict[str, redis.Redis] = {}
+
+
+def app_client(url: str) -> redis.Redis:
+    """One client (a connection pool) per app Redis for the life of the slot process,
+    as a service keeps its database connections: a call opens no connection of its own."""
+    client = _app_clients.get(url)
+    if client is None:
+        client = _app_clients[url] = redis.Redis.from_url(url)
+    return client
 
 
 def registration_order() -> list[str]:
