@@ -10,21 +10,36 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 ``<p>:functions:<tenant>`` sorted set of a tenant's function ids, scored by ``created_ms``.
 ``<p>:name:<tenant>:<name>`` list of the function ids a tenant registered under a name,
                            oldest first: version N is the Nth; the name means the last.
-``<p>:task:<task_id>``     hash: ``function_id``, ``tenant``, ``status``, ``attempt`` (1-based,
-                           the current one), ``max_attempts``, ``deadline_ms``, ``queued_ms``,
-                           ``started_ms``, ``finished_ms``, ``worker``, ``error``,
-                           ``error_kind``, ``result`` (raw pickle bytes), ``entry``
-                           (id of its current queue entry, for cancel). Expires
-                           ``result_ttl_s`` after it ends. A WAITING task (futures
+``<p>:task:<task_id>``     hash, in one of two forms (`_task_record` reads both).
+                           Open (WAITING, QUEUED, RUNNING): ``function_id``, ``tenant``,
+                           ``status``, ``attempt`` (1-based, the current one),
+                           ``max_attempts``, ``deadline_ms``, ``queued_ms``,
+                           ``started_ms``, ``worker``, ``nested``, ``entry`` (id of its
+                           current queue entry, for cancel). A WAITING task (futures
                            among its arguments) also holds ``waiting`` (dependencies
                            not ended), ``payload`` (its args until it is queued),
                            ``deps`` (dependency ids, comma-separated) and ``depth``.
+                           Retained (ended; written by close_task in
+                           publish_ended.lua, which documents it): ``h`` (msgpack of the
+                           fixed-size fields), ``w`` its worker's number, ``r`` result
+                           (or ``o`` when it is kept apart in ``<p>:result:<task_id>``),
+                           and ``n``, ``e``, ``k``, ``f`` only when not empty or default: few
+                           and short enough values to stay a listpack (a no-op's
+                           takes 168 bytes). Expires ``result_ttl_s`` after it ends.
+                           Tasks an older
+                           version ended keep the open form with ``finished_ms``,
+                           ``error``, ``error_kind``, ``result``, ``result_apart``.
 ``<p>:deps:<task_id>``     set: the WAITING tasks that take this task's result as an
                            argument; released and deleted when it ends (dependents.lua).
 ``<p>:logs:<task_id>``     string: what the task printed (stdout and stderr), each
                            attempt's output after an ``--- attempt N ---`` line. Appended
                            by the dispatcher as chunks arrive; expires ``result_ttl_s``
-                           after the last chunk, and again from the task's end.
+                           after the last chunk, and with its task from the task's end.
+``<p>:result:<task_id>``   string: a result kept apart from its task's hash (``o``): one
+                           over 64 KiB (staged), or over 64 bytes when the rest of the
+                           hash is short. Expires with its task.
+``<p>:blob:<task_id>:<attempt>`` string: a large result staged by the dispatcher until
+                           finish.lua renames it to ``<p>:result:<task_id>`` or drops it.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
                            ``d`` deadline_ms, ``n`` tenant, ``p`` args payload (stored
@@ -42,6 +57,9 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            listing index, kept by submit.lua. Entries outlive their task
                            (ids whose hash expired are skipped and dropped when read)
                            and are trimmed after twice the result TTL.
+``<p>:workers``            hash: ``i:<worker id>`` -> a number, ``n:<number>`` -> the
+                           worker id, ``next``: the numbers retained tasks name their
+                           worker by (worker_number in publish_ended.lua). Only grows.
 ``<p>:status``             string: the active dispatcher's view (msgpack: workers, their
                            slots and load, tasks ended per minute), rewritten every
                            heartbeat interval with a TTL of a few, so it vanishes with it.
@@ -58,13 +76,14 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            dispatcher drops them from what it read ahead and has the
                            workers running them kill their attempts.
 ``<p>:done``               pub/sub channel: when a task ends, a msgpack array of its id
-                           and its hash's fields (``result`` only if small), so waiters
-                           need not read it again.
+                           and its retained fields, with ``r`` the result if it is at
+                           most 64 KiB, so waiters need not read it again.
 
 State changes are Lua scripts in ``common/lua/`` (each documents its KEYS and ARGV):
 submit (hash + queue entry in one step), start, finish and requeue (both fenced by the
 attempt number, so a late result can never overwrite a terminal state), and cancel.
-Every script that ends a task does so through `end_task` (publish_ended.lua).
+Every script that ends a task does so through `end_task` (publish_ended.lua); those
+that read task hashes start with records.lua, which reads both forms.
 """
 
 from __future__ import annotations
@@ -74,6 +93,7 @@ import functools
 import hashlib
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -144,14 +164,11 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 def _load_script(name: str, *, publishes: bool = False) -> str:
-    """The script `name`; with `publishes`, after the helpers that end a task (and
-    release the tasks waiting on it)."""
+    """The script `name` after the helpers that read task hashes; with `publishes`,
+    also after those that end a task (and release the tasks waiting on it)."""
     lua = resources.files("common.lua")
-    text = lua.joinpath(name).read_text()
-    if not publishes:
-        return text
-    helpers = ("publish_ended.lua", "dependents.lua")
-    return "".join(lua.joinpath(h).read_text() for h in helpers) + text
+    helpers = ("records.lua", *(("publish_ended.lua", "dependents.lua") if publishes else ()))
+    return "".join(lua.joinpath(h).read_text() for h in (*helpers, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +211,7 @@ class Keys:
         self.cancels = f"{prefix}:cancels"
         self.done_channel = f"{prefix}:done"
         self.status = f"{prefix}:status"
+        self.workers = f"{prefix}:workers"  # numbers for worker ids (publish_ended.lua)
 
     def name(self, tenant: str, name: str) -> str:
         return f"{self.prefix}:name:{tenant}:{name}"
@@ -232,7 +250,8 @@ class Keys:
         return f"{self.prefix}:blob:{task_id}:{attempt}"
 
     def result(self, task_id: str) -> str:
-        """A large result, kept apart from its task's hash (field `result_apart`)."""
+        """A result kept apart from its task's hash (field `o`, or `result_apart` in the
+        open form); close_task builds this key too."""
         return f"{self.prefix}:result:{task_id}"
 
 
@@ -257,7 +276,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # functions and names, bundles, submit.lua, task reads and listings, the status
     # view, cancel.lua, task output, completions
     "gateway": lambda k: (
-        "multi exec discard hset hget hmget hgetall hstrlen hkeys hincrby hdel zadd zrange zrem"
+        "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
         " zrevrangebyscore zremrangebyscore rpush lrange del set get exists expire xadd"
         " xack xdel xlen xpending getrange strlen publish subscribe unsubscribe sadd smembers",
         (
@@ -266,6 +285,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.name("*", "*"),
             k.bundle("*"),
             k.task("*"),
+            k.workers,
             k.tasks("*"),
             k.idempotency("*", "*"),
             k.queue,
@@ -284,12 +304,13 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # large results (staged, then renamed by finish.lua)
     "dispatcher": lambda k: (
         "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending hmget hset hget hgetall"
-        " hkeys hstrlen hincrby hdel exists expire persist publish get set pexpire del"
+        " hstrlen hincrby hdel exists expire persist publish get set strlen pexpire del"
         " rename blpop lpop zadd zremrangebyscore append rpush sadd smembers",
         (
             k.queue,
             k.nested_queue,
             k.task("*"),
+            k.workers,
             k.function("*"),
             k.bundle("*"),
             k.lease,
@@ -432,6 +453,7 @@ class Store:
         self.redis = client
         self.keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
+        self._workers: dict[bytes, bytes] = {}  # number -> worker id: they never change
         self._scripts: dict[str, _Script] = {}  # by sha, to load them again after NOSCRIPT
         self._submit = self._script(_load_script("submit.lua", publishes=True))
         self._start = self._script(_load_script("start.lua"))
@@ -677,30 +699,35 @@ class Store:
             raise
         return [raw.decode() for raw in ids]
 
-    _TASK_FIELDS = (
-        "function_id", "tenant", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
-        "started_ms", "finished_ms", "worker", "error", "error_kind",
-    )  # fmt: skip
-
     @_translated
     async def get_tasks(
         self, task_ids: Sequence[str], *, with_result: bool = True
     ) -> list[TaskRecord | None]:
-        fields = list(self._TASK_FIELDS)
-        if with_result:
-            fields += ["result", "result_apart"]
+        fields = list(_FIELDS + (_RESULT_FIELDS if with_result else ()))
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hmget(self.keys.task(task_id), fields)
             rows = [dict(zip(fields, row, strict=True)) for row in await pipe.execute()]
-        apart = [(t, row) for t, row in zip(task_ids, rows, strict=True) if row.get("result_apart")]
-        if apart:  # large results: read once, only where there is one
+        await self._name_workers(rows)
+        apart = [(t, row) for t, row in zip(task_ids, rows, strict=True) if _apart(row)]
+        if apart:  # results kept apart: read once, only where there is one
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id, _row in apart:
                     pipe.get(self.keys.result(task_id))
                 for (_task_id, row), result in zip(apart, await pipe.execute(), strict=True):
-                    row["result"] = result
+                    row["r"] = result
         return [_task_record(t, row) for t, row in zip(task_ids, rows, strict=True)]
+
+    async def _name_workers(self, rows: list[dict[str, Any]]) -> None:
+        """Put the worker's id in place of its number (`w` of the retained form) in
+        each row; ids this Store has not seen yet are read in one round trip."""
+        retained = [row for row in rows if row.get("h") is not None and row.get("w")]
+        unknown = list({row["w"] for row in retained} - self._workers.keys())
+        if unknown:
+            names = await self.redis.hmget(self.keys.workers, [b"n:" + n for n in unknown])
+            self._workers.update((n, w) for n, w in zip(unknown, names, strict=True) if w)
+        for row in retained:
+            row["w"] = self._workers.get(row["w"])
 
     @_translated
     async def dependency_results(
@@ -708,24 +735,31 @@ class Store:
     ) -> dict[str, bytes] | str:
         """The results of completed tasks, for the tasks that take them as arguments;
         or why they cannot be had: one did not complete (its record may have expired)
-        or together they exceed `most_bytes`. One round trip for the sizes, one for
-        the results."""
+        or together they exceed `most_bytes`. One round trip for the sizes (wherever
+        each result is kept), then `get_tasks`."""
         ids = list(dict.fromkeys(task_ids))
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.hget(self.keys.task(task_id), "status")
-                pipe.hstrlen(self.keys.task(task_id), "result")
+                pipe.hmget(self.keys.task(task_id), ["status", "h"])
+                for field in ("r", "result"):
+                    pipe.hstrlen(self.keys.task(task_id), field)
+                pipe.strlen(self.keys.result(task_id))
             replies = await pipe.execute()
-        for task_id, status in zip(ids, replies[::2], strict=True):
-            if status != b"COMPLETED":
-                return f"dependency {task_id} is {_text(status) or 'gone (expired)'}"
-        if (total := sum(replies[1::2])) > most_bytes:
+        total = 0
+        for i, task_id in enumerate(ids):
+            (status, header), *sizes = replies[i * 4 : i * 4 + 4]
+            record = _task_record(task_id, {"status": status, "h": header})
+            if record is None or record.status is not TaskStatus.COMPLETED:
+                return f"dependency {task_id} is {record.status if record else 'gone (expired)'}"
+            total += sum(sizes)
+        if total > most_bytes:
             return f"the dependencies' results take {total:,} bytes, over {most_bytes:,}"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hget(self.keys.task(task_id), "result")
-            results = await pipe.execute()
-        return {t: r or b"" for t, r in zip(ids, results, strict=True)}
+        results: dict[str, bytes] = {}
+        for task_id, record in zip(ids, await self.get_tasks(ids), strict=True):
+            if record is None:  # expired between the two reads
+                return f"dependency {task_id} is gone (expired)"
+            results[task_id] = record.result or b""
+        return results
 
     async def get_task(self, task_id: str, *, with_result: bool = True) -> TaskRecord | None:
         return (await self.get_tasks([task_id], with_result=with_result))[0]
@@ -919,9 +953,6 @@ class Store:
                     ],
                     client=pipe,
                 )
-            if self.result_ttl_s:  # the logs last as long as the record they belong to
-                for o in outcomes:
-                    pipe.expire(self.keys.logs(o.task_id), self.result_ttl_s)
             replies = await self._execute(pipe)
             return [bool(replies[i]) for i in verdicts]
 
@@ -949,8 +980,6 @@ class Store:
                 self.inline_result_bytes,
             ],
         )
-        if verdict == b"failed" and self.result_ttl_s:
-            await self.redis.expire(self.keys.logs(task_id), self.result_ttl_s)
         return verdict.decode()
 
     @_translated
@@ -1063,11 +1092,34 @@ def _ended(data: bytes) -> Ended:
     items = msgpack.unpackb(data, raw=True)  # Lua strings arrive as msgpack str: keep bytes
     task_id = items[0].decode()
     fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
-    record = _task_record(task_id, fields) if "result" in fields else None
-    return Ended(task_id, record)
+    # `r` (`result` from an older version) travels only when small enough
+    has_result = "r" in fields or "result" in fields
+    return Ended(task_id, _task_record(task_id, fields) if has_result else None)
+
+
+# -- the two forms of a task's hash (see the module docstring), read in one place ------
+
+_OPEN_FIELDS = (
+    "function_id", "tenant", "status", "attempt", "max_attempts", "deadline_ms", "queued_ms",
+    "started_ms", "finished_ms", "worker", "error", "error_kind",
+)  # fmt: skip
+_RETAINED_FIELDS = ("h", "f", "n", "w", "e", "k")
+_FIELDS = _OPEN_FIELDS + _RETAINED_FIELDS
+_RESULT_FIELDS = ("result", "result_apart", "r", "o")
+_STATUS_LETTERS = {b"C": TaskStatus.COMPLETED, b"F": TaskStatus.FAILED, b"X": TaskStatus.CANCELLED}
+
+
+def _apart(fields: dict[str, bytes | None]) -> bool:
+    """Whether the task's result is kept in <p>:result:<task_id>, in either form."""
+    return bool(fields.get("o") or fields.get("result_apart"))
 
 
 def _task_record(task_id: str, fields: dict[str, bytes | None]) -> TaskRecord | None:
+    """The task its hash's fields describe, in either form; None if there are none.
+    A result read from <p>:result:<task_id> comes as `r`."""
+    header = fields.get("h")
+    if header is not None:
+        return _retained_record(task_id, header, fields)
     status = fields.get("status")
     if status is None:
         return None
@@ -1085,6 +1137,29 @@ def _task_record(task_id: str, fields: dict[str, bytes | None]) -> TaskRecord | 
         worker_id=_text(fields.get("worker")),
         error=_text(fields.get("error")),
         error_kind=ErrorKind(kind) if kind else None,
-        result=fields.get("result"),
+        result=fields["r"] if fields.get("r") is not None else fields.get("result"),
         tenant=_text(fields.get("tenant")) or DEFAULT_TENANT,
+    )
+
+
+def _retained_record(task_id: str, header: bytes, fields: dict[str, bytes | None]) -> TaskRecord:
+    """An ended task in the retained form close_task writes (publish_ended.lua)."""
+    fixed = msgpack.unpackb(header, raw=True)
+    letter, attempt, max_attempts, deadline_ms, queued, started, finished, fid = fixed[:8]
+    kind = _text(fields.get("k"))
+    return TaskRecord(
+        task_id=task_id,
+        function_id=str(uuid.UUID(bytes=fid)) if fid else _text(fields.get("f")) or "",
+        status=_STATUS_LETTERS[letter],
+        attempt=attempt,
+        max_attempts=max_attempts,
+        deadline_s=deadline_ms / 1000,
+        queued_at_ms=queued,
+        started_at_ms=None if started is False else queued + started,
+        finished_at_ms=queued + finished,
+        worker_id=_text(fields.get("w")),
+        error=_text(fields.get("e")),
+        error_kind=ErrorKind(kind) if kind else None,
+        result=fields.get("r"),
+        tenant=_text(fields.get("n")) or DEFAULT_TENANT,
     )

@@ -24,19 +24,20 @@ task's status afterwards ('' for an unknown task).
 local out = {}
 for i = 5, #KEYS do
   local task_id = ARGV[i + 3]
-  local h = redis.call('HMGET', KEYS[i], 'status', 'entry', 'nested')
-  if not h[1] then
+  local status = task_state(KEYS[i])
+  if not status then
     out[#out + 1] = ''
-  elseif TERMINAL[h[1]] then
-    out[#out + 1] = h[1]
+  elseif TERMINAL[status] then
+    out[#out + 1] = status
   else
-    if h[2] then
-      local stream = h[3] == '1' and KEYS[2] or KEYS[1]
-      redis.call('XACK', stream, ARGV[1], h[2])
-      redis.call('XDEL', stream, h[2])
+    local h = redis.call('HMGET', KEYS[i], 'entry', 'nested')
+    if h[1] then
+      local stream = h[2] == '1' and KEYS[2] or KEYS[1]
+      redis.call('XACK', stream, ARGV[1], h[1])
+      redis.call('XDEL', stream, h[1])
     end
-    end_task(KEYS[i], KEYS[4], {'status', 'CANCELLED', 'result', ARGV[6], 'error', ARGV[7],
-      'error_kind', 'cancelled', 'finished_ms', ARGV[2]}, ARGV[3], ARGV[4], task_id, ARGV[5])
+    end_task(KEYS[i], KEYS[4], {status = 'CANCELLED', result = ARGV[6], error = ARGV[7],
+      kind = 'cancelled', finished = ARGV[2]}, ARGV[3], ARGV[4], task_id, ARGV[5])
     redis.call('RPUSH', KEYS[3], task_id)
     out[#out + 1] = 'CANCELLED'
   end

@@ -23,15 +23,15 @@ local function dependency_failure(error)
 end
 
 local function fail_dependent(key, counter_key, error, finished_ms, ttl, channel, id, inline_max)
-  close_task(key, counter_key, {'status', 'FAILED', 'result', dependency_failure(error),
-    'error', error, 'error_kind', 'dependency_failed', 'finished_ms', finished_ms},
+  close_task(key, counter_key, {status = 'FAILED', result = dependency_failure(error),
+    error = error, kind = 'dependency_failed', finished = finished_ms},
     ttl, channel, id, inline_max)
 end
 
-release_dependents = function(task_key, counter_key, ttl, channel, task_id, inline_max)
+-- `ended`: the end of the task that just ended (see publish_ended.lua).
+release_dependents = function(task_key, counter_key, ttl, channel, task_id, inline_max, ended)
   local prefix = string.sub(task_key, 1, #task_key - #task_id - #'task:')
-  local ended = redis.call('HMGET', task_key, 'status', 'finished_ms')
-  local work = {{task_id, ended[1]}}
+  local work = {{task_id, ended.status}}
   local i = 1
   while i <= #work do
     local ended_id, ended_status = work[i][1], work[i][2]
@@ -44,7 +44,7 @@ release_dependents = function(task_key, counter_key, ttl, channel, task_id, inli
       if redis.call('HGET', key, 'status') == 'WAITING' then
         if ended_status ~= 'COMPLETED' then
           fail_dependent(key, counter_key, 'dependency ' .. ended_id .. ' ended ' .. ended_status,
-            ended[2], ttl, channel, id, inline_max)
+            ended.finished, ttl, channel, id, inline_max)
           work[#work + 1] = {id, 'FAILED'}
         elseif redis.call('HINCRBY', key, 'waiting', -1) <= 0 then
           local h = redis.call('HMGET', key, 'function_id', 'deadline_ms', 'tenant', 'depth',

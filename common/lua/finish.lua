@@ -18,11 +18,12 @@ ARGV[13] '1' if the result was staged under KEYS[4] (ARGV[5] is then ''), else '
 KEYS[4]  staged result  <p>:blob:<task_id>:<attempt>
 KEYS[5]  result kept apart  <p>:result:<task_id>
 A large result is not an argument here: the caller SETs it under KEYS[4] in the same
-pipeline, and this script, once the fence passes, RENAMEs it to KEYS[5] (no copy) and
-marks the task `result_apart`; a stale attempt's staged result is deleted instead.
+pipeline, and this script, once the fence passes, RENAMEs it to KEYS[5] (no copy;
+close_task marks the task `o` and gives it the task's TTL); a stale attempt's staged
+result is deleted instead.
 Returns 1 if committed; 0 if the task is unknown, already terminal (a cancelled task
-too), or at another attempt (a late result from a worker presumed dead), in which case
-nothing changes.
+too; the retained form has no `status`), or at another attempt (a late result from a
+worker presumed dead), in which case nothing changes.
 ]]
 local staged = ARGV[13] == '1'
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt')
@@ -34,20 +35,11 @@ if not h[1] or TERMINAL[h[1]] or h[2] ~= ARGV[3] then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
-local fields = {'status', ARGV[4], 'error', ARGV[6], 'error_kind', ARGV[7],
-  'finished_ms', ARGV[8]}
+local result = ARGV[5]
 if staged then
   redis.call('RENAME', KEYS[4], KEYS[5])
-  if tonumber(ARGV[9]) > 0 then  -- lives exactly as long as the task record
-    redis.call('EXPIRE', KEYS[5], ARGV[9])
-  else
-    redis.call('PERSIST', KEYS[5])
-  end
-  fields[#fields + 1] = 'result_apart'
-  fields[#fields + 1] = '1'
-else
-  fields[#fields + 1] = 'result'
-  fields[#fields + 1] = ARGV[5]
+  result = nil
 end
-end_task(KEYS[1], KEYS[3], fields, ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+end_task(KEYS[1], KEYS[3], {status = ARGV[4], result = result, error = ARGV[6],
+  kind = ARGV[7], finished = ARGV[8]}, ARGV[9], ARGV[10], ARGV[11], ARGV[12])
 return 1

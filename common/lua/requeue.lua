@@ -16,7 +16,8 @@ A task that was RUNNING used up an attempt: it goes back to the queue at attempt
 or ends FAILED (kind worker_lost) when max_attempts is reached. A task still QUEUED
 never started, so it goes back at the same attempt. The old entry is acknowledged and
 deleted; the new one carries the same payload. Returns 'requeued', 'failed' or
-'stale' (already terminal, unknown, or at another attempt: only the entry is dropped).
+'stale' (already terminal, unknown, or at another attempt: only the entry is dropped;
+an ended task in the retained form has no `status`).
 ]]
 local function drop_entry()
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -31,8 +32,8 @@ local attempt = tonumber(h[2])
 local entry = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
 if h[1] == 'RUNNING' and attempt >= tonumber(h[3]) or #entry == 0 then
   drop_entry()
-  end_task(KEYS[1], KEYS[3], {'status', 'FAILED', 'result', ARGV[6], 'error', ARGV[5],
-    'error_kind', 'worker_lost', 'finished_ms', ARGV[4]}, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+  end_task(KEYS[1], KEYS[3], {status = 'FAILED', result = ARGV[6], error = ARGV[5],
+    kind = 'worker_lost', finished = ARGV[4]}, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
   return 'failed'
 end
 if h[1] == 'RUNNING' then

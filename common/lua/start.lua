@@ -13,7 +13,7 @@ for i = 1, #KEYS do
   if h[1] == 'QUEUED' and h[2] == attempt then
     redis.call('HSET', KEYS[i], 'status', 'RUNNING', 'started_ms', ARGV[1], 'worker', worker)
     out[i] = 1
-  elseif h[1] == 'CANCELLED' then
+  elseif task_state(KEYS[i]) == 'CANCELLED' then
     out[i] = -1
   else
     out[i] = 0

@@ -63,14 +63,14 @@ local first_key, first_pair = 6 + 2 * ndeps, 15 + ndeps
 local deps = table.concat(ARGV, ',', 15, 14 + ndeps)
 local waiting, failed = 0, nil
 for d = 1, ndeps do
-  local h = redis.call('HMGET', KEYS[5 + d], 'status', 'tenant')
-  if not h[1] or h[2] ~= ARGV[7] then
+  local status, tenant = task_state(KEYS[5 + d])
+  if not status or tenant ~= ARGV[7] then
     return redis.error_reply('NODEPENDENCY ' .. ARGV[14 + d])
   end
-  if not TERMINAL[h[1]] then
+  if not TERMINAL[status] then
     waiting = waiting + 1
-  elseif h[1] ~= 'COMPLETED' and not failed then
-    failed = 'dependency ' .. ARGV[14 + d] .. ' ended ' .. h[1]
+  elseif status ~= 'COMPLETED' and not failed then
+    failed = 'dependency ' .. ARGV[14 + d] .. ' ended ' .. status
   end
 end
 local count = 0
@@ -117,7 +117,7 @@ for i = first_key, #KEYS do
           ARGV[14])
       else
         for d = 1, ndeps do
-          if not TERMINAL[redis.call('HGET', KEYS[5 + d], 'status')] then
+          if not TERMINAL[task_state(KEYS[5 + d])] then
             redis.call('SADD', KEYS[5 + ndeps + d], ARGV[j])
           end
         end
