@@ -26,9 +26,9 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            and ``n``, ``e``, ``k``, ``f`` only when not empty or default: few
                            and short enough values to stay a listpack (a no-op's
                            takes 168 bytes). Expires ``result_ttl_s`` after it ends.
-                           Tasks an older
-                           version ended keep the open form with ``finished_ms``,
-                           ``error``, ``error_kind``, ``result``, ``result_apart``.
+                           Tasks an older version ended keep the open form with
+                           ``finished_ms``, ``error``, ``error_kind``, ``result``,
+                           ``result_apart``.
 ``<p>:deps:<task_id>``     set: the WAITING tasks that take this task's result as an
                            argument; released and deleted when it ends (dependents.lua).
 ``<p>:logs:<task_id>``     string: what the task printed (stdout and stderr), each
@@ -53,10 +53,15 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            ``c``, the call depth). Read before the main queue: children
                            run before new top-level tasks, which bounds how many
                            parents wait.
-``<p>:tasks:<tenant>``     sorted set of a tenant's task ids scored by ``queued_ms``: the
-                           listing index, kept by submit.lua. Entries outlive their task
-                           (ids whose hash expired are skipped and dropped when read)
-                           and are trimmed after twice the result TTL.
+``<p>:index:<tenant>``     stream, the listing index: one entry per task the tenant
+                           submitted, ``u`` its id as 16 bytes (``i`` as text if it is
+                           not a UUID), the entry id the time it was listed; kept by
+                           submit.lua. Entries outlive their task (ids whose hash
+                           expired are skipped and deleted when read) and are trimmed
+                           after twice the result TTL setting. About 36 bytes a task.
+``<p>:tasks:<tenant>``     sorted set, the index an older version kept (ids scored by
+                           ``queued_ms``): listed after the stream, read only, set to
+                           expire when first read.
 ``<p>:workers``            hash: ``i:<worker id>`` -> a number, ``n:<number>`` -> the
                            worker id, ``next``: the numbers retained tasks name their
                            worker by (worker_number in publish_ended.lua). Only grows.
@@ -216,7 +221,12 @@ class Keys:
     def name(self, tenant: str, name: str) -> str:
         return f"{self.prefix}:name:{tenant}:{name}"
 
-    def tasks(self, tenant: str) -> str:
+    def index(self, tenant: str) -> str:
+        """The tenant's listing index (a stream; submit.lua adds to it)."""
+        return f"{self.prefix}:index:{tenant}"
+
+    def old_index(self, tenant: str) -> str:
+        """The listing index an older version kept (a sorted set), read after `index`."""
         return f"{self.prefix}:tasks:{tenant}"
 
     def queue_of(self, depth: int) -> str:
@@ -273,12 +283,12 @@ _BASE_COMMANDS = "ping eval evalsha script|load script|exists"
 # standing for an id.
 _Grant = tuple[str, tuple[str, ...], tuple[str, ...]]
 _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
-    # functions and names, bundles, submit.lua, task reads and listings, the status
-    # view, cancel.lua, task output, completions
+    # functions and names, bundles, submit.lua, task reads and listings (and the
+    # old index's), the status view, cancel.lua, task output, completions
     "gateway": lambda k: (
         "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
-        " zrevrangebyscore zremrangebyscore rpush lrange del set get exists expire xadd"
-        " xack xdel xlen xpending getrange strlen publish subscribe unsubscribe sadd smembers",
+        " zrevrangebyscore rpush lrange del set get exists expire xadd xack xdel xlen xpending"
+        " xrevrange xtrim getrange strlen publish subscribe unsubscribe sadd smembers",
         (
             k.function("*"),
             k.functions("*"),
@@ -286,7 +296,8 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.bundle("*"),
             k.task("*"),
             k.workers,
-            k.tasks("*"),
+            k.index("*"),
+            k.old_index("*"),
             k.idempotency("*", "*"),
             k.queue,
             k.nested_queue,
@@ -303,9 +314,9 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # submit.lua), code, lease, lost workers and cancels, the status view, task output,
     # large results (staged, then renamed by finish.lua)
     "dispatcher": lambda k: (
-        "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending hmget hset hget hgetall"
-        " hstrlen hincrby hdel exists expire persist publish get set strlen pexpire del"
-        " rename blpop lpop zadd zremrangebyscore append rpush sadd smembers",
+        "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending xtrim hmget hset hget"
+        " hgetall hstrlen hincrby hdel exists expire persist publish get set strlen"
+        " pexpire del rename blpop lpop append rpush sadd smembers",
         (
             k.queue,
             k.nested_queue,
@@ -318,7 +329,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.cancels,
             k.unfinished,
             k.status,
-            k.tasks("*"),
+            k.index("*"),
             k.idempotency("*", "*"),
             k.logs("*"),
             k.dependents("*"),
@@ -660,7 +671,7 @@ class Store:
             self.keys.function(function_id),
             self.keys.idempotency(tenant, idempotency_key or ""),
             self.keys.unfinished,
-            self.keys.tasks(tenant),
+            self.keys.index(tenant),
             *(self.keys.task(d) for d in deps),
             *(self.keys.dependents(d) for d in deps),
             *(self.keys.task(task_id) for task_id, _ in tasks),
@@ -770,44 +781,78 @@ class Store:
         *,
         limit: int,
         tenant: str = DEFAULT_TENANT,
-        cursor: tuple[int, int] | None = None,
+        cursor: str | None = None,
         keep: Callable[[TaskRecord], bool] = lambda _record: True,
         max_scanned: int = 5000,
-    ) -> tuple[list[TaskRecord], tuple[int, int] | None]:
+    ) -> tuple[list[TaskRecord], str | None]:
         """Newest first, from the index: up to `limit` records (without results) that
-        `keep` accepts, and the cursor of the next page (None at the end). A cursor is
-        (queued ms, how many at that ms were already passed). Reads at most
-        `max_scanned` index entries, so a rare filter may answer a short page with a
-        cursor to go on from."""
-        top, skip = cursor if cursor is not None else (None, 0)
+        `keep` accepts, and the cursor of the next page (None at the end): the id of the
+        last index entry passed, or `old:<queued ms>-<passed at that ms>` in the old
+        index. Reads at most `max_scanned` index entries, so a rare filter may answer a
+        short page with a cursor to go on from."""
         found: list[TaskRecord] = []
-        scanned = 0
-        while scanned < max_scanned:
-            batch = min(max(limit * 2, 100), max_scanned - scanned)
-            rows = await self.redis.zrevrangebyscore(
-                self.keys.tasks(tenant), "+inf" if top is None else top, "-inf",
-                start=skip, num=batch, withscores=True,
-            )  # fmt: skip
-            if not rows:
-                return found, None
+        batch = min(max(limit * 2, 100), max_scanned)
+        async with contextlib.aclosing(self._listed(tenant, cursor, batch)) as listed:
+            scanned = 0
+            async for record, after in listed:
+                scanned += 1
+                if record is not None and keep(record):
+                    found.append(record)
+                if len(found) == limit or scanned == max_scanned:
+                    return found, after
+        return found, None
+
+    async def _listed(
+        self, tenant: str, cursor: str | None, batch: int
+    ) -> AsyncIterator[tuple[TaskRecord | None, str]]:
+        """(record, or None if it expired; the cursor after it) of each index entry from
+        `cursor` on, newest first: the stream, then the old index. Entries of expired
+        tasks are deleted as met. Reads `batch` entries per round trip."""
+        if not (cursor or "").startswith("old:"):
+            index = self.keys.index(tenant)
+            top = f"({cursor}" if cursor else "+"
+            while rows := await self.redis.xrevrange(index, max=top, min="-", count=batch):
+                ids = [_listed_id(fields) for _, fields in rows]
+                records = await self.get_tasks(ids, with_result=False)
+                if gone := [e for (e, _), r in zip(rows, records, strict=True) if r is None]:
+                    await self.redis.xdel(index, *gone)
+                for (entry_id, _), record in zip(rows, records, strict=True):
+                    top = f"({entry_id.decode()}"
+                    yield record, entry_id.decode()
+                if len(rows) < batch:
+                    break
+            cursor = None
+        async for item in self._listed_in_old_index(tenant, cursor, batch):
+            yield item
+
+    async def _listed_in_old_index(
+        self, tenant: str, cursor: str | None, batch: int
+    ) -> AsyncIterator[tuple[TaskRecord | None, str]]:
+        """`_listed` in the sorted set an older version kept (ids scored by queued ms).
+        A cursor is `old:<ms>-<how many at that ms were passed>`: a batch shares one ms."""
+        key = self.keys.old_index(tenant)
+        top: int | None = None
+        skip = 0
+        if cursor:
+            ms, _, passed = cursor.removeprefix("old:").partition("-")
+            top, skip = int(ms), int(passed)
+        while rows := await self.redis.zrevrangebyscore(
+            key, "+inf" if top is None else top, "-inf", start=skip, num=batch, withscores=True
+        ):
+            if top is None and self.result_ttl_s:  # nothing adds to it: let it go in time
+                await self.redis.expire(key, 2 * self.result_ttl_s, nx=True)
             ids = [raw.decode() for raw, _ in rows]
             records = await self.get_tasks(ids, with_result=False)
             if gone := [i for i, r in zip(ids, records, strict=True) if r is None]:
-                await self.redis.zrem(self.keys.tasks(tenant), *gone)
+                await self.redis.zrem(key, *gone)
             for (_, score), record in zip(rows, records, strict=True):
-                scanned += 1
                 if int(score) != top:
                     top, skip = int(score), 0
-                if record is None:  # dropped from the index just now: not to be skipped
-                    continue
-                skip += 1
-                if keep(record):
-                    found.append(record)
-                    if len(found) == limit:
-                        return found, (top, skip)
+                if record is not None:  # one dropped from the index just now is not skipped
+                    skip += 1
+                yield record, f"old:{top}-{skip}"
             if len(rows) < batch:
-                return found, None
-        return found, (top, skip) if top is not None else None
+                break
 
     @_translated
     async def cancel(self, task_ids: Sequence[str], *, failure: bytes, error: str) -> list[str]:
@@ -1107,6 +1152,12 @@ _RETAINED_FIELDS = ("h", "f", "n", "w", "e", "k")
 _FIELDS = _OPEN_FIELDS + _RETAINED_FIELDS
 _RESULT_FIELDS = ("result", "result_apart", "r", "o")
 _STATUS_LETTERS = {b"C": TaskStatus.COMPLETED, b"F": TaskStatus.FAILED, b"X": TaskStatus.CANCELLED}
+
+
+def _listed_id(fields: dict[bytes, bytes]) -> str:
+    """The task id of a listing index entry (see submit.lua)."""
+    raw = fields.get(b"u")
+    return str(uuid.UUID(bytes=raw)) if raw is not None else fields[b"i"].decode()
 
 
 def _apart(fields: dict[str, bytes | None]) -> bool:

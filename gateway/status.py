@@ -3,6 +3,7 @@ its workers and of the tasks that ended per minute (see `dispatcher.status`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -11,19 +12,16 @@ from common.errors import InvalidPayload
 from common.models import TaskRecord, TaskStatus, check_id
 from common.store import Store
 
+_CURSOR = re.compile(r"(old:)?\d+-\d+")
 
-def parse_cursor(cursor: str | None) -> tuple[int, int] | None:
-    """`<queued ms>-<passed>` as `Store.list_tasks` takes it; None for the first page."""
+
+def parse_cursor(cursor: str | None) -> str | None:
+    """A cursor as `Store.list_tasks` gives and takes it; None for the first page."""
     if not cursor:
         return None
-    top, sep, skip = cursor.partition("-")
-    if not (sep and top.isdigit() and skip.isdigit()):
+    if not _CURSOR.fullmatch(cursor):
         raise InvalidPayload("cursor must be the next_cursor of a previous page")
-    return int(top), int(skip)
-
-
-def format_cursor(cursor: tuple[int, int] | None) -> str | None:
-    return None if cursor is None else f"{cursor[0]}-{cursor[1]}"
+    return cursor
 
 
 async def list_tasks(
@@ -45,7 +43,7 @@ async def list_tasks(
     records, after = await store.list_tasks(
         limit=limit, tenant=tenant, cursor=parse_cursor(cursor), keep=keep
     )
-    return records, format_cursor(after)
+    return records, after
 
 
 async def dispatcher_view(store: Store) -> dict[str, Any]:

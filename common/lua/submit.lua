@@ -3,7 +3,7 @@ KEYS[1]   queue stream                 <p>:queue, or <p>:queue:nested for calls 
 KEYS[2]   function hash                <p>:fn:<function_id>
 KEYS[3]   idempotency key              <p>:idem:<tenant>:<key>  (read only when ARGV[5] > 0)
 KEYS[4]   unfinished tasks per tenant  <p>:unfinished  (hash: tenant -> count)
-KEYS[5]   the tenant's task index      <p>:tasks:<tenant> (sorted set, scored by queued ms)
+KEYS[5]   the tenant's task index      <p>:index:<tenant> (stream of task ids)
 KEYS[6..] task hashes                  <p>:task:<task_id>, in the order of the pairs below
 ARGV[1]   function_id
 ARGV[2]   now (ms since the epoch)
@@ -123,12 +123,16 @@ for i = first_key, #KEYS do
         end
       end
     end
-    redis.call('ZADD', KEYS[5], ARGV[2], ARGV[j])
+    -- The index entry's id is the time it was listed (Redis's clock); a UUID goes
+    -- as its 16 bytes (`u`), any other id as text (`i`).
+    local raw = uuid_bytes(ARGV[j])
+    redis.call('XADD', KEYS[5], '*', raw and 'u' or 'i', raw or ARGV[j])
   end
   ids[#ids + 1] = ARGV[j]
 end
--- Tasks expire on their own; their index entries go once surely past that.
+-- Tasks expire on their own; their index entries go once surely past that (whole
+-- nodes of the stream at a time: `~`).
 if tonumber(ARGV[9]) > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[9])))
+  redis.call('XTRIM', KEYS[5], 'MINID', '~', tonumber(ARGV[2]) - tonumber(ARGV[9]))
 end
 return ids

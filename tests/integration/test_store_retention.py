@@ -1,6 +1,6 @@
 """Retention in the store, against a real redis-server: the retained form an ended
 task is rewritten into (small, a listpack, read back the same), results kept apart,
-and records an older version wrote."""
+and records, results and listings an older version wrote."""
 
 from __future__ import annotations
 
@@ -175,5 +175,32 @@ def test_a_task_an_older_version_ended_reads_the_same(redis_url: str) -> None:
         )  # fmt: skip
         (entry,) = await store.read_queue(count=10, block_ms=100)
         assert (entry.task_id, entry.depends_on) == (waiter, (task_id,))
+
+    run(redis_url, scenario)
+
+
+def test_the_listing_goes_on_into_the_index_an_older_version_kept(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        old = [await old_ended(store) for _ in range(3)]
+        gone = str(uuid.uuid4())  # listed, but its record expired
+        old_index = store.keys.old_index("default")
+        await store.redis.zadd(old_index, {old[0]: 1, old[1]: 2, gone: 2, old[2]: 2})
+        new = []
+        for _ in range(3):
+            entry = await started(store)
+            assert await store.finish([done(entry, None)]) == [True]
+            new.append(entry.task_id)
+        seen, cursors, cursor = [], [], None
+        while True:
+            page, cursor = await store.list_tasks(limit=2, cursor=cursor)
+            seen += [r.task_id for r in page]
+            cursors.append(cursor)
+            if cursor is None:
+                break
+        assert seen[:3] == new[::-1], "newest first, the new index first"
+        assert len(seen) == 6 and set(seen[3:5]) == {old[1], old[2]} and seen[5] == old[0]
+        assert any(c and c.startswith("old:") for c in cursors)
+        assert await store.redis.zscore(old_index, gone) is None, "dropped when met"
+        assert 0 < await ttl(store, old_index) <= 2 * store.result_ttl_s, "it goes in time"
 
     run(redis_url, scenario)
