@@ -13,6 +13,8 @@ MAX_DEPENDENCIES = 1000
 """Most tasks (futures) one task may take as arguments."""
 MAX_DEPENDENCY_BYTES = 64 * 2**20
 """Most bytes of dependencies' results one task may take (sent in its TASK message)."""
+MAX_RESULT_TTL_S = 30 * 86_400
+"""Longest a task or function may ask its ended tasks to be kept."""
 
 
 class TaskStatus(StrEnum):
@@ -79,6 +81,19 @@ class TaskRecord:
     error_kind: ErrorKind | None
     result: bytes | None
     tenant: str = DEFAULT_TENANT
+    expire_after_read: bool = False  # kept only briefly once a response carried its result
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long ended tasks are kept, as a task or function chose; None leaves it to
+    the function, then to the `result_ttl_s` setting."""
+
+    result_ttl_s: int | None = None  # 1 .. MAX_RESULT_TTL_S
+    expire_after_read: bool | None = None  # then kept only briefly once its result is read
+
+
+DEFAULT_RETENTION = Retention()
 
 
 @dataclass(frozen=True, slots=True)

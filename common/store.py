@@ -4,7 +4,9 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 
 ``<p>:fn:<function_id>``   hash: ``name``, ``tenant``, ``payload`` (raw pickle bytes),
                            ``created_ms``, ``env`` (msgpack ``[requirements, bundle
-                           digests]``, if any). No ``tenant``: the ``default`` tenant's.
+                           digests]``, if any), ``result_ttl_s`` and
+                           ``expire_after_read`` (``1``) for its tasks, if set. No
+                           ``tenant``: the ``default`` tenant's.
 ``<p>:bundle:<sha256>``    string: a code bundle (zip) functions' environments refer to;
                            content-addressed, so stored once however many use it.
 ``<p>:functions:<tenant>`` sorted set of a tenant's function ids, scored by ``created_ms``.
@@ -15,20 +17,24 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
                            ``status``, ``attempt`` (1-based, the current one),
                            ``max_attempts``, ``deadline_ms``, ``queued_ms``,
                            ``started_ms``, ``worker``, ``nested``, ``entry`` (id of its
-                           current queue entry, for cancel). A WAITING task (futures
-                           among its arguments) also holds ``waiting`` (dependencies
-                           not ended), ``payload`` (its args until it is queued),
-                           ``deps`` (dependency ids, comma-separated) and ``depth``.
+                           current queue entry, for cancel), ``result_ttl_s`` and
+                           ``expire_after_read`` if the task or its function set them.
+                           A WAITING task (futures among its arguments) also holds
+                           ``waiting`` (dependencies not ended), ``payload`` (its args
+                           until it is queued), ``deps`` (dependency ids,
+                           comma-separated) and ``depth``.
                            Retained (ended; written by close_task in
                            publish_ended.lua, which documents it): ``h`` (msgpack of the
                            fixed-size fields), ``w`` its worker's number, ``r`` result
                            (or ``o`` when it is kept apart in ``<p>:result:<task_id>``),
                            and ``n``, ``e``, ``k``, ``f`` only when not empty or default: few
                            and short enough values to stay a listpack (a no-op's
-                           takes 168 bytes). Expires ``result_ttl_s`` after it ends.
-                           Tasks an older version ended keep the open form with
-                           ``finished_ms``, ``error``, ``error_kind``, ``result``,
-                           ``result_apart``.
+                           takes 168 bytes). Expires ``result_ttl_s`` after it ends
+                           (the task's, else its function's, else the setting), or
+                           the gateway's ``expire_after_read_s`` after a response
+                           carried its result if it asked for that. Tasks an older
+                           version ended keep the open form with ``finished_ms``,
+                           ``error``, ``error_kind``, ``result``, ``result_apart``.
 ``<p>:deps:<task_id>``     set: the WAITING tasks that take this task's result as an
                            argument; released and deleted when it ends (dependents.lua).
 ``<p>:logs:<task_id>``     string: what the task printed (stdout and stderr), each
@@ -118,11 +124,13 @@ from common.errors import (
     TaskNotFound,
 )
 from common.models import (
+    DEFAULT_RETENTION,
     MAX_DEPENDENCIES,
     ErrorKind,
     FunctionCode,
     FunctionEnv,
     FunctionRecord,
+    Retention,
     TaskRecord,
     TaskStatus,
 )
@@ -284,7 +292,8 @@ _BASE_COMMANDS = "ping eval evalsha script|load script|exists"
 _Grant = tuple[str, tuple[str, ...], tuple[str, ...]]
 _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # functions and names, bundles, submit.lua, task reads and listings (and the
-    # old index's), the status view, cancel.lua, task output, completions
+    # old index's), the status view, cancel.lua, task output, completions, shorter
+    # TTLs once results are read
     "gateway": lambda k: (
         "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
         " zrevrangebyscore rpush lrange del set get exists expire xadd xack xdel xlen xpending"
@@ -540,14 +549,19 @@ class Store:
         sources: Sequence[tuple[str, int, str]] = (),
         *,
         tenant: str = DEFAULT_TENANT,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> int:
         """Store a function; returns its version under `name` (1 for the first).
         `sources`: (file, first line, text) of the function's code, shown in the
-        tracebacks of its tasks."""
+        tracebacks of its tasks. `retention`: its tasks', unless they set their own."""
         created = now_ms()
         fields: dict[str, Any] = {
             "name": name, "tenant": tenant, "payload": payload, "created_ms": created,
         }  # fmt: skip
+        if retention.result_ttl_s is not None:
+            fields["result_ttl_s"] = retention.result_ttl_s
+        if retention.expire_after_read is not None:
+            fields["expire_after_read"] = int(retention.expire_after_read)
         if env:
             fields["env"] = msgpack.packb([list(env.requirements), list(env.bundles)])
         if sources:
@@ -651,6 +665,7 @@ class Store:
         max_unfinished: int = 100_000,
         depth: int = 0,
         depends_on: Sequence[str] = (),
+        retention: Retention = DEFAULT_RETENTION,
     ) -> list[str]:
         """Queue (task_id, args payload) pairs of `tenant`'s function atomically;
         returns the ids accepted. An idempotency key (the tenant's own) is bound to
@@ -660,7 +675,8 @@ class Store:
         a running task (`depth` > 0) go to the nested queue; an id that exists already
         is not queued again (nor counted). With `depends_on` (the tenant's tasks whose
         results are among the arguments, at most MAX_DEPENDENCIES; else TaskNotFound),
-        each task waits for them (WAITING) unless they have all completed already."""
+        each task waits for them (WAITING) unless they have all completed already.
+        `retention`: how long the tasks are kept once ended, where not their function's."""
         if idempotency_key is not None and len(tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
         deps = list(dict.fromkeys(depends_on))
@@ -691,6 +707,8 @@ class Store:
             self.result_ttl_s,
             self.keys.done_channel,
             self.inline_result_bytes,
+            retention.result_ttl_s or 0,
+            "" if retention.expire_after_read is None else int(retention.expire_after_read),
             *deps,
         ]
         for task_id, payload in tasks:
@@ -1028,6 +1046,16 @@ class Store:
         return verdict.decode()
 
     @_translated
+    async def expire_read(self, task_ids: Sequence[str], ttl_s: int) -> None:
+        """Keep ended tasks (their records, results and output) at most `ttl_s` more:
+        for tasks that asked to go once their result was read."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                for key in (self.keys.task, self.keys.result, self.keys.logs):
+                    pipe.expire(key(task_id), ttl_s, lt=True)  # never longer than it was
+            await pipe.execute()
+
+    @_translated
     async def append_logs(self, chunks: Sequence[tuple[str, bytes]]) -> None:
         """Append output chunks, (task_id, bytes) in order, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -1213,4 +1241,5 @@ def _retained_record(task_id: str, header: bytes, fields: dict[str, bytes | None
         error_kind=ErrorKind(kind) if kind else None,
         result=fields.get("r"),
         tenant=_text(fields.get("n")) or DEFAULT_TENANT,
+        expire_after_read=fixed[8:] == [True],
     )

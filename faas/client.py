@@ -230,11 +230,14 @@ class Client:
         requirements: Sequence[str] = (),
         py_modules: Sequence[str | os.PathLike[str]] = (),
         modules: Sequence[types.ModuleType] = (),
+        result_ttl_s: int | None = None,
+        expire_after_read: bool | None = None,
     ) -> RemoteFunction:
         """Register `fn`. Your own modules it uses travel with it (by value), found
         by following its globals; `modules` adds more. `requirements` are pip
         specifiers the workers install for it; `py_modules` are files or package
-        folders shipped as a zip and put first on its path."""
+        folders shipped as a zip and put first on its path. `result_ttl_s` and
+        `expire_after_read`: how long its tasks are kept once ended (see `options`)."""
         name = name or getattr(fn, "__qualname__", None) or "function"
         body: dict[str, Any] = {
             "name": name,
@@ -244,6 +247,10 @@ class Client:
         }
         if py_modules:
             body["py_modules"] = [base64.b64encode(zip_paths(py_modules)).decode("ascii")]
+        if result_ttl_s is not None:
+            body["result_ttl_s"] = result_ttl_s
+        if expire_after_read is not None:
+            body["expire_after_read"] = expire_after_read
         answer = self.request("POST", "/v1/functions", json=body)
         for warning in answer.get("warnings", []):
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
@@ -327,14 +334,25 @@ class RemoteFunction:
         deadline_s: float | None = None,
         max_attempts: int | None = None,
         inline: bool | None = None,
+        result_ttl_s: int | None = None,
+        expire_after_read: bool | None = None,
     ) -> RemoteFunction:
         """The same function with per-task options for the calls made through it.
         `inline=True` matters inside a running function only: there, a call or a map
         through it runs in the caller's own slot instead of as tasks (see
-        `faas.nested`); everywhere else, calls are tasks as usual."""
-        options = {**self._options, "deadline_s": deadline_s, "max_attempts": max_attempts}
+        `faas.nested`); everywhere else, calls are tasks as usual. `result_ttl_s`:
+        seconds its ended tasks are kept (1 to 30 days; else the function's, else the
+        server's, 24 h by default); `expire_after_read`: kept only about a minute more
+        once their result was fetched. Calls made from inside a running task (nested)
+        take neither."""
+        options = {
+            **self._options, "deadline_s": deadline_s, "max_attempts": max_attempts,
+            "result_ttl_s": result_ttl_s, "expire_after_read": expire_after_read,
+        }  # fmt: skip
+        # an explicit False is a choice (over the function's True); 0 and None are not
+        chosen = {k: v for k, v in options.items() if v or v is False}
         return RemoteFunction(
-            self.client, self.id, self.name, {k: v for k, v in options.items() if v},
+            self.client, self.id, self.name, chosen,
             version=self.version, inline=self.inline if inline is None else inline,
         )  # fmt: skip
 

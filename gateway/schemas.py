@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.models import MAX_DEPENDENCIES, ErrorKind, TaskStatus
+from common.models import MAX_DEPENDENCIES, MAX_RESULT_TTL_S, ErrorKind, Retention, TaskStatus
 from common.requirements import MAX_REQUIREMENTS
 from common.wire import MAX_BUNDLES
 
@@ -29,7 +29,30 @@ class RegisterFunction(_Strict):
     payload: str = Field(description="base64 text of the pickled function")
 
 
-class RegisterFunctionV1(RegisterFunction):
+class RetentionOptions(_Strict):
+    result_ttl_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RESULT_TTL_S,
+        description="seconds an ended task (its result and output) is kept, 1 to "
+        f"{MAX_RESULT_TTL_S:,} (30 days); unset: the function's, else the server's "
+        "(FAAS_RESULT_TTL_S, 24 h by default)",
+    )
+    expire_after_read: bool | None = Field(
+        default=None,
+        description="once a response carried the ended task's result (GET /v1/tasks/{id}, "
+        "a synchronous POST /v1/tasks, POST /v1/tasks/wait, GET /result/{id}), keep it "
+        "only FAAS_EXPIRE_AFTER_READ_S more (60 s by default); unset: as the function says",
+    )
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(self.result_ttl_s, self.expire_after_read)
+
+
+class RegisterFunctionV1(RegisterFunction, RetentionOptions):
+    """Retention options, if set, apply to its tasks that set none of their own."""
+
     requirements: list[str] = Field(
         default_factory=list,
         max_length=MAX_REQUIREMENTS,
@@ -59,7 +82,7 @@ class RegisterFunctionV1(RegisterFunction):
         return self
 
 
-class TaskOptions(_Strict):
+class TaskOptions(RetentionOptions):
     deadline_s: float | None = Field(
         # Deadlines are kept in whole milliseconds: a shorter one would be stored as 0.
         default=None,

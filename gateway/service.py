@@ -14,7 +14,15 @@ from concurrent.futures import CancelledError
 
 from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
-from common.models import FunctionEnv, FunctionRecord, TaskRecord, check_id, new_id
+from common.models import (
+    DEFAULT_RETENTION,
+    FunctionEnv,
+    FunctionRecord,
+    Retention,
+    TaskRecord,
+    check_id,
+    new_id,
+)
 from common.requirements import validate_requirements
 from common.store import Store
 from common.tenants import Tenant
@@ -65,9 +73,11 @@ class TaskService:
         sources: Sequence[tuple[str, int, str]] = (),
         *,
         tenant: Tenant,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> tuple[str, int, list[str]]:
-        """Store a function (and its environment); returns its id, its version under
-        `name`, and warnings about modules it refers to that workers may lack."""
+        """Store a function (and its environment, and how long its tasks are kept);
+        returns its id, its version under `name`, and warnings about modules it refers
+        to that workers may lack."""
         function_id = new_id()
         (data,) = await self.decode([payload])
         try:
@@ -79,7 +89,7 @@ class TaskService:
             await self.store.put_bundle(digest, zipped)
         env = FunctionEnv(wanted, tuple(bundles))
         version = await self.store.register_function(
-            function_id, name, data, env, sources, tenant=tenant.name
+            function_id, name, data, env, sources, tenant=tenant.name, retention=retention
         )
         shipped = {top_level(n) for z in bundles.values() for n in zip_names(z)}
         shipped |= {requirement_name(r) for r in wanted}
@@ -102,6 +112,7 @@ class TaskService:
         idempotency_key: str | None = None,
         task_ids: Sequence[str] | None = None,
         depends_on: Sequence[str] = (),
+        retention: Retention = DEFAULT_RETENTION,
     ) -> list[str]:
         """Queue calls whose payloads are base64 text; returns the accepted ids."""
         if len(texts) > self.settings.max_batch_size:
@@ -115,6 +126,7 @@ class TaskService:
             idempotency_key=idempotency_key,
             task_ids=task_ids,
             depends_on=depends_on,
+            retention=retention,
         )
 
     async def submit_checked(
@@ -128,6 +140,7 @@ class TaskService:
         idempotency_key: str | None = None,
         task_ids: Sequence[str] | None = None,
         depends_on: Sequence[str] = (),
+        retention: Retention = DEFAULT_RETENTION,
     ) -> list[str]:
         """Queue calls whose payloads passed the checker (`decode` or `check`); with
         `depends_on` (tasks as arguments, see `faas.futures`) they wait for those."""
@@ -148,11 +161,12 @@ class TaskService:
             idempotency_key=idempotency_key,
             idempotency_digest=""
             if idempotency_key is None
-            else await _request_digest(function_id, args, deadline, attempts),
+            else await _request_digest(function_id, args, deadline, attempts, retention),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
             tenant=tenant.name,
             max_unfinished=tenant.max_unfinished or self.settings.max_unfinished_tasks,
             depends_on=depends_on,
+            retention=retention,
         )
         metrics.SUBMITTED.inc(len(accepted))  # a repeated idempotency key counts again
         return accepted
@@ -181,6 +195,7 @@ class TaskService:
             idempotency_key=body.idempotency_key,
             task_ids=None if task_id is None else [task_id],
             depends_on=body.depends_on,
+            retention=body.retention,
         )
         return accepted
 
@@ -219,14 +234,24 @@ class TaskService:
         return max(0.0, min(wait_s, self.settings.max_wait_s))
 
     async def wait(self, task_id: str, wait_s: float, *, tenant: Tenant) -> TaskRecord:
-        """The task once it ended, or as it is after `wait_s`."""
+        """The task once it ended, or as it is after `wait_s`; the caller answers it
+        with its result (see `_results_read`)."""
         task_id = check_id(task_id, "task_id")
         if wait_s <= 0:
-            return await self.get(task_id, tenant=tenant)
+            record = await self.get(task_id, tenant=tenant)
+            await self._results_read([record])
+            return record
         (record,) = await self.wait_many([task_id], wait_s, tenant=tenant)
         if record is None:
             raise TaskNotFound(task_id)
         return record
+
+    async def _results_read(self, records: Iterable[TaskRecord | None]) -> None:
+        """The results of these records are about to leave in a response: the ended
+        tasks that asked for it are kept only `expire_after_read_s` more."""
+        ids = [r.task_id for r in records if r and r.status.terminal and r.expire_after_read]
+        if ids:
+            await self.store.expire_read(ids, self.settings.expire_after_read_s)
 
     async def _read(
         self, task_ids: Sequence[str], *, with_result: bool = True
@@ -255,7 +280,8 @@ class TaskService:
         subscription was lost, and at the timeout if it was never seen. Pass the
         `watch` registered before the tasks were submitted to skip the first read: it
         holds whatever ended since. With `any_ended`, answer once one has ended, after
-        `COALESCE_S` more to gather those that end with it."""
+        `COALESCE_S` more to gather those that end with it. The caller answers them with
+        their results (see `_results_read`)."""
         wanted = self._checked_ids(task_ids)
         ids = set(wanted)
         deadline = time.monotonic() + self.clamp_wait(wait_s)
@@ -294,7 +320,9 @@ class TaskService:
                     await asyncio.wait_for(watch.event.wait(), remaining)
                 except TimeoutError:
                     pass
-        return [found.get(t) for t in wanted]
+        records = [found.get(t) for t in wanted]
+        await self._results_read(records)
+        return records
 
 
 def _owned(record: TaskRecord | None, tenant: Tenant) -> TaskRecord | None:
@@ -303,11 +331,18 @@ def _owned(record: TaskRecord | None, tenant: Tenant) -> TaskRecord | None:
 
 
 async def _request_digest(
-    function_id: str, args: Sequence[bytes], deadline_s: float, max_attempts: int
+    function_id: str,
+    args: Sequence[bytes],
+    deadline_s: float,
+    max_attempts: int,
+    retention: Retention = DEFAULT_RETENTION,
 ) -> str:
     """What an idempotency key is bound to: the same key with another digest is another
     request, refused (409) rather than answered with the first request's task."""
-    digest = hashlib.sha256(f"{function_id}|{deadline_s!r}|{max_attempts}".encode())
+    options = f"{function_id}|{deadline_s!r}|{max_attempts}"
+    if retention != DEFAULT_RETENTION:  # only then: digests of requests without it stay the same
+        options += f"|{retention.result_ttl_s}|{retention.expire_after_read}"
+    digest = hashlib.sha256(options.encode())
     for data in args:
         digest.update(len(data).to_bytes(8, "big"))
         if len(data) > 2**16:  # hashlib lets go of the GIL on large data: the loop runs on

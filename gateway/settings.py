@@ -33,6 +33,9 @@ class GatewaySettings(BaseFaasSettings):
     max_wait_s: float = Field(default=60.0, ge=0)
     """Longest long-poll (`?wait=`) the gateway holds a request for."""
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
+    expire_after_read_s: int = Field(default=60, ge=1)
+    """How long an ended task that asked for `expire_after_read` is kept once a response
+    carried its result (never longer than its own TTL)."""
     redis_max_connections: int = Field(default=100, ge=2)
     """Connections to Redis per gateway process; beyond that, calls queue for one."""
     redis_pool_timeout_s: float = Field(default=20.0, gt=0)

@@ -6,7 +6,7 @@ KEYS[4]   unfinished tasks per tenant  <p>:unfinished
 KEYS[5..] task hashes           <p>:task:<task_id>, in the order of the task ids below
 ARGV[1]   consumer group
 ARGV[2]   now (ms since the epoch)
-ARGV[3]   TTL of an ended task in seconds (0: keep forever)
+ARGV[3]   TTL of an ended task in seconds unless it has its own (0: keep forever)
 ARGV[4]   notification channel <p>:done
 ARGV[5]   largest result published inline (bytes)
 ARGV[6]   result to store (a pickled CancelledError)

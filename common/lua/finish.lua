@@ -10,7 +10,7 @@ ARGV[5]  result (raw pickle bytes)
 ARGV[6]  error text ('' when none)
 ARGV[7]  error kind ('' when none)
 ARGV[8]  now (ms since the epoch)
-ARGV[9]  TTL of the finished task in seconds (0: keep forever)
+ARGV[9]  TTL of the finished task in seconds unless it has its own (0: keep forever)
 ARGV[10] notification channel <p>:done
 ARGV[11] task_id
 ARGV[12] largest result published inline (bytes)

@@ -49,26 +49,30 @@ end
 
 -- End a task: uncount it (see submit.lua; tasks without a `tenant` field were never
 -- counted), replace its open form by the retained one, start the TTL of everything it
--- leaves (`ttl` seconds; 0 keeps them) and publish.
+-- leaves (its own `result_ttl_s` if it has one, else `ttl`; 0 keeps them) and publish.
 -- Retained form: `h` msgpack [status letter, attempt, max_attempts, deadline ms,
 -- queued ms, started - queued ms or false, finished - queued ms, function id as 16
--- bytes or false (then `f` holds its text)]; `n` tenant unless default, `e` error, `k` error kind, each
+-- bytes or false (then `f` holds its text), true if its TTL shrinks once its result
+-- is read (else absent)]; `n` tenant unless default, `e` error, `k` error kind, each
 -- only if not empty; `w` the worker's number (see worker_number) if it started; `r`
 -- the result, or `o` = 1 when it is kept apart in <p>:result:<task_id> (staged, or
 -- the one value too long for a listpack).
 local function close_task(task_key, counter_key, ended, ttl, channel, task_id, inline_max)
   local h = redis.call('HMGET', task_key, 'function_id', 'tenant', 'attempt', 'max_attempts',
-    'deadline_ms', 'queued_ms', 'started_ms', 'worker')
+    'deadline_ms', 'queued_ms', 'started_ms', 'worker', 'result_ttl_s', 'expire_after_read')
   local tenant = h[2]
   if tenant and redis.call('HINCRBY', counter_key, tenant, -1) <= 0 then
     redis.call('HDEL', counter_key, tenant)
   end
-  ttl = tonumber(ttl)
+  ttl = tonumber(h[9] or ttl)
   local queued = tonumber(h[6]) or 0
   local fid = uuid_bytes(h[1] or '')
   local header = {LETTER[ended.status], tonumber(h[3]) or 1, tonumber(h[4]) or 1,
     tonumber(h[5]) or 0, queued, h[7] and tonumber(h[7]) - queued or false,
     tonumber(ended.finished) - queued, fid or false}
+  if h[10] == '1' then
+    header[#header + 1] = true
+  end
   local prefix = string.sub(task_key, 1, #task_key - #task_id - #'task:')
   local worker = h[8] ~= '' and h[8]
   local fields = {'h', cmsgpack.pack(header)}

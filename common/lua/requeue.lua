@@ -8,7 +8,7 @@ ARGV[3]  attempt that was lost
 ARGV[4]  now (ms since the epoch)
 ARGV[5]  error text if the task has no attempts left
 ARGV[6]  result to store then (a pickled exception)
-ARGV[7]  TTL of a finished task in seconds (0: keep forever)
+ARGV[7]  TTL of a finished task in seconds unless it has its own (0: keep forever)
 ARGV[8]  notification channel <p>:done
 ARGV[9]  task_id
 ARGV[10] largest result published inline (bytes)

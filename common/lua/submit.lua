@@ -17,11 +17,13 @@ ARGV[9]   how long the index remembers a task (ms); 0: forever
 ARGV[10]  call depth: 0 for a task submitted from outside, n for a call made by a task
           at depth n - 1
 ARGV[11]  D, how many dependencies (futures among the arguments) each task has
-ARGV[12]  TTL of an ended task in seconds (0: keep forever)
+ARGV[12]  default TTL of an ended task in seconds (0: keep forever)
 ARGV[13]  notification channel <p>:done
 ARGV[14]  largest result published inline (bytes)
-ARGV[15..14+D] the dependency ids, in argument order, no repeats
-ARGV[15+D..] task_id, args payload: one pair per task
+ARGV[15]  the tasks' own TTL once ended (seconds); 0: the function's, if it has one
+ARGV[16]  '1' or '0': shorten that TTL once the result is read; '': as the function says
+ARGV[17..16+D] the dependency ids, in argument order, no repeats
+ARGV[17+D..] task_id, args payload: one pair per task
 With dependencies (see dependents.lua), each must be a task of the same tenant (else
 error NODEPENDENCY <id>, nothing stored). If all COMPLETED already, the task is queued
 at once (its entry's `w` lists them); if one FAILED or was CANCELLED, it ends FAILED
@@ -38,12 +40,23 @@ A task whose hash exists already is left alone and not counted (a parent that ru
 again after its worker died calls its children by the same ids: it finds them instead
 of starting them twice); its id is returned like the others.
 ]]
-local owner = redis.call('HGET', KEYS[2], 'tenant')
+local fn = redis.call('HMGET', KEYS[2], 'tenant', 'result_ttl_s', 'expire_after_read')
+local owner = fn[1]
 if not owner and redis.call('EXISTS', KEYS[2]) == 1 then
   owner = 'default'
 end
 if owner ~= ARGV[7] then
   return redis.error_reply('NOFUNCTION')
+end
+-- Retention: the task's own choice, else its function's, else (absent) the default.
+local retention = {}
+local ttl = ARGV[15] ~= '0' and ARGV[15] or fn[2]
+if ttl then
+  retention = {'result_ttl_s', ttl}
+end
+if (ARGV[16] ~= '' and ARGV[16] or fn[3]) == '1' then
+  retention[#retention + 1] = 'expire_after_read'
+  retention[#retention + 1] = 1
 end
 if tonumber(ARGV[5]) > 0 then
   local prior = redis.call('GET', KEYS[3])
@@ -59,18 +72,18 @@ if tonumber(ARGV[5]) > 0 then
   end
 end
 local ndeps = tonumber(ARGV[11])
-local first_key, first_pair = 6 + 2 * ndeps, 15 + ndeps
-local deps = table.concat(ARGV, ',', 15, 14 + ndeps)
+local first_key, first_pair = 6 + 2 * ndeps, 17 + ndeps
+local deps = table.concat(ARGV, ',', 17, 16 + ndeps)
 local waiting, failed = 0, nil
 for d = 1, ndeps do
   local status, tenant = task_state(KEYS[5 + d])
   if not status or tenant ~= ARGV[7] then
-    return redis.error_reply('NODEPENDENCY ' .. ARGV[14 + d])
+    return redis.error_reply('NODEPENDENCY ' .. ARGV[16 + d])
   end
   if not TERMINAL[status] then
     waiting = waiting + 1
   elseif status ~= 'COMPLETED' and not failed then
-    failed = 'dependency ' .. ARGV[14 + d] .. ' ended ' .. status
+    failed = 'dependency ' .. ARGV[16 + d] .. ' ended ' .. status
   end
 end
 local count = 0
@@ -91,7 +104,7 @@ for i = first_key, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local fields = {'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
       'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],
-      'nested', ARGV[10] == '0' and 0 or 1}
+      'nested', ARGV[10] == '0' and 0 or 1, unpack(retention)}
     if ndeps == 0 or (waiting == 0 and not failed) then
       local entry = {'t', ARGV[j], 'a', 1, 'f', ARGV[1], 'd', ARGV[3], 'n', ARGV[7]}
       if ARGV[10] ~= '0' then

@@ -38,7 +38,8 @@ _WAIT = Query(0, ge=0, description="seconds to wait for the task to end")
              responses=_ERRORS)  # fmt: skip
 async def register_function(body: RegisterFunctionV1, request: Request) -> FastJSON:
     """Register a function with what it needs beyond the worker image: pip
-    `requirements` and `py_modules` (zip files), and its `sources` for tracebacks.
+    `requirements` and `py_modules` (zip files), and its `sources` for tracebacks;
+    `result_ttl_s` and `expire_after_read` for its tasks that set none of their own.
     The answer warns about modules the function refers to that workers may lack."""
     service = get_service(request)
     sources = [(s.file, s.line, s.text) for s in body.sources]
@@ -49,6 +50,7 @@ async def register_function(body: RegisterFunctionV1, request: Request) -> FastJ
         body.py_modules,
         sources,
         tenant=get_tenant(request),
+        retention=body.retention,
     )
     view = {"function_id": function_id, "version": version, "warnings": warnings}
     return FastJSON(view, status_code=201)
@@ -130,6 +132,7 @@ async def submit_batch(body: ExecuteBatch, request: Request) -> FastJSON:
         deadline_s=body.deadline_s,
         max_attempts=body.max_attempts,
         tenant=get_tenant(request),
+        retention=body.retention,
     )
     return FastJSON({"task_ids": task_ids}, status_code=201)
 

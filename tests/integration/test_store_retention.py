@@ -1,6 +1,7 @@
 """Retention in the store, against a real redis-server: the retained form an ended
-task is rewritten into (small, a listpack, read back the same), results kept apart,
-and records, results and listings an older version wrote."""
+task is rewritten into (small, a listpack, read back the same), its TTL (the task's,
+else its function's, else the setting's) shared by its result and output, shortened
+once its result is read, and records, results and listings an older version wrote."""
 
 from __future__ import annotations
 
@@ -9,18 +10,25 @@ import pickle
 import time
 import uuid
 
-from common.models import ErrorKind, TaskRecord, TaskStatus
+from common.models import DEFAULT_RETENTION, ErrorKind, Retention, TaskRecord, TaskStatus
 from common.store import Outcome, QueueEntry, Store
 from tests.integration.test_store import done, run
 
 WORKER = "faas-worker-7d9f8b6c5d-x2kq9-with-a-long-pod-name"
 
 
-async def started(store: Store) -> QueueEntry:
+async def started(
+    store: Store,
+    retention: Retention = DEFAULT_RETENTION,
+    of_function: Retention = DEFAULT_RETENTION,
+) -> QueueEntry:
     """A task of a fresh function, RUNNING on WORKER."""
     function_id = str(uuid.uuid4())
-    await store.register_function(function_id, "f", pickle.dumps(len))
-    await store.submit(function_id, [(str(uuid.uuid4()), b"args")], deadline_s=5, max_attempts=3)
+    await store.register_function(function_id, "f", pickle.dumps(len), retention=of_function)
+    await store.submit(
+        function_id, [(str(uuid.uuid4()), b"args")], deadline_s=5, max_attempts=3,
+        retention=retention,
+    )  # fmt: skip
     (entry,) = await store.read_queue(count=10, block_ms=100)
     assert await store.mark_started([(entry.task_id, 1, WORKER)]) == [1]
     return entry
@@ -51,7 +59,7 @@ def test_an_ended_task_is_a_small_listpack_that_reads_back_the_same(redis_url: s
         assert record.function_id == entry.function_id and pickle.loads(record.result) is None
         assert record.started_at_ms is not None and record.finished_at_ms is not None
         assert submitted <= record.queued_at_ms <= record.started_at_ms <= record.finished_at_ms
-        assert (record.error, record.error_kind) == (None, None)
+        assert (record.error, record.error_kind, record.expire_after_read) == (None, None, False)
 
     run(redis_url, scenario)
 
@@ -91,6 +99,76 @@ def test_a_failure_with_a_long_traceback_keeps_its_result_in_the_hash(redis_url:
         assert record is not None and record.status is TaskStatus.FAILED
         assert (record.error, record.error_kind) == (error, ErrorKind.USER)
         assert isinstance(pickle.loads(record.result), ValueError)
+
+    run(redis_url, scenario)
+
+
+def test_a_task_is_kept_for_its_own_ttl_else_its_functions_else_the_setting(
+    redis_url: str,
+) -> None:
+    async def scenario(store: Store) -> None:
+        cases = [  # (the task's, the function's, expected TTL)
+            (Retention(), Retention(), store.result_ttl_s),
+            (Retention(), Retention(result_ttl_s=500), 500),
+            (Retention(result_ttl_s=100), Retention(result_ttl_s=500), 100),
+            (Retention(result_ttl_s=7200), Retention(), 7200),  # longer than the setting
+        ]
+        for retention, of_function, expected in cases:
+            entry = await started(store, retention, of_function)
+            await store.append_logs([(entry.task_id, b"printed\n")])
+            assert await store.finish([done(entry, b"r" * 100)]) == [True]
+            for key in (store.keys.task, store.keys.result, store.keys.logs):
+                assert expected - 5 < await ttl(store, key(entry.task_id)) <= expected, key
+
+    run(redis_url, scenario)
+
+
+def test_cancelled_and_lost_tasks_keep_their_own_ttl_too(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        lost = await started(store, Retention(result_ttl_s=300))
+        await store.append_logs([(lost.task_id, b"printed\n")])
+        for attempt in (1, 2, 3):
+            verdict = await store.requeue(lost, error="lost", failure=b"gone")
+            if attempt < 3:
+                (lost,) = await store.read_queue(count=10, block_ms=100)
+                await store.mark_started([(lost.task_id, lost.attempt, WORKER)])
+        assert verdict == "failed"
+        cancelled = await started(store, Retention(result_ttl_s=200))
+        assert await store.cancel([cancelled.task_id], failure=b"c" * 100, error="no") == [
+            "CANCELLED"
+        ]
+        for task_id, expected in ((lost.task_id, 300), (cancelled.task_id, 200)):
+            assert expected - 5 < await ttl(store, store.keys.task(task_id)) <= expected
+        assert 295 < await ttl(store, store.keys.logs(lost.task_id)) <= 300
+        record = await store.get_task(cancelled.task_id)
+        assert record is not None and record.status is TaskStatus.CANCELLED
+        assert record.result == b"c" * 100 and record.worker_id == WORKER
+        assert await store.cancel([cancelled.task_id], failure=b"", error="") == ["CANCELLED"]
+
+    run(redis_url, scenario)
+
+
+def test_a_task_that_asked_goes_soon_once_its_result_was_read(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        cases = [  # (the task's, the function's, whether it goes once read)
+            (Retention(expire_after_read=True), Retention(), True),
+            (Retention(), Retention(expire_after_read=True), True),
+            (Retention(expire_after_read=False), Retention(expire_after_read=True), False),
+            (Retention(), Retention(), False),
+        ]
+        for retention, of_function, expected in cases:
+            entry = await started(store, retention, of_function)
+            assert await store.finish([done(entry, None)]) == [True]
+            record = await store.get_task(entry.task_id)
+            assert record is not None and record.expire_after_read is expected
+        # Store.expire_read shortens, never lengthens, and reaches result and output
+        entry = await started(store)
+        await store.append_logs([(entry.task_id, b"printed\n")])
+        assert await store.finish([done(entry, b"r" * 100)]) == [True]
+        await store.expire_read([entry.task_id], 30)
+        await store.expire_read([entry.task_id], 50)
+        for key in (store.keys.task, store.keys.result, store.keys.logs):
+            assert 25 < await ttl(store, key(entry.task_id)) <= 30, key
 
     run(redis_url, scenario)
 
