@@ -1,6 +1,6 @@
 """Retention through the platform (gateway, dispatcher, worker, real redis-server):
-result_ttl_s per task (JSON, binary, batch, SDK) and per function, with bounds;
-expire_after_read."""
+what a finished no-op task keeps, measured over every key it leaves; result_ttl_s per
+task (JSON, binary, batch, SDK) and per function, with bounds; expire_after_read."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import redis
 import userfuncs
 
+from bench.retention import measure
 from common.models import MAX_RESULT_TTL_S
 from faas.client import Client
 from faas.platform import LocalPlatform
@@ -34,6 +35,16 @@ def http(gateway: LocalPlatform) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def admin(gateway: LocalPlatform) -> redis.Redis:
     return redis.Redis.from_url(gateway.redis_url)
+
+
+def test_a_retained_noop_task_takes_at_most_250_bytes(gateway: LocalPlatform) -> None:
+    """Every key under the prefix counts (found by SCAN), so a key a task leaves that
+    nobody thought of counts too. Runs first: later tests leave keys that expire."""
+    figures = measure(gateway, 400)
+    assert figures["bytes_per_task"] <= 250, figures
+    assert figures["keys_per_task"] == 1, figures  # its hash; the rest is shared
+    assert figures["task_hash"]["encoding"] == "listpack", figures
+    assert figures["task_hash"]["fields"] == ["h", "r", "w"], figures
 
 
 def ttl(admin: redis.Redis, task_id: str) -> int:
