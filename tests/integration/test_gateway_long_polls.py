@@ -19,9 +19,11 @@ from tests.conftest import make_platform, register, serialize
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     tmp = tmp_path_factory.mktemp("gateway-long-polls")
-    # Ten connections, and a call waits at most 2 s for one: if a waiting long-poll held
-    # a connection, the eleventh would fail while the tasks (4 s) still run.
-    env = {"FAAS_REDIS_MAX_CONNECTIONS": "10", "FAAS_REDIS_POOL_TIMEOUT_S": "2"}
+    # Ten connections, and a call waits at most 4 s for one: if a waiting long-poll held
+    # a connection, the eleventh would fail while the tasks (6 s) still run. (With 2 s,
+    # the burst of 1,000 first reads through ten connections once took longer on a
+    # loaded 2-core machine.)
+    env = {"FAAS_REDIS_MAX_CONNECTIONS": "10", "FAAS_REDIS_POOL_TIMEOUT_S": "4"}
     with make_platform(tmp, DispatchMode.LOCAL, slots=4, env=env) as platform:
         yield platform
 
@@ -38,7 +40,7 @@ def test_a_thousand_concurrent_long_polls_all_complete(
     """Each long-poll waits on the completion subscription, not on a Redis connection;
     the burst of reads at their start queues for the pool instead of failing."""
     function_id = register(http, userfuncs.nap)
-    body = {"function_id": function_id, "payload": serialize(((4,), {}))}
+    body = {"function_id": function_id, "payload": serialize(((6,), {}))}
     task_ids = [http.post("/execute_function", json=body).json()["task_id"] for _ in range(4)]
 
     async def poll_all() -> list[httpx.Response]:
