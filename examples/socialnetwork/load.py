@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-import redis
 from hdrh.histogram import HdrHistogram
 
 from bench.__main__ import machine
@@ -42,6 +41,7 @@ from bench.http import AsyncJSON, SyncJSON
 from common.models import DispatchMode
 from examples.socialnetwork import seed
 from examples.socialnetwork.appstore import app_redis
+from examples.socialnetwork.store import open_store
 from examples.socialnetwork.wiring import VARIANTS, LocalApp, deploy, nested_unavailable
 from faas.client import Client
 from faas.platform import LocalPlatform, PlatformConfig, free_port
@@ -110,7 +110,8 @@ def unloaded(
 ) -> dict[str, Any]:
     """One request at a time: through the platform, and the same calls in-process."""
     conn = SyncJSON(HOST, port)
-    app = LocalApp(redis.Redis.from_url(app_url))
+    store = open_store(app_url)
+    app = LocalApp(store)
     result: dict[str, Any] = {}
     for service, _ in MIX:
         platform_hist, inproc_hist = histogram(), histogram()
@@ -129,6 +130,7 @@ def unloaded(
                 inproc_hist.record_value(max(1, int(took_inproc * 1e6)))
         result[service] = {"platform": summary(platform_hist), "in_process": summary(inproc_hist)}
     conn.close()
+    store.close()
     return result
 
 

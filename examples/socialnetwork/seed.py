@@ -1,4 +1,4 @@
-"""`python -m examples.socialnetwork.seed --redis URL`: fill the app's Redis with
+"""`python -m examples.socialnetwork.seed --redis URL`: fill the app's store with
 users, a social graph and posts, through the services themselves (local wiring).
 
 DeathStarBench seeds its social network with socfb-Reed98 (962 users, 18,812
@@ -12,6 +12,7 @@ degree, from a seeded RNG, so every run builds the same graph.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import string
@@ -19,9 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis
-
 from examples.socialnetwork.services import SERVICES
+from examples.socialnetwork.store import open_store
 from examples.socialnetwork.wiring import LocalApp
 
 USERS, EDGES, MAX_DEGREE = 962, 18_812, 313
@@ -76,7 +76,7 @@ def post_text(rng: random.Random, users: int) -> str:
 
 
 def seed(
-    redis_url: str,
+    store_url: str,
     users: int = USERS,
     edges: int = EDGES,
     posts_per_user: int = 10,
@@ -86,12 +86,12 @@ def seed(
     rng = random.Random(rng_seed)
     graph = social_graph(users, edges, rng_seed)
     started = time.monotonic()
-    with redis.Redis.from_url(redis_url) as db:
-        app = LocalApp(db)
+    with contextlib.closing(open_store(store_url)) as store:
+        app = LocalApp(store)
         for user_id in range(1, users + 1):
             name = username(user_id)
             SERVICES["register_user"](app, user_id, name, name.title(), "Seed")
-        with ThreadPoolExecutor(8) as pool:  # the calls wait on Redis, not on the CPU
+        with ThreadPoolExecutor(8) as pool:  # the calls wait on the store, not on the CPU
             follows = [(a, b) for a, b in graph] + [(b, a) for a, b in graph]
             list(pool.map(lambda pair: SERVICES["follow"](app, *pair), follows))
             posts = [

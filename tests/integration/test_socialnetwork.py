@@ -6,6 +6,7 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from conftest import make_platform
 from common.models import DispatchMode
 from examples.socialnetwork import load, seed, services
 from examples.socialnetwork.appstore import app_redis
+from examples.socialnetwork.store import RedisStore, Store, open_store
 from examples.socialnetwork.wiring import VARIANTS, LocalApp, deploy, nested_unavailable
 from faas.client import Client, Task
 from faas.platform import LocalPlatform, Process
@@ -43,9 +45,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         yield c
 
 
-def in_process(url: str) -> Call:
-    app = LocalApp(redis.Redis.from_url(url))
-    return app.call
+def in_process(store: Store) -> Call:
+    return LocalApp(store).call
 
 
 def on_platform(client: Client, variant: str, url: str) -> Call:
@@ -55,9 +56,9 @@ def on_platform(client: Client, variant: str, url: str) -> Call:
     return lambda service, *args: functions[service](*args)
 
 
-def publish_scenario(call: Call, db: redis.Redis, first_id: int) -> None:
+def publish_scenario(call: Call, store: Store, first_id: int) -> None:
     """Users first_id.. : b and c follow a; a's post mentions e; d follows nobody."""
-    db.flushdb()
+    store.clear()
     a, b, c, d, e = range(first_id, first_id + 5)
     for user in (a, b, c, d, e):
         assert call("register_user", user, f"u{user}")
@@ -83,11 +84,12 @@ def publish_scenario(call: Call, db: redis.Redis, first_id: int) -> None:
     assert [p["post_id"] for p in call("read_user_timeline", a)] == [second, post_id]
     assert [p["post_id"] for p in call("read_home_timeline", b)] == [second, post_id]
     assert [p["post_id"] for p in call("read_home_timeline", c)] == [post_id]
-    assert db.zcard(f"home-timeline:{e}") == 1
+    assert store.timeline("home", e, 0, 100) == [post_id]
 
 
 def test_in_process_posts_reach_followers_and_mentioned_users(app_url: str) -> None:
-    publish_scenario(in_process(app_url), redis.Redis.from_url(app_url), first_id=1)
+    with contextlib.closing(open_store(app_url)) as store:
+        publish_scenario(in_process(store), store, first_id=1)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -95,7 +97,8 @@ def test_on_the_platform_posts_reach_followers_and_mentioned_users(
     client: Client, app_url: str, variant: str
 ) -> None:
     call = on_platform(client, variant, app_url)
-    publish_scenario(call, redis.Redis.from_url(app_url), first_id=100)
+    with contextlib.closing(open_store(app_url)) as store:
+        publish_scenario(call, store, first_id=100)
 
 
 def test_the_seeded_graph_has_the_shape_of_reed98() -> None:
@@ -172,7 +175,7 @@ def test_composes_survive_a_worker_killed_with_sigkill_exactly_once(
         # Then every accepted compose completed, and is in its creator's timeline once
         assert len(done) == total
         db = redis.Redis.from_url(url)
-        app = LocalApp(db)
+        app = LocalApp(RedisStore(db))
         for request_id, user, _ in requests:
             post_id = app.call("unique_id", request_id)
             assert db.zscore(f"user-timeline:{user}", post_id) is not None, request_id
