@@ -1,7 +1,8 @@
 """The social-network example (examples/socialnetwork) on real redis-servers: its
-own for the app's data, and the platform's. Posts reach every follower's and every
-mentioned user's home timeline in each wiring; composes survive a worker kill -9
-exactly once."""
+own for the app's data, and the platform's; and on the optional PostgreSQL and
+memcached backend where their binaries and drivers are installed. Posts reach every
+follower's and every mentioned user's home timeline in each wiring and backend;
+composes survive a worker kill -9 exactly once."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from conftest import make_platform
 
 from common.models import DispatchMode
 from examples.socialnetwork import load, seed, services
-from examples.socialnetwork.appstore import app_redis
-from examples.socialnetwork.store import RedisStore, Store, open_store
+from examples.socialnetwork.appstore import app_postgres_memcached, app_redis, postgres_unavailable
+from examples.socialnetwork.store import PostgresStore, RedisStore, Store, open_store
 from examples.socialnetwork.wiring import VARIANTS, LocalApp, deploy, nested_unavailable
 from faas.client import Client, Task
 from faas.platform import LocalPlatform, Process
@@ -35,6 +36,20 @@ Call = Callable[..., Any]
 def app_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp, app_redis(Path(tmp)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
+    with app_postgres_memcached() as url:
+        yield url
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The app store's URL, of each backend."""
+    return request.getfixturevalue("app_url" if request.param == "redis" else "postgres_url")
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +102,42 @@ def publish_scenario(call: Call, store: Store, first_id: int) -> None:
     assert store.timeline("home", e, 0, 100) == [post_id]
 
 
-def test_in_process_posts_reach_followers_and_mentioned_users(app_url: str) -> None:
-    with contextlib.closing(open_store(app_url)) as store:
+def test_in_process_posts_reach_followers_and_mentioned_users(store_url: str) -> None:
+    with contextlib.closing(open_store(store_url)) as store:
         publish_scenario(in_process(store), store, first_id=1)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    ("variant", "store_url"),
+    # PostgreSQL in the two wirings that differ most (one task; every call a task):
+    # its part is the store, which every wiring reaches the same way.
+    [(v, "redis") for v in VARIANTS] + [("local", "postgres"), ("nested", "postgres")],
+    indirect=["store_url"],
+)
 def test_on_the_platform_posts_reach_followers_and_mentioned_users(
-    client: Client, app_url: str, variant: str
+    client: Client, store_url: str, variant: str
 ) -> None:
-    call = on_platform(client, variant, app_url)
-    with contextlib.closing(open_store(app_url)) as store:
+    call = on_platform(client, variant, store_url)
+    with contextlib.closing(open_store(store_url)) as store:
         publish_scenario(call, store, first_id=100)
+
+
+def test_postgres_reads_go_through_memcached(postgres_url: str) -> None:
+    with contextlib.closing(open_store(postgres_url)) as store:
+        assert isinstance(store, PostgresStore)
+        store.clear()
+        assert store.add_user(1, "ann", "Ann", "A") and store.add_user(2, "bob", "Bob", "B")
+        post = {"post_id": 7, "creator": {"user_id": 1, "username": "ann"}, "timestamp": 1.5}
+        assert store.add_post(post) and not store.add_post({**post, "timestamp": 2.5})
+        assert store.user(1) == {"username": "ann", "first": "Ann", "last": "A"}  # fills
+        assert store.user_ids(["bob", "nobody"]) == [2, None]  # fills bob's
+        # Rows gone from PostgreSQL behind the cache's back: the reads come from memcached
+        store.db.execute("DELETE FROM users")
+        store.db.execute("DELETE FROM posts")
+        assert store.posts([7, 8]) == [post]  # cached when stored
+        assert store.user(1)["username"] == "ann"
+        assert store.user_ids(["bob", "nobody"]) == [2, None]
+        assert store.user(2) is None  # never read, so never cached
 
 
 def test_the_seeded_graph_has_the_shape_of_reed98() -> None:
