@@ -223,11 +223,13 @@ class PostgresStore:
         # shared by threads (psycopg serialises them) as the seeder does.
         self.db: psycopg.Connection[Any] = psycopg.connect(conninfo, autocommit=True)
         self.cache = _Cache(memcached)
-        with self.db.transaction():
-            self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            self.db.execute(_SCHEMA)
-            for kind in _TIMELINES:
-                self.db.execute(_TIMELINE_SCHEMA.format(kind=kind))
+        created = self.db.execute("SELECT to_regclass('home_timeline')").fetchone()
+        if created is None or created[0] is None:  # the first store on this database
+            with self.db.transaction():
+                self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                self.db.execute(_SCHEMA)
+                for kind in _TIMELINES:  # the last table made: see the check above
+                    self.db.execute(_TIMELINE_SCHEMA.format(kind=kind))
 
     def add_user(self, user_id: int, username: str, first: str, last: str) -> bool:
         inserted = self.db.execute(

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
+import types
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -165,15 +167,25 @@ def service_function(
     return run
 
 
-_app_stores: dict[str, Store] = {}
+_REGISTRY = "examples.socialnetwork.app_stores"
 
 
 def app_store(url: str) -> Store:
     """One store (its connections) per app store URL for the life of the slot process,
-    as a service keeps its database connections: a call opens no connection of its own."""
-    store = _app_stores.get(url)
+    as a service keeps its database connections: a call opens no connection of its own.
+
+    The stores are kept in sys.modules, not in a global here: each registered function
+    ships this module by value, with a copy of its globals of its own, so a global
+    would hold one store per function in each slot (measured: 31 PostgreSQL connections
+    from 4 slots in the nested wiring, where the services are 17 functions)."""
+    registry = sys.modules.get(_REGISTRY)
+    if registry is None:
+        registry = sys.modules[_REGISTRY] = types.ModuleType(_REGISTRY)
+        registry.stores = {}
+    stores: dict[str, Store] = registry.stores
+    store = stores.get(url)
     if store is None:
-        store = _app_stores[url] = open_store(url)
+        store = stores[url] = open_store(url)
     return store
 
 
