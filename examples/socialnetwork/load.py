@@ -1,7 +1,8 @@
 """`python -m examples.socialnetwork.load`: open-loop load on the social network.
 
-Starts the app's Redis (seeded), the platform, and deploys each variant (local,
-http, nested); then for each:
+Starts the app's store (seeded: Redis, or PostgreSQL and memcached with
+--backend postgres), the platform, and deploys each variant (local, http, nested);
+then for each:
   unloaded   closed loop, one request at a time: p50/p99 of each request type
              (and of the same calls made in this process, without the platform)
   rates      open loop at each --rates value: Poisson arrivals, each request's
@@ -34,14 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-import redis
 from hdrh.histogram import HdrHistogram
 
 from bench.__main__ import machine
 from bench.http import AsyncJSON, SyncJSON
 from common.models import DispatchMode
 from examples.socialnetwork import seed
-from examples.socialnetwork.appstore import app_redis
+from examples.socialnetwork.store import open_store
 from examples.socialnetwork.wiring import VARIANTS, LocalApp, deploy, nested_unavailable
 from faas.client import Client
 from faas.platform import LocalPlatform, PlatformConfig, free_port
@@ -110,7 +110,8 @@ def unloaded(
 ) -> dict[str, Any]:
     """One request at a time: through the platform, and the same calls in-process."""
     conn = SyncJSON(HOST, port)
-    app = LocalApp(redis.Redis.from_url(app_url))
+    store = open_store(app_url)
+    app = LocalApp(store)
     result: dict[str, Any] = {}
     for service, _ in MIX:
         platform_hist, inproc_hist = histogram(), histogram()
@@ -129,6 +130,7 @@ def unloaded(
                 inproc_hist.record_value(max(1, int(took_inproc * 1e6)))
         result[service] = {"platform": summary(platform_hist), "in_process": summary(inproc_hist)}
     conn.close()
+    store.close()
     return result
 
 
@@ -344,6 +346,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per rate")
     parser.add_argument("--unloaded-n", type=int, default=200)
+    parser.add_argument("--backend", choices=seed.BACKENDS, default="redis",
+                        help="the app's store: Redis, or PostgreSQL with memcached")  # fmt: skip
     parser.add_argument("--mode", default="local", choices=[m.value for m in DispatchMode])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--slots", type=int, default=32)
@@ -357,7 +361,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workloads = [w for w in args.workloads.split(",") if w]
     started = datetime.datetime.now(datetime.UTC)
-    with tempfile.TemporaryDirectory() as tmp, app_redis(Path(tmp) / "app") as app_url:
+    with tempfile.TemporaryDirectory() as tmp, seed.throwaway_store(args.backend) as app_url:
         print(
             seed.seed(app_url, args.users, args.edges, args.posts_per_user, args.seed), flush=True
         )
@@ -368,13 +372,19 @@ def main() -> None:
         with LocalPlatform(config) as platform:
             results = {v: run_variant(v, platform, app_url, args) for v in args.variants.split(",")}
     stamp = started.strftime("%Y-%m-%dT%H%M%S")
-    out = args.out or RESULTS_DIR / f"{stamp}-socialnet.json"
+    suffix = "" if args.backend == "redis" else f"-{args.backend}"
+    out = args.out or RESULTS_DIR / f"{stamp}-socialnet{suffix}.json"
     report = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "command": "python -m examples.socialnetwork.load " + " ".join(sys.argv[1:]),
         "platform": {"mode": args.mode, "workers": args.workers, "slots": args.slots},
-        "app": {"users": args.users, "edges": args.edges, "posts_per_user": args.posts_per_user},
+        "app": {
+            "users": args.users,
+            "edges": args.edges,
+            "posts_per_user": args.posts_per_user,
+            "backend": args.backend,
+        },
         "results": results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""`python -m examples.socialnetwork.seed --redis URL`: fill the app's Redis with
-users, a social graph and posts, through the services themselves (local wiring).
+"""`python -m examples.socialnetwork.seed --url URL`: fill the app's store with users,
+a social graph and posts, through the services themselves (local wiring), the graph's
+follows in batches.
 
 DeathStarBench seeds its social network with socfb-Reed98 (962 users, 18,812
 friendships, mean degree 39, heavy-tailed: most have a few dozen friends, a few
@@ -12,17 +13,25 @@ degree, from a seeded RNG, so every run builds the same graph.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import string
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-import redis
-
+from examples.socialnetwork.appstore import app_postgres_memcached, app_redis
 from examples.socialnetwork.services import SERVICES
+from examples.socialnetwork.store import open_store
 from examples.socialnetwork.wiring import LocalApp
+
+Backend = Literal["redis", "postgres"]
+BACKENDS: tuple[Backend, ...] = ("redis", "postgres")
+_FOLLOW_BATCH = 2000
 
 USERS, EDGES, MAX_DEGREE = 962, 18_812, 313
 _WORDS = [
@@ -76,7 +85,7 @@ def post_text(rng: random.Random, users: int) -> str:
 
 
 def seed(
-    redis_url: str,
+    store_url: str,
     users: int = USERS,
     edges: int = EDGES,
     posts_per_user: int = 10,
@@ -86,14 +95,17 @@ def seed(
     rng = random.Random(rng_seed)
     graph = social_graph(users, edges, rng_seed)
     started = time.monotonic()
-    with redis.Redis.from_url(redis_url) as db:
-        app = LocalApp(db)
+    with contextlib.closing(open_store(store_url)) as store:
+        app = LocalApp(store)
         for user_id in range(1, users + 1):
             name = username(user_id)
             SERVICES["register_user"](app, user_id, name, name.title(), "Seed")
-        with ThreadPoolExecutor(8) as pool:  # the calls wait on Redis, not on the CPU
-            follows = [(a, b) for a, b in graph] + [(b, a) for a, b in graph]
-            list(pool.map(lambda pair: SERVICES["follow"](app, *pair), follows))
+        # The follows in batches, straight to the store (through the follow service:
+        # a round trip for each of 37,624).
+        follows = [(a, b) for a, b in graph] + [(b, a) for a, b in graph]
+        for i in range(0, len(follows), _FOLLOW_BATCH):
+            store.follow(follows[i : i + _FOLLOW_BATCH])
+        with ThreadPoolExecutor(8) as pool:  # the calls wait on the store, not on the CPU
             posts = [
                 (f"seed-{user_id}-{k}", user_id, post_text(rng, users), [k], ["png"])
                 for user_id in range(1, users + 1)
@@ -115,15 +127,36 @@ def seed(
     }
 
 
+@contextlib.contextmanager
+def throwaway_store(backend: Backend) -> Iterator[str]:
+    """Start the app's servers for `backend` (stopped on exit); the store's URL."""
+    if backend == "postgres":
+        with app_postgres_memcached() as url:
+            yield url
+    else:
+        with tempfile.TemporaryDirectory() as tmp, app_redis(Path(tmp)) as url:
+            yield url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis", required=True, help="the app's Redis URL (not the platform's)")
+    parser.add_argument(
+        "--url", "--redis", dest="url",
+        help="the app's store (not the platform's): redis://HOST:PORT/DB, or"
+        " postgresql://USER@HOST:PORT/DB?memcached=HOST:PORT; without it, a throwaway"
+        " server of --backend is started, seeded and stopped (to time the seed)",
+    )  # fmt: skip
+    parser.add_argument("--backend", choices=BACKENDS, default="redis")
     parser.add_argument("--users", type=int, default=USERS)
     parser.add_argument("--edges", type=int, default=EDGES)
     parser.add_argument("--posts-per-user", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1, help="RNG seed of the graph and posts")
     args = parser.parse_args()
-    print(seed(args.redis, args.users, args.edges, args.posts_per_user, args.seed))
+    with contextlib.ExitStack() as stack:
+        url = args.url or stack.enter_context(throwaway_store(args.backend))
+        if not url.startswith("redis" if args.backend == "redis" else "postgres"):
+            parser.error(f"--url {url.split(':')[0]}:// is not a {args.backend} URL")
+        print(seed(url, args.users, args.edges, args.posts_per_user, args.seed))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,8 @@
 """The social network's services, after DeathStarBench's socialNetwork: each is a
 plain function of an `App` and plain, picklable arguments.
 
-Data in the app's own Redis: users as hashes (`user:ID`) with a `username:NAME`
-index, the social graph as sets (`followers:ID`, `following:ID`), posts as hashes
-(`post:ID`), timelines as sorted sets scored by time (`user-timeline:ID`,
-`home-timeline:ID`), short URLs in the hash `urls`.
+Data in the app's own store (`store.py`): Redis by default, or PostgreSQL with
+memcached in front, chosen by the store's URL.
 
 compose_post fans out over three levels, as the original does (11 calls):
 
@@ -13,19 +11,18 @@ compose_post fans out over three levels, as the original does (11 calls):
 
 Compose is idempotent, so that a task run again (a worker killed mid-call) adds
 nothing: the post id derives from the client's request id, the post is stored
-only if absent, and timelines are sorted sets keyed by post id.
+only if absent, and a timeline holds a post id once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis
+from examples.socialnetwork.store import Store, Timeline
 
 
 class Pending(Protocol):
@@ -33,9 +30,9 @@ class Pending(Protocol):
 
 
 class App(Protocol):
-    """What a service sees: the app's Redis and the other services."""
+    """What a service sees: the app's store and the other services."""
 
-    db: redis.Redis
+    store: Store
 
     def call(self, service: str, *args: Any) -> Any: ...
 
@@ -47,11 +44,6 @@ class App(Protocol):
 _URL = re.compile(r"https?://\S+")
 _MENTION = re.compile(r"@(\w+)")
 SHORT_PREFIX = "http://short-url/"
-_STORE_IF_ABSENT = """
-if redis.call('exists', KEYS[1]) == 1 then return 0 end
-redis.call('hset', KEYS[1], unpack(ARGV))
-return 1
-"""
 
 
 def _digest(text: str) -> bytes:
@@ -63,26 +55,19 @@ def _digest(text: str) -> bytes:
 
 def register_user(app: App, user_id: int, username: str, first: str = "", last: str = "") -> bool:
     """False if the username is taken (by another id)."""
-    if not app.db.set(f"username:{username}", user_id, nx=True):
-        return int(app.db.get(f"username:{username}") or -1) == user_id
-    app.db.hset(f"user:{user_id}", mapping={"username": username, "first": first, "last": last})
-    return True
+    return app.store.add_user(user_id, username, first, last)
 
 
 def follow(app: App, follower: int, followee: int) -> None:
-    with app.db.pipeline() as pipe:
-        pipe.sadd(f"following:{follower}", followee).sadd(f"followers:{followee}", follower)
-        pipe.execute()
+    app.store.follow([(follower, followee)])
 
 
 def unfollow(app: App, follower: int, followee: int) -> None:
-    with app.db.pipeline() as pipe:
-        pipe.srem(f"following:{follower}", followee).srem(f"followers:{followee}", follower)
-        pipe.execute()
+    app.store.unfollow([(follower, followee)])
 
 
 def followers(app: App, user_id: int) -> list[int]:
-    return [int(f) for f in app.db.smembers(f"followers:{user_id}")]
+    return app.store.followers(user_id)
 
 
 # -- compose-post and its leaves --------------------------------------------------------
@@ -95,15 +80,14 @@ def unique_id(app: App, request_id: str) -> int:
 
 def url_shorten(app: App, urls: list[str]) -> list[dict[str, str]]:
     pairs = [{"expanded": u, "shortened": SHORT_PREFIX + _digest(u).hex()[:10]} for u in urls]
-    if pairs:
-        app.db.hset("urls", mapping={p["shortened"]: p["expanded"] for p in pairs})
+    app.store.add_urls({p["shortened"]: p["expanded"] for p in pairs})
     return pairs
 
 
 def user_mention(app: App, usernames: list[str]) -> list[dict[str, Any]]:
-    ids = app.db.mget([f"username:{name}" for name in usernames]) if usernames else []
+    ids = app.store.user_ids(usernames) if usernames else []
     return [
-        {"user_id": int(i), "username": name}
+        {"user_id": i, "username": name}
         for name, i in zip(usernames, ids, strict=True)
         if i is not None
     ]
@@ -124,20 +108,19 @@ def media(app: App, media_ids: list[int], media_types: list[str]) -> list[dict[s
 
 
 def creator(app: App, user_id: int) -> dict[str, Any]:
-    username = app.db.hget(f"user:{user_id}", "username")
-    if username is None:
+    user = app.store.user(user_id)
+    if user is None:
         raise ValueError(f"no user {user_id}")
-    return {"user_id": user_id, "username": username.decode()}
+    return {"user_id": user_id, "username": user["username"]}
 
 
 def store_post(app: App, post: dict[str, Any]) -> bool:
     """Store the post unless it is there already (a re-run keeps the first)."""
-    fields = [x for k, v in post.items() for x in (k, json.dumps(v))]
-    return bool(app.db.eval(_STORE_IF_ABSENT, 1, f"post:{post['post_id']}", *fields))
+    return app.store.add_post(post)
 
 
 def write_user_timeline(app: App, user_id: int, post_id: int, timestamp: float) -> None:
-    app.db.zadd(f"user-timeline:{user_id}", {str(post_id): timestamp})
+    app.store.add_to_timelines("user", [user_id], post_id, timestamp)
 
 
 def write_home_timeline(
@@ -146,10 +129,8 @@ def write_home_timeline(
     """Add the post to the home timelines of the creator's followers and of the
     users it mentions; how many timelines."""
     readers = set(app.call("followers", user_id)) | set(mentioned)
-    with app.db.pipeline(transaction=False) as pipe:
-        for reader in readers:
-            pipe.zadd(f"home-timeline:{reader}", {str(post_id): timestamp})
-        pipe.execute()
+    if readers:
+        app.store.add_to_timelines("home", readers, post_id, timestamp)
     return len(readers)
 
 
@@ -188,26 +169,24 @@ def compose_post(
 
 
 def read_posts(app: App, post_ids: list[int]) -> list[dict[str, Any]]:
-    with app.db.pipeline(transaction=False) as pipe:
-        for post_id in post_ids:
-            pipe.hgetall(f"post:{post_id}")
-        found = pipe.execute()
-    return [{k.decode(): json.loads(v) for k, v in post.items()} for post in found if post]
+    return app.store.posts(post_ids)
 
 
-def _read_timeline(app: App, key: str, start: int, stop: int) -> list[dict[str, Any]]:
-    ids = [int(i) for i in app.db.zrevrange(key, start, stop - 1)]
+def _read_timeline(
+    app: App, kind: Timeline, user_id: int, start: int, stop: int
+) -> list[dict[str, Any]]:
+    ids = app.store.timeline(kind, user_id, start, stop)
     return app.call("read_posts", ids) if ids else []
 
 
 def read_user_timeline(app: App, user_id: int, start: int = 0, stop: int = 10) -> list[dict]:
     """The user's own posts, newest first."""
-    return _read_timeline(app, f"user-timeline:{user_id}", start, stop)
+    return _read_timeline(app, "user", user_id, start, stop)
 
 
 def read_home_timeline(app: App, user_id: int, start: int = 0, stop: int = 10) -> list[dict]:
     """Posts of the users this user follows, and posts that mention this user."""
-    return _read_timeline(app, f"home-timeline:{user_id}", start, stop)
+    return _read_timeline(app, "home", user_id, start, stop)
 
 
 SERVICES: dict[str, Callable[..., Any]] = {

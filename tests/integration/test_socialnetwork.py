@@ -1,11 +1,13 @@
 """The social-network example (examples/socialnetwork) on real redis-servers: its
-own for the app's data, and the platform's. Posts reach every follower's and every
-mentioned user's home timeline in each wiring; composes survive a worker kill -9
-exactly once."""
+own for the app's data, and the platform's; and on the optional PostgreSQL and
+memcached backend where their binaries and drivers are installed. Posts reach every
+follower's and every mentioned user's home timeline in each wiring and backend;
+composes survive a worker kill -9 exactly once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import tempfile
 import threading
@@ -21,7 +23,8 @@ from conftest import make_platform
 
 from common.models import DispatchMode
 from examples.socialnetwork import load, seed, services
-from examples.socialnetwork.appstore import app_redis
+from examples.socialnetwork.appstore import app_postgres_memcached, app_redis, postgres_unavailable
+from examples.socialnetwork.store import PostgresStore, RedisStore, Store, open_store
 from examples.socialnetwork.wiring import VARIANTS, LocalApp, deploy, nested_unavailable
 from faas.client import Client, Task
 from faas.platform import LocalPlatform, Process
@@ -36,6 +39,20 @@ def app_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
+    with app_postgres_memcached() as url:
+        yield url
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The app store's URL, of each backend."""
+    return request.getfixturevalue("app_url" if request.param == "redis" else "postgres_url")
+
+
+@pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     # A compose over http holds up to 7 slots at once (parents wait for children).
     tmp = tmp_path_factory.mktemp("socialnet")
@@ -43,9 +60,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         yield c
 
 
-def in_process(url: str) -> Call:
-    app = LocalApp(redis.Redis.from_url(url))
-    return app.call
+def in_process(store: Store) -> Call:
+    return LocalApp(store).call
 
 
 def on_platform(client: Client, variant: str, url: str) -> Call:
@@ -55,9 +71,9 @@ def on_platform(client: Client, variant: str, url: str) -> Call:
     return lambda service, *args: functions[service](*args)
 
 
-def publish_scenario(call: Call, db: redis.Redis, first_id: int) -> None:
+def publish_scenario(call: Call, store: Store, first_id: int) -> None:
     """Users first_id.. : b and c follow a; a's post mentions e; d follows nobody."""
-    db.flushdb()
+    store.clear()
     a, b, c, d, e = range(first_id, first_id + 5)
     for user in (a, b, c, d, e):
         assert call("register_user", user, f"u{user}")
@@ -83,19 +99,45 @@ def publish_scenario(call: Call, db: redis.Redis, first_id: int) -> None:
     assert [p["post_id"] for p in call("read_user_timeline", a)] == [second, post_id]
     assert [p["post_id"] for p in call("read_home_timeline", b)] == [second, post_id]
     assert [p["post_id"] for p in call("read_home_timeline", c)] == [post_id]
-    assert db.zcard(f"home-timeline:{e}") == 1
+    assert store.timeline("home", e, 0, 100) == [post_id]
 
 
-def test_in_process_posts_reach_followers_and_mentioned_users(app_url: str) -> None:
-    publish_scenario(in_process(app_url), redis.Redis.from_url(app_url), first_id=1)
+def test_in_process_posts_reach_followers_and_mentioned_users(store_url: str) -> None:
+    with contextlib.closing(open_store(store_url)) as store:
+        publish_scenario(in_process(store), store, first_id=1)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    ("variant", "store_url"),
+    # PostgreSQL in the two wirings that differ most (one task; every call a task):
+    # its part is the store, which every wiring reaches the same way.
+    [(v, "redis") for v in VARIANTS] + [("local", "postgres"), ("nested", "postgres")],
+    indirect=["store_url"],
+)
 def test_on_the_platform_posts_reach_followers_and_mentioned_users(
-    client: Client, app_url: str, variant: str
+    client: Client, store_url: str, variant: str
 ) -> None:
-    call = on_platform(client, variant, app_url)
-    publish_scenario(call, redis.Redis.from_url(app_url), first_id=100)
+    call = on_platform(client, variant, store_url)
+    with contextlib.closing(open_store(store_url)) as store:
+        publish_scenario(call, store, first_id=100)
+
+
+def test_postgres_reads_go_through_memcached(postgres_url: str) -> None:
+    with contextlib.closing(open_store(postgres_url)) as store:
+        assert isinstance(store, PostgresStore)
+        store.clear()
+        assert store.add_user(1, "ann", "Ann", "A") and store.add_user(2, "bob", "Bob", "B")
+        post = {"post_id": 7, "creator": {"user_id": 1, "username": "ann"}, "timestamp": 1.5}
+        assert store.add_post(post) and not store.add_post({**post, "timestamp": 2.5})
+        assert store.user(1) == {"username": "ann", "first": "Ann", "last": "A"}  # fills
+        assert store.user_ids(["bob", "nobody"]) == [2, None]  # fills bob's
+        # Rows gone from PostgreSQL behind the cache's back: the reads come from memcached
+        store.db.execute("DELETE FROM users")
+        store.db.execute("DELETE FROM posts")
+        assert store.posts([7, 8]) == [post]  # cached when stored
+        assert store.user(1)["username"] == "ann"
+        assert store.user_ids(["bob", "nobody"]) == [2, None]
+        assert store.user(2) is None  # never read, so never cached
 
 
 def test_the_seeded_graph_has_the_shape_of_reed98() -> None:
@@ -172,7 +214,7 @@ def test_composes_survive_a_worker_killed_with_sigkill_exactly_once(
         # Then every accepted compose completed, and is in its creator's timeline once
         assert len(done) == total
         db = redis.Redis.from_url(url)
-        app = LocalApp(db)
+        app = LocalApp(RedisStore(db))
         for request_id, user, _ in requests:
             post_id = app.call("unique_id", request_id)
             assert db.zscore(f"user-timeline:{user}", post_id) is not None, request_id
