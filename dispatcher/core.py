@@ -745,11 +745,7 @@ class Dispatcher:
             else:
                 answer["inline"] = True
                 code = [function.payload, function.sources]
-        assert self._socket is not None
-        with contextlib.suppress(zmq.ZMQError):  # gone: it asks again when back
-            await self._socket.send_multipart(
-                [worker.identity, *wire.pack(wire.Command.INLINE, answer, *code)], copy=False
-            )
+        await self._reply(worker.identity, wire.Command.INLINE, answer, *code)
 
     async def _submit_children(
         self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int,
@@ -809,11 +805,11 @@ class Dispatcher:
                 )
 
     async def _reply(
-        self, identity: bytes, command: wire.Command, header: dict | None = None
+        self, identity: bytes, command: wire.Command, header: dict | None = None, *blobs: bytes
     ) -> None:
         assert self._socket is not None
         try:
-            await self._socket.send_multipart([identity, *wire.pack(command, header)])
+            await self._socket.send_multipart([identity, *wire.pack(command, header, *blobs)])
         except zmq.ZMQError:
             pass  # the peer is gone; it will register again when it comes back
 

@@ -282,7 +282,8 @@ class WorkerLoop:
         elif msg.command == wire.Command.INLINE:
             answered = self._calls.answered(msg.header["call_id"])
             if answered is not None:
-                h, code = msg.header, msg.blobs if len(msg.blobs) == 2 else [b"", b""]
+                code = msg.blobs if len(msg.blobs) == 2 else [b"", b""]
+                h = msg.header
                 answer = ("inline", h.get("inline", False), h.get("error"), *code)
                 self._pool.reply(answered.fd, answered.task_id, answer)
         elif msg.command == wire.Command.ENDED:

@@ -70,11 +70,12 @@ def test_more_parents_than_slots_and_spare_slots_together_complete(client: Clien
     assert [t.result(timeout=120) for t in tasks] == [3 * i for i in range(40)]
 
 
-def test_a_child_exception_reaches_the_parent(client: Client) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["task", "inline"])
+def test_a_child_exception_reaches_the_parent(client: Client, inline: bool) -> None:
     def fails(x: int) -> int:
         raise KeyError(f"no {x}")
 
-    child = client.register(fails)
+    child = client.register(fails).options(inline=inline)
 
     def catches(x: int) -> str:
         try:
@@ -146,22 +147,7 @@ def test_inline_calls_run_in_the_callers_slot_without_a_task(client: Client) -> 
     assert client.tasks(function_id=child.id) == []  # the inline calls made no task
 
 
-def test_an_inline_call_raises_what_the_function_raises_and_refuses_others_functions(
-    client: Client,
-) -> None:
-    def fails(x: int) -> int:
-        raise KeyError(f"no {x}")
-
-    child = client.register(fails).options(inline=True)
-
-    def catches(x: int) -> str:
-        try:
-            child(x)
-        except KeyError as exc:
-            return f"caught {exc}"
-        return "not raised"
-
-    assert client.register(catches)(7) == "caught 'no 7'"
+def test_an_inline_call_to_a_function_that_is_gone_is_refused(client: Client) -> None:
     ghost = client.register(lambda: 1).options(inline=True)
     client.request("DELETE", f"/v1/functions/{ghost.id}")
     with pytest.raises(Exception, match="not found"):
