@@ -72,12 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start Redis, the dispatcher, workers and the gateway here")
     up.add_argument("--mode", choices=_MODES, default="local")
-    up.add_argument("--workers", type=int, default=2, help="worker processes (pull/push)")
+    up.add_argument("--workers", type=_positive, default=2, help="worker processes (pull/push)")
     up.add_argument(
-        "--slots", type=int, default=4, help="slots of the dispatcher (local) or of each worker"
+        "--slots",
+        type=_positive,
+        default=4,
+        help="slots of the dispatcher (local) or of each worker",
     )
     up.add_argument(
-        "--gateway-workers", type=int, default=1, metavar="N",
+        "--gateway-workers", type=_positive, default=1, metavar="N",
         help="gateway server processes (the scaling knob for many small requests; each "
         "process serves its own /metrics)",
     )  # fmt: skip
@@ -161,6 +164,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- up -----------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 slots would start and hang)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _up(args: argparse.Namespace) -> None:

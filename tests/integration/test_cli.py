@@ -69,6 +69,13 @@ def test_a_url_that_is_not_http_is_refused_in_one_line() -> None:
     assert_one_line_error(faas("--url", "ftp://example.invalid", "functions"), "ftp://")
 
 
+def test_faas_up_refuses_counts_under_one_before_starting(tmp_path: Path) -> None:
+    for option in ("--slots", "--workers", "--gateway-workers"):
+        done = faas("up", option, "0", "--data-dir", str(tmp_path / "data"))
+        assert done.returncode == 2 and f"argument {option}: must be at least 1" in done.stderr
+        assert not (tmp_path / "data").exists()  # nothing started
+
+
 def test_global_options_go_before_or_after_the_command(running: LocalPlatform, power: str) -> None:
     for args in (["--url", running.url, "functions", "--json"],
                  ["functions", "--json", "--url", running.url.removeprefix("http://")]):  # fmt: skip
