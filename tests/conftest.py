@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,10 +65,14 @@ def make_platform(
 @pytest.fixture(scope="session", autouse=True)
 def _temp_dirs_reachable_by_slots(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Under root, slots run as nobody: let them traverse pytest's private temp
-    directories (0700) to reach the environments tests install there."""
+    directories (0700; under xdist one level deeper) to reach the environments
+    tests install there."""
     if os.geteuid() == 0:
         base = tmp_path_factory.getbasetemp()
-        for path in (base.parent, base):
+        top = Path(tempfile.gettempdir()).resolve()
+        for path in [base, *base.parents]:
+            if top not in path.parents:  # only pytest's own directories
+                break
             path.chmod(path.stat().st_mode | 0o011)
 
 

@@ -19,11 +19,11 @@ from tests.conftest import make_platform, register, serialize
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     tmp = tmp_path_factory.mktemp("gateway-long-polls")
-    # Ten connections, and a call waits at most 4 s for one: if a waiting long-poll held
-    # a connection, the eleventh would fail while the tasks (6 s) still run. (With 2 s,
-    # the burst of 1,000 first reads through ten connections once took longer on a
-    # loaded 2-core machine.)
-    env = {"FAAS_REDIS_MAX_CONNECTIONS": "10", "FAAS_REDIS_POOL_TIMEOUT_S": "4"}
+    # Ten connections, and a call waits at most 10 s for one: if a waiting long-poll held
+    # a connection, the eleventh would fail while the tasks (12 s) still run. The burst
+    # of 1,000 first reads is bound by the gateway's CPU, not by the pool: on a loaded
+    # 2-core machine it took over 4 s (a 4 s pool timeout failed one read in 1,000).
+    env = {"FAAS_REDIS_MAX_CONNECTIONS": "10", "FAAS_REDIS_POOL_TIMEOUT_S": "10"}
     with make_platform(tmp, DispatchMode.LOCAL, slots=4, env=env) as platform:
         yield platform
 
@@ -40,7 +40,7 @@ def test_a_thousand_concurrent_long_polls_all_complete(
     """Each long-poll waits on the completion subscription, not on a Redis connection;
     the burst of reads at their start queues for the pool instead of failing."""
     function_id = register(http, userfuncs.nap)
-    body = {"function_id": function_id, "payload": serialize(((6,), {}))}
+    body = {"function_id": function_id, "payload": serialize(((12,), {}))}
     task_ids = [http.post("/execute_function", json=body).json()["task_id"] for _ in range(4)]
 
     async def poll_all() -> list[httpx.Response]:
