@@ -35,6 +35,9 @@ FAST_TIMERS = {
     "FAAS_LIVENESS_TIMEOUT_S": "1.0",
     "FAAS_DEADLINE_GRACE_S": "1.0",
     "FAAS_RECOVERY_GRACE_S": "3.0",
+    # A platform stopped with tasks still running waits this long for them (25 s by
+    # default); tests that check draining set their own.
+    "FAAS_DRAIN_TIMEOUT_S": "3",
 }
 
 
