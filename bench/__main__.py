@@ -45,6 +45,7 @@ import cloudpickle
 from bench import workloads
 from bench.environments import compare_environments
 from bench.http import AsyncJSON, SyncJSON
+from bench.proc import cpu_by_tree
 from common.models import DispatchMode
 from faas.client import pickle_function
 from faas.platform import LocalPlatform, PlatformConfig, free_port
@@ -292,27 +293,9 @@ def platform_cpu_s(platform: LocalPlatform) -> float:
     """CPU seconds (user + system) used so far by the platform's processes and their
     descendants (local worker, fork server, slots): less disturbed by other load on a
     shared machine than wall-clock figures."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
-    roots = {p.popen.pid for p in [platform.gateway, *platform.dispatchers, *platform.workers]
-             if p is not None and p.popen is not None}  # fmt: skip
-    total = 0.0
-    for pid in cpu:
-        ancestor = pid
-        while ancestor > 1 and ancestor not in roots:
-            ancestor = parents.get(ancestor, 0)
-        if ancestor in roots:
-            total += cpu[pid]
-    return total
+    procs = [platform.gateway, *platform.dispatchers, *platform.workers]
+    roots = {str(p.popen.pid): p.popen.pid for p in procs if p is not None and p.popen}
+    return sum(cpu_by_tree(roots).values())
 
 
 OBSERVABILITY_OFF = {"FAAS_CAPTURE_OUTPUT": "false", "FAAS_METRICS_ENABLED": "false"}
