@@ -1,8 +1,11 @@
 """The side-by-side benchmark's figure: latency distributions (W1, W4) and throughput
-(W2) per system. Needs matplotlib (the `bench` extra); without it, says so and skips."""
+(W2) per system. Needs matplotlib (the `bench` extra); without it, says so and skips.
+`python -m bench.plots RESULT.json` draws it again from a result file."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +43,17 @@ def side_by_side(report: dict[str, Any], path: Path) -> Path | None:
     w2.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
     w2.set_ylabel("tasks/s (median of rounds)")
     w2.set_title(f"W2 {report['settings']['w2']:,} no-op tasks: throughput")
-    w2.legend(fontsize=8)
+    w2.set_ylim(0, max([*batch, *per_request, 1]) * 1.3)  # room for the legend
+    w2.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{report['command']}  ({report['date']}, {report['machine']['cpus']} CPUs)",
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        source = Path(name)
+        side_by_side(json.loads(source.read_text()), source.with_suffix(".png"))
