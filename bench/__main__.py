@@ -21,6 +21,11 @@ reports the median of the rounds and the secure/insecure ratios.
 `--environments N` runs N rounds of: the cold first call of a function with one new
 requirement (installed from a local wheelhouse), then W1 alternating between it and the
 same function with no environment; and the disk each environment uses (bench/environments.py).
+
+`--baselines ray,celery` runs W1, W2 and W4 against Ray and Celery as well (as many CPUs or
+worker processes as the platform has slots), and `--compare REF` against a git ref's
+checkout of the platform, all in the same interleaved rounds; reports the ratios and
+draws a PNG (bench/sidebyside.py).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import cloudpickle
 from bench import workloads
 from bench.environments import compare_environments
 from bench.http import AsyncJSON, SyncJSON
+from bench.proc import cpu_by_tree
 from common.models import DispatchMode
 from faas.client import pickle_function
 from faas.platform import LocalPlatform, PlatformConfig, free_port
@@ -292,27 +298,9 @@ def platform_cpu_s(platform: LocalPlatform) -> float:
     """CPU seconds (user + system) used so far by the platform's processes and their
     descendants (local worker, fork server, slots): less disturbed by other load on a
     shared machine than wall-clock figures."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
-    roots = {p.popen.pid for p in [platform.gateway, *platform.dispatchers, *platform.workers]
-             if p is not None and p.popen is not None}  # fmt: skip
-    total = 0.0
-    for pid in cpu:
-        ancestor = pid
-        while ancestor > 1 and ancestor not in roots:
-            ancestor = parents.get(ancestor, 0)
-        if ancestor in roots:
-            total += cpu[pid]
-    return total
+    procs = [platform.gateway, *platform.dispatchers, *platform.workers]
+    roots = {str(p.popen.pid): p.popen.pid for p in procs if p is not None and p.popen}
+    return sum(cpu_by_tree(roots).values())
 
 
 OBSERVABILITY_OFF = {"FAAS_CAPTURE_OUTPUT": "false", "FAAS_METRICS_ENABLED": "false"}
@@ -418,7 +406,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
@@ -437,7 +425,10 @@ def main() -> None:
         help="both: Redis users and CURVE on vs off, side by side (W1 and W2 only)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds (--security both)"
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds (--security both, --baselines, --compare)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument(
@@ -454,9 +445,35 @@ def main() -> None:
         metavar="ROUNDS",
         help="only measure functions' environments: cold first call, W1 with vs without",
     )
+    parser.add_argument(
+        "--baselines",
+        metavar="NAMES",
+        help="also run ray and/or celery (comma-separated) in the same interleaved rounds:"
+        " W1, W2, W4 and the ratios ours/theirs (needs the bench extra)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="also run a git ref's checkout of the platform in the same interleaved rounds:"
+        " W1, W2, W4 and the ratios this/REF",
+    )
+    parser.add_argument("--w4", type=int, default=30, help="W4 calls (--baselines, --compare)")
+    parser.add_argument(
+        "--ports",
+        metavar="LOW-HIGH",
+        help="take every port of what the bench starts from this range (default: any free)",
+    )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()  # fmt: skip
     modes = [DispatchMode(m) for m in args.modes.split(",")]
     stamp = datetime.datetime.now(datetime.UTC)
+    if args.baselines or args.compare:
+        side_by_side(args, [m.value for m in modes], stamp)
+        return
     scratch = tempfile.TemporaryDirectory(prefix="faas-bench-")  # Redis data and logs
     log_dir = Path(scratch.name)
     if args.environments:
@@ -512,6 +529,30 @@ def main() -> None:
         )
     _write(report, args.out / f"{stamp:%Y-%m-%dT%H%M%S}-{'-'.join(m.value for m in modes)}.json")
     scratch.cleanup()
+
+
+def side_by_side(args: argparse.Namespace, modes: list[str], stamp: datetime.datetime) -> None:
+    """--baselines, --compare: bench/sidebyside.py."""
+    from bench import baselines, plots, sidebyside  # Ray and Celery load only for this
+
+    try:
+        names = baselines.parse(args.baselines or "")
+    except ValueError as exc:
+        raise SystemExit(f"--baselines: {exc}") from None
+    report = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        **sidebyside.run(args, modes),
+    }
+    stem = sidebyside.file_stem(modes, names, args.compare)
+    path = args.out / f"{stamp:%Y-%m-%dT%H%M%S}-{stem}.json"
+    summary = {k: v for k, v in report.items() if k not in ("rounds", "w2_detail", "samples_ms")}
+    print(json.dumps(summary, indent=2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written to {path}")
+    if plots.side_by_side(report, path.with_suffix(".png")) is not None:
+        print(f"plot in {path.with_suffix('.png')}")
 
 
 def _write(report: dict[str, Any], path: Path) -> None:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bench.__main__ import RESULTS_DIR, _write, machine
-from bench.sim import ROOT, _checkout
+from bench.checkout import ROOT, checkout
 
 SIDE = Path(__file__).with_name("payload_side.py")
 
@@ -54,7 +54,7 @@ def main() -> None:
         trees = {"this": ROOT}
         with contextlib.ExitStack() as stack:
             if args.compare:
-                trees[args.compare] = stack.enter_context(_checkout(args.compare, Path(tmp)))
+                trees[args.compare] = stack.enter_context(checkout(args.compare, Path(tmp)))
             for r in range(args.rounds):
                 for side, tree in trees.items():
                     scratch = Path(tmp) / f"{side.replace('/', '_')}-{r}"

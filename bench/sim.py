@@ -39,11 +39,11 @@ from typing import Any
 import cloudpickle
 
 from bench.__main__ import RESULTS_DIR, machine
+from bench.checkout import ROOT, checkout
 from common import wire
 from common.models import DispatchMode
 from faas.platform import LocalPlatform, PlatformConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULT_BLOB = cloudpickle.dumps(("ok", 42))
 
 
@@ -242,22 +242,6 @@ def _percentiles(samples_s: list[float]) -> dict[str, float] | None:
 # -- the benchmark --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _checkout(ref: str, tmp: Path):  # type: ignore[no-untyped-def]
-    path = tmp / f"ref-{ref.replace('/', '_')}"
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], cwd=ROOT, check=True,
-                   capture_output=True)  # fmt: skip
-    # The editable install must not shadow the checkout: its own dispatcher is what runs.
-    probe = [sys.executable, "-c", "import dispatcher.core as c; print(c.__file__)"]
-    found = subprocess.run(probe, cwd=path, capture_output=True, text=True, check=True).stdout
-    assert Path(found.strip()).is_relative_to(path), found
-    try:
-        yield path
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
-                       capture_output=True)  # fmt: skip
-
-
 def _shapes(text: str) -> list[tuple[int, int]]:
     shapes = []
     for part in text.split(","):
@@ -324,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.ExitStack() as stack:
             sources = {"this": ROOT}
             if args.compare:
-                sources = {args.compare: stack.enter_context(_checkout(args.compare, tmp)),
+                sources = {args.compare: stack.enter_context(checkout(args.compare, tmp)),
                            "this": ROOT}  # fmt: skip
             results: dict[str, list[dict]] = {label: [] for label in sources}
             ceilings: dict[str, dict] = {}
