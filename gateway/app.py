@@ -66,7 +66,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            service.close()
+            await service.close()
             await hub.stop()
             await store.close()
 

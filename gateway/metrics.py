@@ -21,6 +21,10 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 SUBMITTED = Counter("faas_tasks_submitted_total", "Tasks accepted by the gateway")
+SUBMIT_COMMITS = Counter(
+    "faas_submit_commits_total",
+    "Redis round trips that committed single submits (coalesced: several submits may share one)",
+)
 
 
 class MetricsMiddleware:

@@ -107,11 +107,12 @@ async def _submit_and_wait(
     with service.hub.watch([task_id]) as watch:  # before submitting: the end cannot be missed
         accepted = await service.submit_call(call, payload, tenant=tenant, task_id=task_id)
         # An idempotency key may have returned an older task: that one is read first.
-        fresh = watch if accepted == task_id else None
+        fresh = watch if accepted.task_id == task_id else None
         wait_s = service.clamp_wait(wait)
-        (record,) = await service.wait_many([accepted], wait_s, tenant=tenant, watch=fresh)
+        (record,) = await service.wait_many([accepted.task_id], wait_s, tenant=tenant,
+                                            watch=fresh)  # fmt: skip
     if record is None:
-        raise TaskNotFound(accepted)
+        raise TaskNotFound(accepted.task_id)
     return record
 
 
