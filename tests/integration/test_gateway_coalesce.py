@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import pickle
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,3 +313,45 @@ def test_the_quota_under_concurrency_admits_exactly_what_fits(
         with client(platform, "alice") as alice:
             wait_all(alice, [r.json()["task_id"] for r in alices])
         assert int(store.hget("faas:unfinished", "carol") or 0) == 0
+
+
+def test_a_submit_answers_what_a_read_of_its_task_would(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """`POST /v1/tasks` without `wait` answers the task as stored, not read back: it must
+    be exactly what a read says while the task waits (every slot is held meanwhile)."""
+    release, markers = tmp_path / "release", [tmp_path / f"running-{i}" for i in range(4)]
+    with client(platform, "alice") as http:
+        held = register(http, userfuncs.hold)
+        holders = [post_sync(http, held, (str(release), str(m))) for m in markers]
+        until_files(markers)
+        double = register(http, userfuncs.double)
+        options = {"deadline_s": 7.25, "max_attempts": 2, "result_ttl_s": 600}
+        posted = post_sync(http, double, (21,), **options)
+        view = posted.json()
+        assert posted.status_code == 201 and view["status"] == "QUEUED", posted.text
+        assert http.get(f"/v1/tasks/{view['task_id']}").json() == view
+        binary = http.post("/v1/tasks", params={"function_id": double, **options},
+                           content=pickle.dumps(((21,), {})),
+                           headers={"content-type": OCTET, "accept": OCTET})  # fmt: skip
+        assert binary.status_code == 201, binary.text
+        task_id = binary.headers["x-faas-task-id"]
+        read = http.get(f"/v1/tasks/{task_id}", headers={"accept": OCTET})
+        faas = {k: v for k, v in binary.headers.items() if k.startswith("x-faas-")}
+        assert faas == {k: v for k, v in read.headers.items() if k.startswith("x-faas-")}
+        assert faas["x-faas-status"] == "QUEUED" and binary.content == read.content == b""
+        release.touch()
+        views = wait_all(http, [view["task_id"], task_id, *(h.json()["task_id"] for h in holders)])
+        assert deserialize(views[task_id]["result"]) == 42
+
+
+def post_sync(http: httpx.Client, function_id: str, args: tuple, **options: Any) -> httpx.Response:
+    body = {"function_id": function_id, "payload": serialize((args, {})), **options}
+    return http.post("/v1/tasks", json=body)
+
+
+def until_files(paths: list[Path], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, f"not all of {paths} appeared in {timeout_s} s"
+        time.sleep(0.01)
