@@ -23,6 +23,7 @@ from common.errors import (
 from common.store import Store
 from gateway.auth import ApiKeyMiddleware, api_keys
 from gateway.completions import CompletionHub
+from gateway.hot import HotRoutes
 from gateway.limits import BodyLimitMiddleware
 from gateway.metrics import MetricsMiddleware, metrics
 from gateway.routes import FastJSON, course, health, status, v1
@@ -45,7 +46,14 @@ RETRY_AFTER_S = 1
 """What a 503 tells clients to wait before retrying: Redis back, or memory freed."""
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+HOT_PATHS = ("/execute_function", "/v1/tasks")
+"""The single submits: POSTed there, served by `HotRoutes` rather than FastAPI."""
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, hot_paths: tuple[str, ...] = HOT_PATHS
+) -> FastAPI:
+    """The gateway; `hot_paths=()` leaves every route to FastAPI (to compare the two)."""
     settings = settings or GatewaySettings()
 
     @asynccontextmanager
@@ -79,6 +87,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None,  # served by gateway.ui from local assets instead of a CDN
         redoc_url=None,
     )
+    # Middleware added later runs earlier: HotRoutes inside the body limit and metrics.
+    hot_routes = [*course.router.routes, *v1.router.routes]
+    app.add_middleware(HotRoutes, fastapi=app, routes=hot_routes, paths=hot_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.metrics_enabled:
         app.add_middleware(MetricsMiddleware)
