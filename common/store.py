@@ -1297,20 +1297,26 @@ class Store:
 
 @dataclass(frozen=True, slots=True)
 class Ended:
-    """A task that just ended, as published; `record` is None if its result was too
-    large to travel in the message (read it from the store then)."""
+    """A task that just ended, as published. Every gateway process hears every end,
+    mostly of tasks nobody there waits for: the record is built only when asked for."""
 
     task_id: str
-    record: TaskRecord | None
+    items: list[Any]  # the message: task id, then field name and value pairs
+
+    @property
+    def record(self) -> TaskRecord | None:
+        """None if its result was too large to travel in the message (read it then)."""
+        items = self.items
+        fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
+        # `r` (`result` from an older version) travels only when small enough
+        if "r" not in fields and "result" not in fields:
+            return None
+        return _task_record(self.task_id, fields)
 
 
 def _ended(data: bytes) -> Ended:
     items = msgpack.unpackb(data, raw=True)  # Lua strings arrive as msgpack str: keep bytes
-    task_id = items[0].decode()
-    fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
-    # `r` (`result` from an older version) travels only when small enough
-    has_result = "r" in fields or "result" in fields
-    return Ended(task_id, _task_record(task_id, fields) if has_result else None)
+    return Ended(items[0].decode(), items)
 
 
 # -- the two forms of a task's hash (see the module docstring), read in one place ------
