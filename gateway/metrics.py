@@ -8,6 +8,7 @@ submitted), never ids, payloads or results. See SECURITY.md.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
@@ -34,6 +35,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._series: dict[tuple[str, str, str], Any] = {}  # labels() takes a lock each time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,10 +54,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
+            key = (getattr(route, "path", "unmatched"), scope["method"], str(status))
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = REQUEST_SECONDS.labels(*key)
+            series.observe(time.perf_counter() - start)
 
 
 async def metrics(_request: Request) -> Response:
