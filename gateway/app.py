@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +48,13 @@ RETRY_AFTER_S = 1
 """What a 503 tells clients to wait before retrying: Redis back, or memory freed."""
 
 
+_NO_OPENTELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
+"""FastAPI 0.165 asks OpenTelemetry on every request whether a provider was set up
+(about 4% of a submit's CPU); the gateway's metrics are its own (gateway/metrics.py)."""
 HOT_PATHS = ("/execute_function", "/v1/tasks")
 """The single submits: POSTed there, served by `HotRoutes` rather than FastAPI."""
 
@@ -86,6 +95,7 @@ def create_app(
         default_response_class=FastJSON,
         docs_url=None,  # served by gateway.ui from local assets instead of a CDN
         redoc_url=None,
+        **_NO_OPENTELEMETRY,
     )
     # Middleware added later runs earlier: HotRoutes inside the body limit and metrics.
     hot_routes = [*course.router.routes, *v1.router.routes]
