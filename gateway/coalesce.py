@@ -26,6 +26,10 @@ MAX_SUBMISSIONS = 1000
 """Most submits one commit carries; more wait for the next."""
 MAX_BYTES = 4 * 2**20
 """Payload bytes beyond which a commit takes no more submits (at least one goes)."""
+ALONE_BYTES = 64 * 1024
+"""A submit with a larger payload is committed on its own at once, beside the commit in
+flight: its cost is its bytes, which sharing saves nothing of, and small submits
+queued behind its upload would wait for it."""
 
 _Waiting = tuple[Submission, "asyncio.Future[Submitted]"]
 
@@ -38,6 +42,12 @@ class SubmitCoalescer:
 
     async def submit(self, submission: Submission) -> Submitted:
         """Commit `submission` with whatever arrives with it; its own answer or error."""
+        if sum(len(payload) for _, payload in submission.tasks) > ALONE_BYTES:
+            (answer,) = await self._store.submit_many([submission])
+            metrics.SUBMIT_COMMITS.inc()
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
         future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
         self._pending.append((submission, future))
         if self._committer is None:

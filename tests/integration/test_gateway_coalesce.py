@@ -226,6 +226,7 @@ def test_good_and_bad_submits_together_each_get_their_own_answer(
             (form, double, (3,), {"deadline_s": 10**9}, 400),
             (form, double, (4,), {"idempotency_key": f"{key}-{form}"}, 201),
             (form, double, (5,), {}, 201),
+            (form, double, (b"x" * 100_000,), {}, 201),  # large: committed on its own
         ]
 
     async def submit_all() -> list[httpx.Response]:
@@ -243,7 +244,7 @@ def test_good_and_bad_submits_together_each_get_their_own_answer(
     assert bad_json.status_code == bad_course.status_code == 400, bad_json.text
     accepted = {r.json()["task_id"]: args for (_, _, args, _, s), r in zip(plan, responses,
                 strict=True) if s == 201}  # fmt: skip
-    assert len(accepted) == 3 * len(FORMS)
+    assert len(accepted) == 4 * len(FORMS)
     with client(platform, "alice") as http:
         views = wait_all(http, list(accepted))
     for task_id, (arg,) in accepted.items():

@@ -135,3 +135,20 @@ def test_closing_cancels_the_waiting_submits() -> None:
         assert all(isinstance(d, asyncio.CancelledError) for d in done)
 
     asyncio.run(scenario())
+
+
+def test_a_large_payload_is_committed_alone_beside_the_commit_in_flight() -> None:
+    async def scenario() -> None:
+        store = FakeStore(hold=True)
+        coalescer = SubmitCoalescer(store)  # type: ignore[arg-type]
+        small = asyncio.ensure_future(coalescer.submit(one()))
+        await asyncio.wait_for(store.started.wait(), 5)
+        large = one(b"x" * (coalesce.ALONE_BYTES + 1))
+        store.hold = False  # the large one's own commit returns at once
+        answer = await asyncio.wait_for(coalescer.submit(large), 5)
+        assert answer.task_ids == [large.tasks[0][0]] and not small.done()
+        assert [len(c) for c in store.commits] == [1, 1]
+        store.release.set()
+        await asyncio.wait_for(small, 5)
+
+    asyncio.run(scenario())
