@@ -1295,23 +1295,28 @@ class Store:
                 await pubsub.aclose()
 
 
-@dataclass(frozen=True, slots=True)
 class Ended:
     """A task that just ended, as published. Every gateway process hears every end,
-    mostly of tasks nobody there waits for: the record is built only when asked for."""
+    mostly of tasks nobody there waits for: the record is built when first asked for."""
 
-    task_id: str
-    items: list[Any]  # the message: task id, then field name and value pairs
+    __slots__ = ("_items", "_record", "task_id")
+    _UNREAD = object()
+
+    def __init__(self, task_id: str, items: list[Any]) -> None:
+        self.task_id = task_id
+        self._items = items  # the message: task id, then field name and value pairs
+        self._record: Any = Ended._UNREAD
 
     @property
     def record(self) -> TaskRecord | None:
         """None if its result was too large to travel in the message (read it then)."""
-        items = self.items
-        fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
-        # `r` (`result` from an older version) travels only when small enough
-        if "r" not in fields and "result" not in fields:
-            return None
-        return _task_record(self.task_id, fields)
+        if self._record is Ended._UNREAD:
+            items = self._items
+            fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
+            # `r` (`result` from an older version) travels only when small enough
+            has_result = "r" in fields or "result" in fields
+            self._record = _task_record(self.task_id, fields) if has_result else None
+        return self._record
 
 
 def _ended(data: bytes) -> Ended:
