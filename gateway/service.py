@@ -235,8 +235,8 @@ class TaskService:
     ) -> Accepted:
         """Queue one call as the API describes it, its payload base64 text or a raw
         pickle (checked here); committed together with the calls that arrive with it
-        (`SubmitCoalescer`). Returns its task id (an earlier task's when the
-        idempotency key was seen before)."""
+        (`SubmitCoalescer`). Answers its task id (an earlier task's when the
+        idempotency key was seen before) and, for a new task, what was stored."""
         if isinstance(payload, bytes):
             args = [await self.checker.check(payload)]
         else:
