@@ -200,6 +200,43 @@ class QueueEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Submission:
+    """One submit request as `Store.submit` and `Store.submit_many` take it: (task_id,
+    args payload) pairs of one function, with the options they share."""
+
+    function_id: str
+    tasks: Sequence[tuple[str, bytes]]
+    deadline_s: float
+    max_attempts: int
+    tenant: str = DEFAULT_TENANT
+    max_unfinished: int = 100_000
+    idempotency_key: str | None = None
+    idempotency_digest: str = ""
+    idempotency_ttl_s: int = 86400
+    depth: int = 0
+    depends_on: Sequence[str] = ()
+    retention: Retention = DEFAULT_RETENTION
+
+    def merge_key(self) -> tuple[Any, ...] | None:
+        """Submissions with equal keys can be one call of submit.lua, as one batch is:
+        same function, tenant, quota and options; never with an idempotency key (bound
+        to one task) or dependencies (each may wait, or fail, on its own)."""
+        if self.idempotency_key is not None or self.depends_on:
+            return None
+        return (self.function_id, self.tenant, self.max_unfinished, self.depth,
+                int(self.deadline_s * 1000), self.max_attempts, self.retention)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What a submission got: the task ids accepted (an earlier task's for a repeated
+    idempotency key) and `queued_ms`, the time its new tasks were stored with."""
+
+    task_ids: list[str]
+    queued_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The end of one attempt, as the dispatcher commits it."""
 
@@ -490,10 +527,11 @@ class Store:
         self._scripts[script.sha] = script
         return script
 
-    async def _execute(self, pipe: Any) -> list[Any]:
+    async def _execute(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
         """`pipe.execute()` for a pipeline that runs scripts: a script Redis does not
         know (NOSCRIPT) is loaded and that command alone runs again, once; the others
-        already ran. Then the first error, if any, is raised as `execute` would."""
+        already ran. Then the first error, if any, is raised as `execute` would (or,
+        without `raise_on_error`, left in its place among the replies)."""
         stack = [args for args, _ in pipe.command_stack]
         replies = await pipe.execute(raise_on_error=False)
         loaded: set[str] = set()
@@ -503,7 +541,12 @@ class Store:
                 if sha not in loaded:
                     await self._scripts[sha].load()
                     loaded.add(sha)
-                replies[i] = await self.redis.execute_command(*stack[i])
+                try:
+                    replies[i] = await self.redis.execute_command(*stack[i])
+                except redis_errors.ResponseError as exc:
+                    replies[i] = exc
+        if not raise_on_error:
+            return replies
         for reply in replies:
             if isinstance(reply, redis_errors.ResponseError):
                 raise reply
@@ -677,32 +720,126 @@ class Store:
         results are among the arguments, at most MAX_DEPENDENCIES; else TaskNotFound),
         each task waits for them (WAITING) unless they have all completed already.
         `retention`: how long the tasks are kept once ended, where not their function's."""
-        if idempotency_key is not None and len(tasks) != 1:
+        submission = Submission(
+            function_id, tasks, deadline_s, max_attempts, tenant, max_unfinished,
+            idempotency_key, idempotency_digest, idempotency_ttl_s, depth, depends_on, retention,
+        )  # fmt: skip
+        keys, args = self._submit_call([submission], now_ms())
+        try:
+            ids = await self._submit(keys=keys, args=args)
+        except redis_errors.ResponseError as exc:
+            raise self._submit_error(exc, submission) from None
+        return [raw.decode() for raw in ids]
+
+    @_translated
+    async def submit_many(self, submissions: Sequence[Submission]) -> list[Submitted | Exception]:
+        """Commit several submit requests in one round trip, each answered on its own
+        exactly as `submit` would answer it alone, one after the other: an error (an
+        unknown function, a quota or an idempotency refusal) is that submission's, and
+        stores nothing of it. Submissions that `merge_key` allows go in one call of
+        submit.lua, as one batch; a batch refused for the quota is tried again one
+        submission at a time, since alone the first ones may fit. A store outage
+        raises StoreUnavailable for all."""
+        groups: dict[Any, list[int]] = {}
+        for i, submission in enumerate(submissions):
+            key = submission.merge_key()
+            groups.setdefault(("alone", i) if key is None else key, []).append(i)
+        answers: list[Submitted | Exception | None] = [None] * len(submissions)
+        retry: list[list[int]] = []
+        calls = list(groups.values())
+        for members, reply, now in await self._submit_calls(submissions, calls):
+            refused = isinstance(reply, redis_errors.ResponseError) and str(reply).startswith(
+                "QUOTA"
+            )
+            if refused and len(members) > 1:
+                retry += [[i] for i in members]
+            else:
+                self._answer(submissions, members, reply, now, answers)
+        if retry:
+            for members, reply, now in await self._submit_calls(submissions, retry):
+                self._answer(submissions, members, reply, now, answers)
+        return [a if a is not None else RuntimeError("unanswered") for a in answers]
+
+    async def _submit_calls(
+        self, submissions: Sequence[Submission], calls: list[list[int]]
+    ) -> list[tuple[list[int], Any, int]]:
+        """Run submit.lua once per call (the submissions it merges), pipelined:
+        (members, reply or error, the time it stored)."""
+        now = now_ms()
+        replies: list[Any] = []
+        sent: list[int] = []  # positions in `replies` of the calls pipelined
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for members in calls:
+                try:
+                    keys, args = self._submit_call([submissions[i] for i in members], now)
+                except ValueError as exc:  # a request `submit` would refuse alone
+                    replies.append(exc)
+                    continue
+                await self._submit(keys=keys, args=args, client=pipe)
+                sent.append(len(replies))
+                replies.append(None)
+            if sent:
+                for position, reply in zip(sent, await self._execute(pipe, raise_on_error=False),
+                                           strict=True):  # fmt: skip
+                    replies[position] = reply
+        return [(members, reply, now) for members, reply in zip(calls, replies, strict=True)]
+
+    def _answer(
+        self,
+        submissions: Sequence[Submission],
+        members: list[int],
+        reply: Any,
+        now: int,
+        answers: list[Submitted | Exception | None],
+    ) -> None:
+        """Hand each member of one call its part of the reply (ids in task order) or
+        the error as `submit` would raise it."""
+        if isinstance(reply, Exception):
+            translated = _translate(reply)
+            for i in members:
+                if translated is not None:
+                    answers[i] = translated
+                elif isinstance(reply, redis_errors.ResponseError):
+                    answers[i] = self._submit_error(reply, submissions[i])
+                else:
+                    answers[i] = reply
+            return
+        ids = [raw.decode() for raw in reply]
+        start = 0
+        for i in members:
+            count = len(submissions[i].tasks) if len(members) > 1 else len(ids)
+            answers[i] = Submitted(ids[start : start + count], now)
+            start += count
+
+    def _submit_call(self, merged: Sequence[Submission], now: int) -> tuple[list[Any], list[Any]]:
+        """KEYS and ARGV of submit.lua for submissions that share a merge key (or one)."""
+        first = merged[0]
+        if first.idempotency_key is not None and len(first.tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
-        deps = list(dict.fromkeys(depends_on))
+        deps = list(dict.fromkeys(first.depends_on))
         if len(deps) > MAX_DEPENDENCIES:
             raise ValueError(f"a task depends on at most {MAX_DEPENDENCIES} tasks")
+        tenant, retention = first.tenant, first.retention
         keys = [
-            self.keys.queue_of(depth),
-            self.keys.function(function_id),
-            self.keys.idempotency(tenant, idempotency_key or ""),
+            self.keys.queue_of(first.depth),
+            self.keys.function(first.function_id),
+            self.keys.idempotency(tenant, first.idempotency_key or ""),
             self.keys.unfinished,
             self.keys.index(tenant),
             *(self.keys.task(d) for d in deps),
             *(self.keys.dependents(d) for d in deps),
-            *(self.keys.task(task_id) for task_id, _ in tasks),
         ]
         args: list[Any] = [
-            function_id,
-            now_ms(),
-            int(deadline_s * 1000),
-            max_attempts,
-            idempotency_ttl_s if idempotency_key else 0,
-            idempotency_digest,
+            first.function_id,
+            now,
+            int(first.deadline_s * 1000),
+            first.max_attempts,
+            first.idempotency_ttl_s if first.idempotency_key else 0,
+            first.idempotency_digest,
             tenant,
-            max_unfinished,
+            first.max_unfinished,
             self.result_ttl_s * 2000,  # the index outlives tasks by as long again
-            depth,
+            first.depth,
             len(deps),
             self.result_ttl_s,
             self.keys.done_channel,
@@ -711,22 +848,28 @@ class Store:
             "" if retention.expire_after_read is None else int(retention.expire_after_read),
             *deps,
         ]
-        for task_id, payload in tasks:
-            args += [task_id, payload]
-        try:
-            ids = await self._submit(keys=keys, args=args)
-        except redis_errors.ResponseError as exc:
-            if "NOFUNCTION" in str(exc):
-                raise FunctionNotFound(function_id) from None
-            if str(exc).startswith("NODEPENDENCY"):
-                raise TaskNotFound(str(exc).split()[-1]) from None
-            if str(exc).startswith("IDEMCONFLICT") and idempotency_key is not None:
-                raise IdempotencyConflict(idempotency_key, str(exc).split()[-1]) from None
-            if str(exc).startswith("QUOTA"):
-                unfinished = int(str(exc).split()[-1])
-                raise QuotaExceeded(tenant, unfinished, max_unfinished, len(tasks)) from None
-            raise
-        return [raw.decode() for raw in ids]
+        for submission in merged:
+            for task_id, payload in submission.tasks:
+                keys.append(self.keys.task(task_id))
+                args += [task_id, payload]
+        return keys, args
+
+    @staticmethod
+    def _submit_error(exc: redis_errors.ResponseError, submission: Submission) -> Exception:
+        """The platform's error for submit.lua's refusal (see its docstring)."""
+        text = str(exc)
+        if "NOFUNCTION" in text:
+            return FunctionNotFound(submission.function_id)
+        if text.startswith("NODEPENDENCY"):
+            return TaskNotFound(text.split()[-1])
+        if text.startswith("IDEMCONFLICT") and submission.idempotency_key is not None:
+            return IdempotencyConflict(submission.idempotency_key, text.split()[-1])
+        if text.startswith("QUOTA"):
+            unfinished = int(text.split()[-1])
+            return QuotaExceeded(
+                submission.tenant, unfinished, submission.max_unfinished, len(submission.tasks)
+            )
+        return exc
 
     @_translated
     async def get_tasks(
@@ -1152,22 +1295,33 @@ class Store:
                 await pubsub.aclose()
 
 
-@dataclass(frozen=True, slots=True)
 class Ended:
-    """A task that just ended, as published; `record` is None if its result was too
-    large to travel in the message (read it from the store then)."""
+    """A task that just ended, as published. Every gateway process hears every end,
+    mostly of tasks nobody there waits for: the record is built when first asked for."""
 
-    task_id: str
-    record: TaskRecord | None
+    __slots__ = ("_items", "_record", "task_id")
+    _UNREAD = object()
+
+    def __init__(self, task_id: str, items: list[Any]) -> None:
+        self.task_id = task_id
+        self._items = items  # the message: task id, then field name and value pairs
+        self._record: Any = Ended._UNREAD
+
+    @property
+    def record(self) -> TaskRecord | None:
+        """None if its result was too large to travel in the message (read it then)."""
+        if self._record is Ended._UNREAD:
+            items = self._items
+            fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
+            # `r` (`result` from an older version) travels only when small enough
+            has_result = "r" in fields or "result" in fields
+            self._record = _task_record(self.task_id, fields) if has_result else None
+        return self._record
 
 
 def _ended(data: bytes) -> Ended:
     items = msgpack.unpackb(data, raw=True)  # Lua strings arrive as msgpack str: keep bytes
-    task_id = items[0].decode()
-    fields = {items[i].decode(): items[i + 1] for i in range(1, len(items) - 1, 2)}
-    # `r` (`result` from an older version) travels only when small enough
-    has_result = "r" in fields or "result" in fields
-    return Ended(task_id, _task_record(task_id, fields) if has_result else None)
+    return Ended(items[0].decode(), items)
 
 
 # -- the two forms of a task's hash (see the module docstring), read in one place ------

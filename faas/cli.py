@@ -81,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--gateway-workers", type=_positive, default=1, metavar="N",
-        help="gateway server processes (the scaling knob for many small requests; each "
-        "process serves its own /metrics)",
+        help="gateway server processes (default 1: more pay off only where the gateway has "
+        "cores to itself; the scaling knob for many small requests; each process serves "
+        "its own /metrics)",
     )  # fmt: skip
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +25,7 @@ from common.errors import (
 from common.store import Store
 from gateway.auth import ApiKeyMiddleware, api_keys
 from gateway.completions import CompletionHub
+from gateway.hot import HotRoutes
 from gateway.limits import BodyLimitMiddleware
 from gateway.metrics import MetricsMiddleware, metrics
 from gateway.routes import FastJSON, course, health, status, v1
@@ -45,7 +48,21 @@ RETRY_AFTER_S = 1
 """What a 503 tells clients to wait before retrying: Redis back, or memory freed."""
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+_NO_OPENTELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
+"""FastAPI 0.165 asks OpenTelemetry on every request whether a provider was set up
+(about 4% of a submit's CPU); the gateway's metrics are its own (gateway/metrics.py)."""
+HOT_PATHS = ("/execute_function", "/v1/tasks")
+"""The single submits: POSTed there, served by `HotRoutes` rather than FastAPI."""
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, hot_paths: tuple[str, ...] = HOT_PATHS
+) -> FastAPI:
+    """The gateway; `hot_paths=()` leaves every route to FastAPI (to compare the two)."""
     settings = settings or GatewaySettings()
 
     @asynccontextmanager
@@ -66,7 +83,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            service.close()
+            await service.close()
             await hub.stop()
             await store.close()
 
@@ -78,7 +95,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         default_response_class=FastJSON,
         docs_url=None,  # served by gateway.ui from local assets instead of a CDN
         redoc_url=None,
+        **_NO_OPENTELEMETRY,
     )
+    # Middleware added later runs earlier: HotRoutes inside the body limit and metrics.
+    hot_routes = [*course.router.routes, *v1.router.routes]
+    app.add_middleware(HotRoutes, fastapi=app, routes=hot_routes, paths=hot_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.metrics_enabled:
         app.add_middleware(MetricsMiddleware)

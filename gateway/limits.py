@@ -19,10 +19,18 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared = chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
-                return
+            if name == b"content-length" and value.isdigit():
+                if int(value) > self.max_bytes:
+                    await self._reject(send)
+                    return
+                declared = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared and not chunked:  # the server reads no more than declared: nothing to count
+            await self.app(scope, receive, send)
+            return
         seen = 0
         too_large = started = False
 

@@ -11,6 +11,7 @@ import pickle
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import CancelledError
+from dataclasses import dataclass
 
 from common import payloads
 from common.errors import InvalidPayload, TaskNotFound
@@ -20,14 +21,16 @@ from common.models import (
     FunctionRecord,
     Retention,
     TaskRecord,
+    TaskStatus,
     check_id,
     new_id,
 )
 from common.requirements import validate_requirements
-from common.store import Store
+from common.store import Store, Submission
 from common.tenants import Tenant
 from gateway import metrics
 from gateway.checker import PayloadChecker
+from gateway.coalesce import SubmitCoalescer
 from gateway.completions import CompletionHub, Watch
 from gateway.environments import (
     bundles_from,
@@ -48,6 +51,21 @@ COALESCE_S = 0.1
 """How long a wait for any task lingers after the first end, to gather more."""
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A call queued: its task id, and what this call stored when it stored a new task
+    QUEUED (no dependencies, no earlier task for its idempotency key)."""
+
+    task_id: str
+    stored: Submission | None
+    queued_ms: int = 0
+
+    @property
+    def queued(self) -> TaskRecord | None:
+        """The new task's record as stored, which reading it back would only repeat."""
+        return None if self.stored is None else _queued(self.stored, self.queued_ms)
+
+
 class TaskService:
     def __init__(self, settings: GatewaySettings, store: Store, hub: CompletionHub) -> None:
         self.settings = settings
@@ -56,9 +74,11 @@ class TaskService:
         self.checker = PayloadChecker(
             max_bytes=settings.max_payload_bytes, max_opcodes=settings.max_pickle_opcodes
         )
+        self.coalescer = SubmitCoalescer(store)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.checker.close()
+        await self.coalescer.close()
 
     async def decode(self, texts: Sequence[str]) -> list[bytes]:
         """Check and decode payload texts; InvalidPayload if one is bad."""
@@ -144,6 +164,42 @@ class TaskService:
     ) -> list[str]:
         """Queue calls whose payloads passed the checker (`decode` or `check`); with
         `depends_on` (tasks as arguments, see `faas.futures`) they wait for those."""
+        submission = await self._submission(
+            function_id, args, deadline_s=deadline_s, max_attempts=max_attempts,
+            tenant=tenant, idempotency_key=idempotency_key, task_ids=task_ids,
+            depends_on=depends_on, retention=retention,
+        )  # fmt: skip
+        accepted = await self.store.submit(
+            submission.function_id,
+            submission.tasks,
+            deadline_s=submission.deadline_s,
+            max_attempts=submission.max_attempts,
+            idempotency_key=idempotency_key,
+            idempotency_digest=submission.idempotency_digest,
+            idempotency_ttl_s=submission.idempotency_ttl_s,
+            tenant=tenant.name,
+            max_unfinished=submission.max_unfinished,
+            depends_on=submission.depends_on,
+            retention=retention,
+        )
+        metrics.SUBMITTED.inc(len(accepted))  # a repeated idempotency key counts again
+        return accepted
+
+    async def _submission(
+        self,
+        function_id: str,
+        args: Sequence[bytes],
+        *,
+        deadline_s: float | None,
+        max_attempts: int | None,
+        tenant: Tenant,
+        idempotency_key: str | None,
+        task_ids: Sequence[str] | None,
+        depends_on: Sequence[str],
+        retention: Retention,
+    ) -> Submission:
+        """The store's submission for a request: ids checked, defaults applied, limits
+        enforced (InvalidPayload), the idempotency digest computed."""
         function_id = check_id(function_id, "function_id")
         depends_on = [check_id(d, "depends_on") for d in depends_on]
         if len(args) > self.settings.max_batch_size:
@@ -153,23 +209,21 @@ class TaskService:
             raise InvalidPayload(f"deadline_s is at most {self.settings.max_deadline_s:g}")
         attempts = max_attempts or self.settings.default_max_attempts
         ids = list(task_ids) if task_ids is not None else [new_id() for _ in args]
-        accepted = await self.store.submit(
+        return Submission(
             function_id,
             list(zip(ids, args, strict=True)),
-            deadline_s=deadline,
-            max_attempts=attempts,
+            deadline,
+            attempts,
+            tenant=tenant.name,
+            max_unfinished=tenant.max_unfinished or self.settings.max_unfinished_tasks,
             idempotency_key=idempotency_key,
             idempotency_digest=""
             if idempotency_key is None
             else await _request_digest(function_id, args, deadline, attempts, retention),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
-            tenant=tenant.name,
-            max_unfinished=tenant.max_unfinished or self.settings.max_unfinished_tasks,
             depends_on=depends_on,
             retention=retention,
         )
-        metrics.SUBMITTED.inc(len(accepted))  # a repeated idempotency key counts again
-        return accepted
 
     async def submit_call(
         self,
@@ -178,26 +232,28 @@ class TaskService:
         *,
         tenant: Tenant,
         task_id: str | None = None,
-    ) -> str:
+    ) -> Accepted:
         """Queue one call as the API describes it, its payload base64 text or a raw
-        pickle (checked here); returns its task id (an earlier task's when the
-        idempotency key was seen before)."""
+        pickle (checked here); committed together with the calls that arrive with it
+        (`SubmitCoalescer`). Answers its task id (an earlier task's when the
+        idempotency key was seen before) and, for a new task, what was stored."""
         if isinstance(payload, bytes):
             args = [await self.checker.check(payload)]
         else:
             args = await self.decode([payload])
-        (accepted,) = await self.submit_checked(
-            body.function_id,
-            args,
-            deadline_s=body.deadline_s,
-            max_attempts=body.max_attempts,
-            tenant=tenant,
-            idempotency_key=body.idempotency_key,
-            task_ids=None if task_id is None else [task_id],
-            depends_on=body.depends_on,
+        submission = await self._submission(
+            body.function_id, args, deadline_s=body.deadline_s, max_attempts=body.max_attempts,
+            tenant=tenant, idempotency_key=body.idempotency_key,
+            task_ids=None if task_id is None else [task_id], depends_on=body.depends_on,
             retention=body.retention,
-        )
-        return accepted
+        )  # fmt: skip
+        submitted = await self.coalescer.submit(submission)
+        metrics.SUBMITTED.inc()  # a repeated idempotency key counts again
+        (accepted,) = submitted.task_ids
+        ((own_id, _),) = submission.tasks
+        if accepted != own_id or submission.depends_on:
+            return Accepted(accepted, None)
+        return Accepted(accepted, submission, submitted.queued_ms)
 
     async def get(self, task_id: str, *, tenant: Tenant, with_result: bool = True) -> TaskRecord:
         task_id = check_id(task_id, "task_id")
@@ -323,6 +379,27 @@ class TaskService:
         records = [found.get(t) for t in wanted]
         await self._results_read(records)
         return records
+
+
+def _queued(submission: Submission, queued_ms: int) -> TaskRecord:
+    """The record submit.lua stored for a single task without dependencies."""
+    ((task_id, _),) = submission.tasks
+    return TaskRecord(
+        task_id=task_id,
+        function_id=submission.function_id,
+        status=TaskStatus.QUEUED,
+        attempt=1,
+        max_attempts=submission.max_attempts,
+        deadline_s=int(submission.deadline_s * 1000) / 1000,
+        queued_at_ms=queued_ms,
+        started_at_ms=None,
+        finished_at_ms=None,
+        worker_id=None,
+        error=None,
+        error_kind=None,
+        result=None,
+        tenant=submission.tenant,
+    )
 
 
 def _owned(record: TaskRecord | None, tenant: Tenant) -> TaskRecord | None:

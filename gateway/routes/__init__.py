@@ -48,6 +48,12 @@ def binary_form(
     return register
 
 
+def binary_form_of(
+    json_endpoint: Endpoint,
+) -> Callable[[Request], Coroutine[Any, Any, Response]] | None:
+    return _BINARY_FORMS.get(json_endpoint)
+
+
 class FastRoute(APIRoute):
     """Parses JSON bodies with orjson (stdlib json takes ~2.5 ms per MB of payload), and
     hands binary bodies to the endpoint's binary form when it has one."""

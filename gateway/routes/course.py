@@ -36,8 +36,8 @@ async def register_function(body: RegisterFunction, request: Request) -> FastJSO
 async def execute_function(body: ExecuteFunction, request: Request) -> FastJSON:
     """Queue one call: `payload` is base64 text of the pickled `((args...), {kwargs})`."""
     service = get_service(request)
-    task_id = await service.submit_call(body, body.payload, tenant=get_tenant(request))
-    return FastJSON({"task_id": task_id}, status_code=201)
+    accepted = await service.submit_call(body, body.payload, tenant=get_tenant(request))
+    return FastJSON({"task_id": accepted.task_id}, status_code=201)
 
 
 @router.get("/status/{task_id}", response_model=StatusView, responses=_ERRORS)

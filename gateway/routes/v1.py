@@ -106,12 +106,15 @@ async def _submit_and_wait(
     task_id = new_id()
     with service.hub.watch([task_id]) as watch:  # before submitting: the end cannot be missed
         accepted = await service.submit_call(call, payload, tenant=tenant, task_id=task_id)
-        # An idempotency key may have returned an older task: that one is read first.
-        fresh = watch if accepted == task_id else None
         wait_s = service.clamp_wait(wait)
-        (record,) = await service.wait_many([accepted], wait_s, tenant=tenant, watch=fresh)
+        if wait_s <= 0 and accepted.queued is not None and not watch.event.is_set():
+            return accepted.queued  # not ended yet: reading it back would tell nothing more
+        # An idempotency key may have returned an older task: that one is read first.
+        fresh = watch if accepted.task_id == task_id else None
+        (record,) = await service.wait_many([accepted.task_id], wait_s, tenant=tenant,
+                                            watch=fresh)  # fmt: skip
     if record is None:
-        raise TaskNotFound(accepted)
+        raise TaskNotFound(accepted.task_id)
     return record
 
 

@@ -7,9 +7,10 @@ import asyncio
 import base64
 import pickle
 import uuid
+from types import SimpleNamespace
 
 from common.models import TaskRecord, TaskStatus
-from common.store import Ended
+from common.store import Submission, Submitted
 from common.tenants import DEFAULT_TENANT, Tenant
 from gateway.completions import CompletionHub
 from gateway.schemas import ExecuteFunction
@@ -17,6 +18,7 @@ from gateway.service import TaskService
 from gateway.settings import GatewaySettings
 
 TENANT = Tenant(DEFAULT_TENANT)
+COMPLETED = TaskStatus.COMPLETED
 PAYLOAD = base64.b64encode(pickle.dumps(((), {}))).decode()
 
 
@@ -31,10 +33,12 @@ class InstantStore:
         self.hub = hub
         self.reads: list[list[str]] = []
 
-    async def submit(self, function_id: str, tasks: list, **_: object) -> list[str]:
-        for task_id, _args in tasks:
-            self.hub.deliver(Ended(task_id, record(task_id, TaskStatus.COMPLETED)))
-        return [task_id for task_id, _ in tasks]
+    async def submit_many(self, submissions: list[Submission]) -> list[Submitted]:
+        for submission in submissions:
+            for task_id, _args in submission.tasks:
+                ended = SimpleNamespace(task_id=task_id, record=record(task_id, COMPLETED))
+                self.hub.deliver(ended)  # type: ignore[arg-type]  (an Ended, built)
+        return [Submitted([t for t, _ in s.tasks], 0) for s in submissions]
 
     async def get_tasks(self, task_ids: list[str], **_: object) -> list[TaskRecord | None]:
         self.reads.append(list(task_ids))
@@ -55,7 +59,7 @@ def test_a_task_that_ends_during_submit_is_answered_at_once_without_a_read() -> 
         with hub.watch([task_id]) as watch:
             accepted = await svc.submit_call(body, body.payload, tenant=TENANT, task_id=task_id)
             (found,) = await asyncio.wait_for(
-                svc.wait_many([accepted], 30, tenant=TENANT, watch=watch), 2
+                svc.wait_many([accepted.task_id], 30, tenant=TENANT, watch=watch), 2
             )
         assert found is not None and found.status is TaskStatus.COMPLETED
         assert store.reads == []
