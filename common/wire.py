@@ -10,12 +10,18 @@ every header field's type and range (`SCHEMAS`), so code past it never meets a
 malformed value; unknown fields are ignored, for forward compatibility.
 
 Worker -> dispatcher
-  HELLO      {worker_id, slots, base_slots?, running: [[task_id, attempt], ...], seq}
+  HELLO      {worker_id, slots, base_slots?, prefetch?, running: [[task_id, attempt], ...],
+             queued?, seq}
              (re)register (`base_slots`: without spare slots, if it has some);
+             `prefetch`: how many tasks it holds beyond its slots (see TASK);
              `running` lists the attempts it still runs or whose results are not yet
-             acknowledged, so they are adopted; `seq` is the sequence number of its
-             next RESULT (the first one it re-sends, if any)
+             acknowledged, so they are adopted, and `queued` those of them it holds
+             prefetched and has not started; `seq` is the sequence number of its next
+             RESULT (the first one it re-sends, if any)
   READY      {credits}  pull mode: may receive this many more tasks
+  STARTED    {tasks: [[task_id, attempt], ...]}  prefetched attempts it has started
+  RETURN     {tasks: [[task_id, attempt], ...]}  prefetched attempts it never started
+             and gives back (it drains): they go back to the queue, no attempt spent
   RESULT     {task_id, attempt, outcome, error, seq}  + [result]; frees one slot, which
              in pull mode is also one credit back
   HEARTBEAT  {}
@@ -40,8 +46,12 @@ Worker -> dispatcher
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
   WELCOME    {heartbeat_interval_s}  reply to HELLO
-  TASK       {task_id, attempt, function_id, deadline_s, tenant?, env?, futures?}  +
-             [function, args, sources?, *results]; a slot that ran one tenant's code
+  TASK       {task_id, attempt, function_id, deadline_s, tenant?, env?, futures?, depth?,
+             prefetched?}  + [function, args, sources?, *results]; `prefetched`: sent
+             while every slot of the worker was taken, so the task is still QUEUED in
+             the store until the worker says STARTED; `depth` > 0: a nested call (a
+             worker starts at most `base_slots` top-level tasks at once, so a spare
+             slot always goes to a child); a slot that ran one tenant's code
              never runs another's; `env` is [requirements, bundle digests]: the
              environment the function runs in; `futures` lists the tasks whose results
              are among the arguments: then the sources frame is always there (maybe
@@ -105,6 +115,8 @@ class Command(bytes, Enum):
     CANCEL = b"\x11"
     LOG = b"\x12"
     INLINE = b"\x13"
+    STARTED = b"\x14"
+    RETURN = b"\x15"
 
 
 MAX_BUNDLES = 64
@@ -200,10 +212,18 @@ def _ended(v: Any) -> bool:
 SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]]] = {
     Command.HELLO: (
         {"worker_id": _ID, "slots": _whole(1, MAX_SLOTS)},
-        {"running": _attempts, "seq": _SEQ, "base_slots": _whole(1, MAX_SLOTS)},
+        {
+            "running": _attempts,
+            "queued": _attempts,
+            "seq": _SEQ,
+            "base_slots": _whole(1, MAX_SLOTS),
+            "prefetch": _whole(0, MAX_SLOTS),
+        },
         (0, 0),
     ),
-    Command.READY: ({"credits": _whole(0, MAX_SLOTS)}, {}, (0, 0)),
+    Command.READY: ({"credits": _whole(0, 2 * MAX_SLOTS)}, {}, (0, 0)),
+    Command.STARTED: ({"tasks": _attempts}, {}, (0, 0)),
+    Command.RETURN: ({"tasks": _attempts}, {}, (0, 0)),
     Command.RESULT: (
         {
             "task_id": _ID,
@@ -225,7 +245,13 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "function_id": _ID,
             "deadline_s": _number(0.001, 10**7),
         },
-        {"tenant": _text(_MAX_ID), "env": _env, "futures": _futures},
+        {
+            "tenant": _text(_MAX_ID),
+            "env": _env,
+            "futures": _futures,
+            "depth": _whole(0, 1000),
+            "prefetched": _flag,
+        },
         # function, args, the function's sources if it has any (always, with futures),
         # and the futures' results
         (2, 3 + MAX_DEPENDENCIES),

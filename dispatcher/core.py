@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -371,10 +372,14 @@ class Dispatcher:
             worker = self.registry.choose(top_level=entry.depth == 0)
             if worker is None and entry.depth == 0:
                 self._top_level_held = True
-            if worker is None or not await self._send_task(worker, entry, function, futures):
+            flight = None
+            if worker is not None:
+                flight = await self._send_task(worker, entry, function, futures)
+            if flight is None:
                 unsent.append(entry)
                 continue
-            started.append((entry.task_id, entry.attempt, worker.worker_id))
+            if not flight.prefetched:  # else it is marked RUNNING once it STARTED
+                started.append((entry.task_id, entry.attempt, flight.worker_id))
             metrics.STARTED.labels(function_label(entry.function_id)).inc()
         self._backlog.extendleft(reversed(unsent))
         # Off the critical path: start.lua only moves a task still QUEUED at that
@@ -401,7 +406,8 @@ class Dispatcher:
         entry: QueueEntry,
         function: FunctionCode,
         futures: dict[str, bytes] | None = None,
-    ) -> bool:
+    ) -> InFlight | None:
+        """Send a TASK; the attempt in flight, or None if the worker is gone."""
         assert self._socket is not None
         header: dict = {
             "task_id": entry.task_id,
@@ -410,6 +416,11 @@ class Dispatcher:
             "deadline_s": entry.deadline_s,
             "tenant": entry.tenant,  # the worker runs it in a slot only this tenant used
         }
+        if entry.depth:
+            header["depth"] = entry.depth
+        prefetched = len(worker.tasks) >= worker.slots
+        if prefetched:
+            header["prefetched"] = True
         if function.env:
             header["env"] = [list(function.env.requirements), list(function.env.bundles)]
         sources = [function.sources] if function.sources else []
@@ -425,16 +436,30 @@ class Dispatcher:
                            worker.worker_id, exc, entry.task_id)  # fmt: skip
             for flight in self.registry.remove(worker.identity):
                 await self._requeue(flight.entry, "its worker became unreachable")
-            return False
-        deadline_at = time.monotonic() + entry.deadline_s + self.settings.deadline_grace_s
-        if function.env:  # the worker may first have to install it
-            deadline_at += self.settings.env_install_allowance_s
+            return None
         sent = time.monotonic()
-        self.registry.assign(worker, InFlight(entry, worker.worker_id, deadline_at, sent))
+        # A function with an environment may first have to install it.
+        deadline_at = math.inf if prefetched else self._deadline_at(entry, sent, bool(function.env))
+        flight = InFlight(entry, worker.worker_id, deadline_at, sent, prefetched)
+        self.registry.assign(worker, flight)
         # A stream entry's id starts with the ms it was added (submitted or re-queued).
         queued_ms = int(entry.entry_id.split("-", 1)[0])
         metrics.DISPATCH_LATENCY.observe(max(now_ms() - queued_ms, 0) / 1000)
-        return True
+        return flight
+
+    def _deadline_at(self, entry: QueueEntry, now: float, installs: bool = False) -> float:
+        """When the dispatcher itself ends an attempt that started at `now` (plus time
+        to install an environment if it `installs`)."""
+        deadline_at = now + entry.deadline_s + self.settings.deadline_grace_s
+        return deadline_at + (self.settings.env_install_allowance_s if installs else 0)
+
+    def _prefetched_started(self, worker: WorkerState, flight: InFlight) -> None:
+        """A prefetched attempt took a slot (its environment is ready by then): mark it
+        RUNNING and start its deadline."""
+        deadline_at = self._deadline_at(flight.entry, time.monotonic())
+        self.registry.started(worker, flight, deadline_at)
+        self._starts.append((flight.entry.task_id, flight.entry.attempt, worker.worker_id))
+        self._to_write.set()
 
     async def _function_code(self, ids: set[str]) -> dict[str, FunctionCode | None]:
         missing = [i for i in ids if i not in self._functions]
@@ -549,6 +574,17 @@ class Dispatcher:
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
+        elif msg.command == wire.Command.STARTED:
+            for task_id, attempt in msg.header["tasks"]:
+                flight = worker.tasks.get(task_id)
+                if flight is not None and flight.entry.attempt == attempt and flight.prefetched:
+                    self._prefetched_started(worker, flight)
+        elif msg.command == wire.Command.RETURN:
+            for task_id, attempt in msg.header["tasks"]:
+                flight = worker.tasks.get(task_id)
+                if flight is not None and flight.entry.attempt == attempt:
+                    self.registry.release(worker, task_id)
+                    lost.append((flight.entry, "its worker drains and gave it back unstarted"))
         elif msg.command == wire.Command.LOG:
             self._output(worker, msg)
         elif msg.command == wire.Command.FETCH:
@@ -627,17 +663,24 @@ class Dispatcher:
                                    base_slots=header.get("base_slots"))  # fmt: skip
         worker.key = key
         worker.next_seq = header.get("seq", 1)
+        worker.prefetch = header.get("prefetch", 0)
+        queued = {t: a for t, a in header.get("queued", [])}  # prefetched, not started
         for flight in previous:
-            if reported.get(flight.entry.task_id) == flight.entry.attempt:
-                self.registry.adopt(worker, flight)
-            else:
+            task_id = flight.entry.task_id
+            if reported.get(task_id) != flight.entry.attempt:
                 lost.append((flight.entry, "its worker restarted without it"))
+                continue
+            self.registry.adopt(worker, flight)
+            if flight.prefetched and queued.get(task_id) != flight.entry.attempt:
+                self._prefetched_started(worker, flight)  # its STARTED was lost
         for task_id, attempt in reported.items():
             orphan = self._orphans.get(task_id)
             if orphan is not None and orphan.attempt == attempt:
                 del self._orphans[task_id]
-                deadline_at = time.monotonic() + orphan.deadline_s + self.settings.deadline_grace_s
-                self.registry.adopt(worker, InFlight(orphan, worker.worker_id, deadline_at))
+                waits = queued.get(task_id) == attempt
+                deadline_at = math.inf if waits else self._deadline_at(orphan, time.monotonic())
+                flight = InFlight(orphan, worker.worker_id, deadline_at, prefetched=waits)
+                self.registry.adopt(worker, flight)
         # Claimed but not held: its entry is gone (the task ended, was cancelled, or
         # went back to the queue), so no result of it can commit. Kill it, before
         # this worker can be sent anything, rather than let it hold a slot; a claim
@@ -657,7 +700,7 @@ class Dispatcher:
         for task_id in unclaimed:
             lost.append((self._orphans.pop(task_id), "its worker registered without it"))
         if self.settings.mode == DispatchMode.PUSH:
-            self.registry.grant(worker, slots)
+            self.registry.grant(worker, slots + worker.prefetch)
         logger.info("worker %s joined with %d slots, running %d",
                     worker.worker_id, slots, len(worker.tasks))  # fmt: skip
         await self._reply(identity, wire.Command.WELCOME,
@@ -706,7 +749,7 @@ class Dispatcher:
         flight = worker.tasks.get(h["parent"])
         depth = flight.entry.depth + 1 if flight is not None else 0
         error = ""
-        if flight is None or flight.entry.attempt != h["attempt"]:
+        if flight is None or flight.entry.attempt != h["attempt"] or flight.prefetched:
             error = f"task {h['parent']} is not running on this worker"
         elif len(msg.blobs) != len(h["task_ids"]):
             error = f"{len(h['task_ids'])} task ids for {len(msg.blobs)} payloads"

@@ -4,6 +4,8 @@ Credits are how many more tasks a worker may be sent now. In pull mode they come
 from the worker (READY, and one back per RESULT); in push mode the dispatcher
 derives them from the capacity the worker registered. Either way a task goes to
 the worker with the most credits, which in push mode is the least loaded one.
+A worker may hold `prefetch` attempts beyond its slots (see worker.loop); they are
+sent last, since a worker with free slots has more credits.
 
 Every operation the dispatcher does per event costs O(1) or O(log n), never a scan
 of all workers or all attempts in flight (a scan per dispatch capped the dispatcher
@@ -40,6 +42,9 @@ class InFlight:
     worker_id: str
     deadline_at: float  # monotonic; after it the dispatcher ends the task itself
     sent_at: float = 0.0  # monotonic, for the run-time metric
+    # Sent while every slot of its worker was taken: QUEUED in the store, and no
+    # deadline here, until the worker says it STARTED.
+    prefetched: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -57,9 +62,12 @@ class WorkerState:
     acked_seq: int = 0  # every RESULT up to this one is committed (told in HEARTBEATs)
     base_slots: int = 0  # without spare slots (see SLOTS)
     top_level: int = 0  # attempts it runs that are not nested calls
+    prefetch: int = 0  # tasks it may hold beyond its slots
+    prefetched: int = 0  # attempts it holds that have not started
 
     def has_room_for_top_level(self) -> bool:
-        return self.top_level < self.base_slots
+        # The worker itself starts at most base_slots of them at once (worker.loop).
+        return self.top_level < self.base_slots + self.prefetch
 
     @property
     def worker_id(self) -> str:
@@ -120,7 +128,7 @@ class Registry:
         if worker.draining:
             self._set_credits(worker, 0)
             return
-        free = worker.slots - len(worker.tasks)
+        free = worker.slots + worker.prefetch - len(worker.tasks)
         self._set_credits(worker, max(0, min(worker.credits + credits, free)))
 
     def choose(self, *, top_level: bool = False) -> WorkerState | None:
@@ -150,8 +158,10 @@ class Registry:
         if (held := worker.tasks.pop(task_id, None)) is not None:
             self._forget(task_id, worker)
             worker.top_level -= held.entry.depth == 0
+            worker.prefetched -= held.prefetched
         worker.tasks[task_id] = flight
         worker.top_level += flight.entry.depth == 0
+        worker.prefetched += flight.prefetched
         self._holders[task_id] = worker
         self._in_flight += 1
         heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
@@ -162,8 +172,15 @@ class Registry:
         if flight is not None:
             self._forget(task_id, worker)
             worker.top_level -= flight.entry.depth == 0
+            worker.prefetched -= flight.prefetched
             self._compact()
         return flight
+
+    def started(self, worker: WorkerState, flight: InFlight, deadline_at: float) -> InFlight:
+        """A prefetched attempt took a slot: from now on its deadline runs."""
+        running = InFlight(flight.entry, flight.worker_id, deadline_at, time.monotonic())
+        self.adopt(worker, running)  # the prefetched one's heap entry goes stale
+        return running
 
     def holder(self, task_id: str) -> WorkerState | None:
         worker = self._holders.get(task_id)

@@ -48,7 +48,8 @@ def snapshot(
         {
             "worker_id": w.worker_id,
             "slots": w.slots,
-            "busy": len(w.tasks),
+            "busy": len(w.tasks) - w.prefetched,
+            "prefetched": w.prefetched,
             "draining": w.draining,
             "joined_ms": w.joined_at_ms,
             "last_heartbeat_ms": wall_ms - int((now - w.last_seen) * 1000),

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         "cores to itself; the scaling knob for many small requests; each process serves "
         "its own /metrics)",
     )  # fmt: skip
+    up.add_argument(
+        "--prefetch", type=_whole, metavar="N",
+        help="tasks each worker holds beyond its free slots, so a freed slot starts the next "
+        "at once (default: as many as its slots; 0: none, for long uneven tasks)",
+    )  # fmt: skip
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument(
@@ -169,12 +174,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _positive(text: str) -> int:
     """An argparse type: a whole number of at least 1 (0 slots would start and hang)."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _whole(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -185,7 +198,7 @@ def _up(args: argparse.Namespace) -> None:
     config = PlatformConfig(
         mode=DispatchMode(args.mode), workers=args.workers, slots=args.slots, host=args.host,
         port=args.port, redis_url=args.redis_url, data_dir=args.data_dir,
-        gateway_workers=args.gateway_workers,
+        gateway_workers=args.gateway_workers, prefetch=args.prefetch,
         log_dir=None if args.verbose else args.data_dir / "logs",
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))

@@ -89,6 +89,8 @@ class PlatformConfig:
     data_dir: Path = field(default_factory=lambda: Path(".faas"))
     key_prefix: str = "faas"
     gateway_workers: int = 1
+    prefetch: int | None = None
+    """Tasks each worker holds beyond its free slots (None: as many as its slots)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra FAAS_* (or other) variables for every component."""
     log_dir: Path | None = None
@@ -226,6 +228,8 @@ class LocalPlatform:
         env = dict(os.environ)
         env.update(FAAS_KEY_PREFIX=self.config.key_prefix, PYTHONUNBUFFERED="1")
         env.update(keys or {})
+        if self.config.prefetch is not None:
+            env["FAAS_PREFETCH"] = str(self.config.prefetch)
         env.update(self.config.env)  # the caller's settings win, keys included
         env.pop("FAAS_REDIS_URL", None)
         if component is not None:

@@ -214,6 +214,9 @@ class WorkerView(BaseModel):
     worker_id: str
     slots: int
     busy: int
+    prefetched: int = Field(
+        default=0, description="tasks it holds beyond its slots, to start when one frees"
+    )
     draining: bool
     joined_ms: int
     last_heartbeat_ms: int

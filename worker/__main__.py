@@ -24,6 +24,12 @@ def parse_settings(argv: list[str] | None) -> WorkerSettings:
     parser.add_argument("dispatcher_url", nargs="?", help="e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--mode", choices=[DispatchMode.PULL.value, DispatchMode.PUSH.value])
     parser.add_argument("-n", "--slots", type=int, help="tasks run at once (default 4)")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        metavar="N",
+        help="tasks held beyond free slots (default: as many as slots; 0: none)",
+    )
     parser.add_argument("--id", dest="worker_id", help="unique worker id (default host-pid)")
     args = parser.parse_args(argv)
     return WorkerSettings(**{k: v for k, v in vars(args).items() if v is not None})

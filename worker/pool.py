@@ -46,6 +46,8 @@ class Job:
     env: FunctionEnv | None = None
     sources: bytes = b""  # msgpack (file, first line, text) list, for tracebacks
     futures: dict[str, bytes] = field(default_factory=dict)  # task id -> its result
+    depth: int = 0  # > 0: a nested call
+    prefetched: bool = False  # QUEUED in the store until the dispatcher hears STARTED
     started_at: float = field(default=0.0)
 
     @property

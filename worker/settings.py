@@ -28,6 +28,11 @@ class WorkerSettings(BaseFaasSettings):
     """pull: announce free slots and wait for work; push: let the dispatcher assign."""
     slots: int = Field(default=4, ge=1, le=1024)
     """Slot processes, i.e. tasks this worker runs at once."""
+    prefetch: int | None = Field(default=None, ge=0, le=1024)
+    """Tasks held beyond the free slots, so a slot that frees starts the next task at
+    once instead of after a round trip to the dispatcher (default: as many as slots;
+    0: none). A prefetched task stays QUEUED until it starts; one never started goes
+    back without spending an attempt if the worker drains or dies."""
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=200)
     """Unique name of this worker; on Kubernetes the pod name."""
     worker_secret_key: str = Field(default="", repr=False)
@@ -84,6 +89,10 @@ class WorkerSettings(BaseFaasSettings):
     worker's own stdout."""
     drain_timeout_s: float = Field(default=25.0, ge=0)
     """On SIGTERM: how long running tasks may finish before they are handed back."""
+
+    @property
+    def prefetch_count(self) -> int:
+        return self.slots if self.prefetch is None else self.prefetch
 
     @model_validator(mode="after")
     def _keys_come_in_pairs(self) -> WorkerSettings:

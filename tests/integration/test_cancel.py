@@ -49,9 +49,11 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 def one_slot(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalPlatform]:
-    """One slot in all: a task that holds it keeps every other one QUEUED."""
+    """One slot in all: a task that holds it keeps every other one QUEUED, in the
+    stream or read ahead (no prefetch: test_prefetch cancels a prefetched task)."""
     tmp = tmp_path_factory.mktemp(f"cancel-{request.param.value}")
-    with make_platform(tmp, request.param, workers=1, slots=1) as platform:
+    env = {"FAAS_PREFETCH": "0"}
+    with make_platform(tmp, request.param, workers=1, slots=1, env=env) as platform:
         yield platform
 
 

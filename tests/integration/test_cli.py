@@ -74,6 +74,8 @@ def test_faas_up_refuses_counts_under_one_before_starting(tmp_path: Path) -> Non
         done = faas("up", option, "0", "--data-dir", str(tmp_path / "data"))
         assert done.returncode == 2 and f"argument {option}: must be at least 1" in done.stderr
         assert not (tmp_path / "data").exists()  # nothing started
+    done = faas("up", "--prefetch", "-1", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 2 and "argument --prefetch: must be at least 0" in done.stderr
 
 
 def test_global_options_go_before_or_after_the_command(running: LocalPlatform, power: str) -> None:

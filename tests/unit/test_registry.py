@@ -51,6 +51,23 @@ def test_credits_never_exceed_free_slots() -> None:
     assert w.credits == 1
 
 
+def test_prefetch_adds_credits_and_a_prefetched_attempt_has_no_deadline_until_it_starts() -> None:
+    registry = Registry()
+    w = registry.add(b"w", slots=1, now=0)
+    w.prefetch = 1
+    registry.grant(w, 5)
+    assert w.credits == 2  # one slot, one held beyond it
+    registry.assign(w, InFlight(entry("run"), "w", 10))
+    waiting = InFlight(entry("next"), "w", float("inf"), prefetched=True)
+    registry.assign(w, waiting)
+    assert w.credits == 0 and w.prefetched == 1
+    assert [f.entry.task_id for _, f in registry.overdue(1e9)] == ["run"]
+    registry.release(w, "run")
+    registry.started(w, waiting, deadline_at=20)
+    assert w.prefetched == 0 and not w.tasks["next"].prefetched
+    assert [f.entry.task_id for _, f in registry.overdue(21)] == ["next"]
+
+
 def test_no_worker_with_credits_means_no_choice() -> None:
     registry = Registry()
     registry.add(b"w", slots=2, now=0)
