@@ -3,13 +3,15 @@
 A real redis-server and a real dispatcher process (pull or push mode, CURVE on the
 worker link) serve N simulated workers of S slots each. They run in a few asyncio
 processes and speak the real wire protocol (HELLO, READY, TASK, RESULT with seq,
-HEARTBEAT) but "run" a task by sleeping its duration, so what is measured is the
-dispatcher and the store, not the slots. The queue is filled before the workers
-connect, so the dispatcher is never starved.
+HEARTBEAT, and with `--prefetch N` STARTED for the tasks they held beyond their slots)
+but "run" a task by sleeping its duration, so what is measured is the dispatcher and
+the store, not the slots. The queue is filled before the workers connect, so the
+dispatcher is never starved.
 
 Reported per shape (workers x slots): tasks/s over the measured window, efficiency =
-tasks/s / (slots / task duration), and dispatch latency (a slot's RESULT sent to its
-next TASK received: the dispatcher's round trip for a freed slot). `--task-ms 0` with
+tasks/s / (slots / task duration), and dispatch latency (a slot freed to its next task
+started: the dispatcher's round trip for a freed slot, or about 0 when the worker
+had one prefetched). `--task-ms 0` with
 many slots gives the dispatcher's ceiling. `--compare REF` runs the same shapes,
 interleaved, against the dispatcher package of a git ref (checked out with `git
 worktree add` in a temporary directory) and reports the ratios.
@@ -68,13 +70,25 @@ async def _sim_worker(
     seq = 1
     freed: list[float] = []  # when each free slot became free, oldest first
     running: set[asyncio.Task[None]] = set()
+    waiting: list[dict] = []  # prefetched TASK headers, oldest first
 
     def send(command: wire.Command, header: dict | None = None, *blobs: bytes) -> None:
         sock.send_multipart(wire.pack(command, header, *blobs), copy=False)
 
-    send(wire.Command.HELLO, {"worker_id": worker_id, "slots": slots, "running": [], "seq": 1})
+    hello = {"worker_id": worker_id, "slots": slots, "running": [], "seq": 1,
+             "prefetch": args.prefetch}  # fmt: skip
+    send(wire.Command.HELLO, hello)
     if args.mode == "pull":
-        send(wire.Command.READY, {"credits": slots})
+        send(wire.Command.READY, {"credits": slots + args.prefetch})
+
+    def start(header: dict) -> None:
+        now = time.time()
+        became_free = freed.pop(0)
+        if stats["window"][0] <= now < stats["window"][1] and became_free > started:
+            stats["latency"].append(now - became_free)
+        task = asyncio.create_task(run(header))
+        running.add(task)
+        task.add_done_callback(running.discard)
 
     async def run(header: dict) -> None:
         nonlocal seq
@@ -88,6 +102,11 @@ async def _sim_worker(
         freed.append(now)
         if stats["window"][0] <= now < stats["window"][1]:
             stats["done"] += 1
+        if waiting:
+            held = waiting.pop(0)
+            start(held)
+            if held.get("prefetched"):
+                send(wire.Command.STARTED, {"tasks": [[held["task_id"], held["attempt"]]]})
 
     async def beat() -> None:
         while True:
@@ -104,14 +123,15 @@ async def _sim_worker(
             break
         msg = wire.unpack(frames)
         if msg.command == wire.Command.TASK:
-            now = time.time()
-            if freed:
-                became_free = freed.pop(0)
-                if stats["window"][0] <= now < stats["window"][1] and became_free > started:
-                    stats["latency"].append(now - became_free)
-            task = asyncio.create_task(run(msg.header))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            if not freed:  # every slot is taken: hold it until one frees
+                waiting.append(msg.header)
+                continue
+            start(msg.header)
+            if msg.header.get("prefetched"):  # its RESULT freed the slot in between
+                send(
+                    wire.Command.STARTED,
+                    {"tasks": [[msg.header["task_id"], msg.header["attempt"]]]},
+                )
     beating.cancel()
     for task in running:
         task.cancel()
@@ -145,7 +165,9 @@ def _submit(redis_url: str, prefix: str, count: int) -> None:
         args = cloudpickle.dumps(((), {}))
         for start in range(0, count, 1000):
             batch = [(uuid.uuid4().hex, args) for _ in range(min(1000, count - start))]
-            await store.submit(function_id, batch, deadline_s=600, max_attempts=3)
+            await store.submit(
+                function_id, batch, deadline_s=600, max_attempts=3, max_unfinished=2**62
+            )  # more than a tenant's default quota
         await store.close()
 
     asyncio.run(fill())
@@ -188,6 +210,7 @@ def run_shape(
             argv = [sys.executable, "-m", "bench.sim", "--serve", "--group", str(g),
                     "--workers", str(n), "--slots", str(slots), "--mode", mode.value,
                     "--task-ms", str(args.task_ms), "--endpoint", f"tcp://127.0.0.1:{port}",
+                    "--prefetch", str(args.prefetch),
                     "--warmup-s", str(args.warmup_s),
                     "--duration-s", str(args.duration_s)]  # fmt: skip
             sims.append(subprocess.Popen(argv, cwd=ROOT, env=worker_env, stdin=subprocess.PIPE,
@@ -282,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration-s", type=float, default=10, help="measured window")
     parser.add_argument("--warmup-s", type=float, default=3, help="before the window")
     parser.add_argument("--mode", choices=["pull", "push"], default="pull")
+    parser.add_argument("--prefetch", default="0",
+                        help="tasks each simulated worker holds beyond its slots; "
+                        "comma-separated values run side by side")  # fmt: skip
     parser.add_argument("--ceiling", default="16x64",
                         help="shape for the 0 ms ceiling run ('' to skip)")  # fmt: skip
     parser.add_argument("--ceiling-rate", type=float, default=8000,
@@ -297,11 +323,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
+        args.prefetch = int(args.prefetch)
         # Imports take seconds on a loaded machine: the window starts once all are ready.
         print("ready", flush=True)
         args.start_at = float(sys.stdin.readline())
         asyncio.run(_serve(args))
         return
+    prefetches = [int(p) for p in str(args.prefetch).split(",")]
     started = datetime.datetime.now(datetime.UTC)
     with tempfile.TemporaryDirectory(prefix="faas-sim-") as tmp_name:
         tmp = Path(tmp_name)
@@ -310,17 +338,23 @@ def main(argv: list[str] | None = None) -> None:
             if args.compare:
                 sources = {args.compare: stack.enter_context(checkout(args.compare, tmp)),
                            "this": ROOT}  # fmt: skip
-            results: dict[str, list[dict]] = {label: [] for label in sources}
+            # Every (source, prefetch) pair, interleaved per shape: the same load for all.
+            variants = {
+                label if len(prefetches) == 1 else f"{label} prefetch {p}":
+                    (source, argparse.Namespace(**{**vars(args), "prefetch": p}))
+                for label, source in sources.items() for p in prefetches
+            }  # fmt: skip
+            results: dict[str, list[dict]] = {label: [] for label in variants}
             ceilings: dict[str, dict] = {}
             for workers, slots in _shapes(args.shapes):
-                for label, source in sources.items():  # interleaved: same load for both
-                    row = run_shape(workers, slots, args, source, tmp)
+                for label, (source, options) in variants.items():
+                    row = run_shape(workers, slots, options, source, tmp)
                     results[label].append(row)
                     print(label, json.dumps(row), flush=True)
             if args.ceiling:
-                zero = argparse.Namespace(**{**vars(args), "task_ms": 0})
                 ((workers, slots),) = _shapes(args.ceiling)
-                for label, source in sources.items():
+                for label, (source, options) in variants.items():
+                    zero = argparse.Namespace(**{**vars(options), "task_ms": 0})
                     ceilings[label] = run_shape(workers, slots, zero, source, tmp)
                     print(label, "ceiling", json.dumps(ceilings[label]), flush=True)
     report: dict[str, Any] = {
@@ -331,12 +365,13 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg(),
         "mode": args.mode,
         "task_ms": args.task_ms,
+        "prefetch": prefetches,
         "duration_s": args.duration_s,
         "results": results,
         "ceiling_0ms": ceilings,
         "shape_ratio": {label: _shape_ratio(rows) for label, rows in results.items()},
     }
-    if args.compare:
+    if args.compare and len(prefetches) == 1:
         ref = results[args.compare]
         report["ratio_this_over_ref"] = {
             r["shape"]: round(r["tasks_per_s"] / b["tasks_per_s"], 3) if b["tasks_per_s"] else None

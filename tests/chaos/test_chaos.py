@@ -9,6 +9,8 @@ executions and the longest stall (no task finishing) are counted per phase:
   worker-main-kill   kill -9 of one worker's main process only (orphaned slots
                      would show as executions that never end)
   all-workers-kill   kill -9 of every worker's process group, restarted after 1 s
+  worker-term        SIGTERM of one worker (as a scale-down): it drains, gives back
+                     what it prefetched, and a new one starts           (0 repeats)
   dispatcher-kill    kill -9 of the dispatcher, restarted after 0.5 s   (0 repeats)
   dispatcher-term    SIGTERM of the dispatcher (as `kubectl delete pod`), then a
                      new one                                            (0 repeats)
@@ -46,7 +48,14 @@ from tests.conftest import INTEGRATION_DIR, deserialize, make_platform, register
 sys.path.insert(0, str(INTEGRATION_DIR))
 import userfuncs
 
-NO_REPEATS = {"dispatcher-kill", "dispatcher-term", "gateway-kill", "redis-kill", "redis-full"}
+NO_REPEATS = {
+    "worker-term",
+    "dispatcher-kill",
+    "dispatcher-term",
+    "gateway-kill",
+    "redis-kill",
+    "redis-full",
+}
 
 
 def mix(count: int, rng: random.Random) -> list[tuple[str, float | int]]:
@@ -93,6 +102,13 @@ class Faults:
         for _ in alive:
             self.platform.start_worker()
 
+    def worker_term(self) -> None:
+        victim = self.rng.choice(self._alive_workers())
+        assert victim.popen is not None
+        os.kill(victim.popen.pid, signal.SIGTERM)  # the leader only, as Kubernetes does
+        self.platform.start_worker()
+        assert victim.popen.wait(timeout=30) == 0
+
     def dispatcher_kill(self) -> None:
         assert self.platform.dispatcher is not None
         self.platform.dispatcher.kill()
@@ -136,7 +152,7 @@ class Faults:
 
 
 PHASES = [
-    "worker-main-kill", "all-workers-kill", "dispatcher-kill", "dispatcher-term", "worker-stop",
+    "worker-main-kill", "all-workers-kill", "worker-term", "dispatcher-kill", "dispatcher-term", "worker-stop",
     "gateway-kill", "redis-kill", "redis-full",
 ]  # fmt: skip
 
