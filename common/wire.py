@@ -21,7 +21,8 @@ Worker -> dispatcher
   READY      {credits}  pull mode: may receive this many more tasks
   STARTED    {tasks: [[task_id, attempt], ...]}  prefetched attempts it has started
   RETURN     {tasks: [[task_id, attempt], ...]}  prefetched attempts it never started
-             and gives back (it drains): they go back to the queue, no attempt spent
+             and gives back (it drains, or was asked to by RECALL): they go back to the
+             queue, no attempt spent
   RESULT     {task_id, attempt, outcome, error, seq}  + [result]; frees one slot, which
              in pull mode is also one credit back
   HEARTBEAT  {}
@@ -68,6 +69,8 @@ Dispatcher -> worker
   INLINE     {call_id, inline, why?, error?}  + [function, sources] if inline: reply
              to INLINE; not inline (and `why`) when the function needs another
              environment than the caller's, `error` when it may not be called at all
+  RECALL     {tasks: [[task_id, attempt], ...]}  give these prefetched attempts back
+             (RETURN) unless they started: another worker has a slot free for them
   CANCEL     {task_id, attempt}  the task was cancelled (or the attempt, claimed in a
              HELLO, is no longer held): drop it if it waits, kill its slot if it runs
              (RESULT outcome `cancelled`); ignored if it is not running
@@ -117,7 +120,10 @@ class Command(bytes, Enum):
     INLINE = b"\x13"
     STARTED = b"\x14"
     RETURN = b"\x15"
+    RECALL = b"\x16"
 
+
+_COMMANDS = {c.value: c for c in Command}  # Command(b) costs an Enum lookup per message
 
 MAX_BUNDLES = 64
 OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "lost", "cancelled"})
@@ -224,6 +230,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.READY: ({"credits": _whole(0, 2 * MAX_SLOTS)}, {}, (0, 0)),
     Command.STARTED: ({"tasks": _attempts}, {}, (0, 0)),
     Command.RETURN: ({"tasks": _attempts}, {}, (0, 0)),
+    Command.RECALL: ({"tasks": _attempts}, {}, (0, 0)),
     Command.RESULT: (
         {
             "task_id": _ID,
@@ -316,10 +323,9 @@ def unpack(frames: list[bytes]) -> Message:
         raise ProtocolError(f"expected at least 3 frames, got {len(frames)}")
     if frames[0] != PROTOCOL:
         raise ProtocolError(f"unknown protocol {bytes(frames[0][:16])!r}")
-    try:
-        command = Command(bytes(frames[1]))
-    except ValueError:
-        raise ProtocolError(f"unknown command {bytes(frames[1][:8])!r}") from None
+    command = _COMMANDS.get(bytes(frames[1]))
+    if command is None:
+        raise ProtocolError(f"unknown command {bytes(frames[1][:8])!r}")
     try:
         header = msgpack.unpackb(frames[2])
     except Exception as exc:  # msgpack raises several unrelated types on junk

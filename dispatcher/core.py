@@ -40,12 +40,12 @@ import zmq.auth.asyncio
 
 from common import curve, wire
 from common.errors import FunctionNotFound, ProtocolError, StoreUnavailable, TaskNotFound
-from common.metrics import function_label
 from common.models import MAX_DEPENDENCY_BYTES, DispatchMode, FunctionCode, TaskStatus
 from common.store import Outcome, QueueEntry, Store, now_ms
 from dispatcher import metrics, outcomes, status
 from dispatcher.local import LocalWorker
 from dispatcher.registry import InFlight, Registry, WorkerState
+from dispatcher.router import Router
 from dispatcher.settings import DispatcherSettings
 from dispatcher.status import EndedPerMinute
 from dispatcher.waiters import Waiters
@@ -57,6 +57,9 @@ _FUNCTION_CACHE_SIZE = 1024
 _MAX_BATCH = 1000
 _STOP_WAIT_S = 5.0
 _QUEUE_DEPTH_EVERY_S = 2.0  # a Redis round trip, only when metrics are served
+# A prefetched task waiting this long means its worker's slots stayed busy that long:
+# one free elsewhere gets it (RECALL). Shorter would recall those about to start.
+_RECALL_AFTER_S = 0.5
 
 
 class LeaseLost(RuntimeError):
@@ -80,7 +83,7 @@ class Dispatcher:
         self._functions: OrderedDict[str, FunctionCode] = OrderedDict()
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
-        self._socket: zmq.asyncio.Socket | None = None
+        self._router: Router | None = None
         self._auth: zmq.auth.asyncio.AsyncioAuthenticator | None = None
         # Local mode's worker gets a key pair of its own, made at start.
         self._local_keys = curve.KeyPair.generate()
@@ -192,7 +195,7 @@ class Dispatcher:
         return False
 
     def _bind(self) -> None:
-        sock = self._context.socket(zmq.ROUTER)
+        sock = zmq.Socket(self._context, zmq.ROUTER)  # sync: see dispatcher.router
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable worker raises, not drops
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker takes its identity back
@@ -214,7 +217,7 @@ class Dispatcher:
         else:
             sock.bind(f"tcp://{self.settings.bind_host}:{self.settings.dispatcher_port}")
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._socket = sock
+        self._router = Router(sock)
         logger.info("dispatching in %s mode on %s", self.settings.mode, self.endpoint)
 
     async def _watch_local_worker(self, worker: LocalWorker) -> None:
@@ -281,8 +284,8 @@ class Dispatcher:
             logger.warning("stopping with unwritten outcomes: those attempts will run again")
         if self._local_worker is not None:
             await self._local_worker.stop()
-        if self._socket is not None:
-            self._socket.close(linger=0)
+        if self._router is not None:
+            self._router.close()
         if self._auth is not None:
             self._auth.stop()
         self._context.term()
@@ -355,7 +358,7 @@ class Dispatcher:
                 logger.info("task %s: function %s was deleted; failing it",
                             entry.task_id, entry.function_id)  # fmt: skip
                 missing.append(outcomes.function_missing(entry))
-                metrics.ENDED.labels(function_label(entry.function_id), "function_missing").inc()
+                metrics.ended(entry.function_id, "function_missing").inc()
                 continue
             futures: dict[str, bytes] = {}
             if entry.depends_on:
@@ -365,8 +368,7 @@ class Dispatcher:
                     continue
                 if isinstance(found, str):
                     missing.append(outcomes.dependency_failed(entry, found))
-                    metrics.ENDED.labels(function_label(entry.function_id),
-                                         "dependency_failed").inc()  # fmt: skip
+                    metrics.ended(entry.function_id, "dependency_failed").inc()
                     continue
                 futures = found
             worker = self.registry.choose(top_level=entry.depth == 0)
@@ -380,7 +382,7 @@ class Dispatcher:
                 continue
             if not flight.prefetched:  # else it is marked RUNNING once it STARTED
                 started.append((entry.task_id, entry.attempt, flight.worker_id))
-            metrics.STARTED.labels(function_label(entry.function_id)).inc()
+            metrics.started(entry.function_id).inc()
         self._backlog.extendleft(reversed(unsent))
         # Off the critical path: start.lua only moves a task still QUEUED at that
         # attempt, so it cannot race a commit; a crash before it lands leaves the task
@@ -408,7 +410,7 @@ class Dispatcher:
         futures: dict[str, bytes] | None = None,
     ) -> InFlight | None:
         """Send a TASK; the attempt in flight, or None if the worker is gone."""
-        assert self._socket is not None
+        assert self._router is not None
         header: dict = {
             "task_id": entry.task_id,
             "attempt": entry.attempt,
@@ -430,7 +432,7 @@ class Dispatcher:
         task = wire.pack(wire.Command.TASK, header, function.payload, entry.payload, *sources)
         frames = [worker.identity, *task]
         try:
-            await self._socket.send_multipart(frames, copy=False)
+            self._router.send(frames)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
             logger.warning("worker %s unreachable (%s) sending task %s; forgetting it",
                            worker.worker_id, exc, entry.task_id)  # fmt: skip
@@ -475,20 +477,20 @@ class Dispatcher:
     # -- serve: workers -> store ---------------------------------------------------------
 
     async def _serve(self) -> None:
-        assert self._socket is not None
+        assert self._router is not None
         while not self._stopping:
-            batch = [await self._receive()]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(await self._receive(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+            await self._router.readable()
+            batch = []
+            while len(batch) < _MAX_BATCH and (message := self._receive()) is not None:
+                batch.append(message)
+            if not batch:
+                continue
             ended: list[Outcome] = []
             lost: list[tuple[QueueEntry, str]] = []
             for frames, key in batch:
                 await self._handle(frames, key, ended, lost)
             for identity in self._resets:  # their HELLO re-claims what they still hold
-                await self._reply(identity, wire.Command.RESET)
+                self._reply(identity, wire.Command.RESET)
             self._resets.clear()
             if self._fetches:
                 fetches, self._fetches = self._fetches, []
@@ -503,13 +505,16 @@ class Dispatcher:
             self._reporting.clear()
             self._to_write.set()
 
-    async def _receive(self, flags: int = 0) -> tuple[list[bytes], str]:
+    def _receive(self) -> tuple[list[bytes], str] | None:
         """A message's frames and the CURVE key its sender authenticated with ("" on a
-        plain link)."""
-        assert self._socket is not None
+        plain link); None if none is waiting."""
+        assert self._router is not None
         if self._auth is None:
-            return await self._socket.recv_multipart(flags, copy=True), ""
-        parts = await self._socket.recv_multipart(flags, copy=False)
+            frames = self._router.receive(copy=True)
+            return None if frames is None else (frames, "")
+        parts = self._router.receive(copy=False)
+        if parts is None:
+            return None
         key = parts[1].get("User-Id") if len(parts) > 1 else ""
         return [p.bytes for p in parts], key
 
@@ -535,7 +540,7 @@ class Dispatcher:
                 if msg.command == wire.Command.RESULT:
                     self._result_of_orphan(msg, ended, lost)
                 if msg.command != wire.Command.BYE:
-                    await self._reply(identity, wire.Command.RESET)
+                    self._reply(identity, wire.Command.RESET)
             else:
                 self.registry.seen(worker, time.monotonic())
                 self._from_worker(worker, msg, ended, lost)
@@ -580,11 +585,13 @@ class Dispatcher:
                 if flight is not None and flight.entry.attempt == attempt and flight.prefetched:
                     self._prefetched_started(worker, flight)
         elif msg.command == wire.Command.RETURN:
+            why = "its worker drains" if worker.draining else "recalled for a free slot"
             for task_id, attempt in msg.header["tasks"]:
                 flight = worker.tasks.get(task_id)
                 if flight is not None and flight.entry.attempt == attempt:
                     self.registry.release(worker, task_id)
-                    lost.append((flight.entry, "its worker drains and gave it back unstarted"))
+                    self.registry.grant(worker, 1)  # none while it drains
+                    lost.append((flight.entry, f"{why}: given back unstarted"))
         elif msg.command == wire.Command.LOG:
             self._output(worker, msg)
         elif msg.command == wire.Command.FETCH:
@@ -633,8 +640,7 @@ class Dispatcher:
         committed: list[Outcome],
         lost: list[tuple[QueueEntry, str]],
     ) -> None:
-        function = function_label(entry.function_id)
-        metrics.ENDED.labels(function, msg.header["outcome"]).inc()
+        metrics.ended(entry.function_id, msg.header["outcome"]).inc()
         result = outcomes.from_result(entry, msg.header, msg.blobs)
         if isinstance(result, Outcome):
             committed.append(result)
@@ -690,9 +696,7 @@ class Dispatcher:
             logger.info("worker %s runs %d attempts no longer held: cancelling them",
                         worker.worker_id, len(stale))  # fmt: skip
         for task_id, attempt in stale.items():
-            await self._reply(
-                identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
-            )
+            self._reply(identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt})
         # Held before a restart by this very worker, which no longer claims them: it
         # never got them, or they ended and were committed. Either way, not running.
         unclaimed = [t for t, w in self._orphan_holders.items()
@@ -703,7 +707,7 @@ class Dispatcher:
             self.registry.grant(worker, slots + worker.prefetch)
         logger.info("worker %s joined with %d slots, running %d",
                     worker.worker_id, slots, len(worker.tasks))  # fmt: skip
-        await self._reply(identity, wire.Command.WELCOME,
+        self._reply(identity, wire.Command.WELCOME,
                           {"heartbeat_interval_s": self.settings.heartbeat_interval_s})  # fmt: skip
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -737,7 +741,7 @@ class Dispatcher:
             self.waiters.discard(h["task_ids"], waiter)
         if error or not h.get("await"):
             header = {"call_id": h["call_id"], **({"error": error} if error else {})}
-            await self._reply(worker.identity, wire.Command.CALLED, header)
+            self._reply(worker.identity, wire.Command.CALLED, header)
         elif h.get("again") or h["attempt"] > 1:
             # Asked again after this worker was away, or by a parent's re-run that
             # found its children: some may have ended already, and will not end again.
@@ -788,7 +792,7 @@ class Dispatcher:
             else:
                 answer["inline"] = True
                 code = [function.payload, function.sources]
-        await self._reply(worker.identity, wire.Command.INLINE, answer, *code)
+        self._reply(worker.identity, wire.Command.INLINE, answer, *code)
 
     async def _submit_children(
         self, h: dict[str, Any], payloads: list[bytes], deadline_s: float, depth: int,
@@ -837,35 +841,27 @@ class Dispatcher:
                 kind = record.error_kind.value if record.error_kind else ""
                 ended = (record.status.value, kind, record.error or "", record.result or b"")
                 self.waiters.ended(task_id, ended)
-        await self._send_answers()
+        self._send_answers()
 
-    async def _send_answers(self) -> None:
-        assert self._socket is not None
+    def _send_answers(self) -> None:
         for identity, header, blobs in self.waiters.take_answers():
-            with contextlib.suppress(zmq.ZMQError):  # gone: it asks again when back
-                await self._socket.send_multipart(
-                    [identity, *wire.pack(wire.Command.ENDED, header, *blobs)], copy=False
-                )
+            self._reply(identity, wire.Command.ENDED, header, *blobs)
 
-    async def _reply(
+    def _reply(
         self, identity: bytes, command: wire.Command, header: dict | None = None, *blobs: bytes
     ) -> None:
-        assert self._socket is not None
+        assert self._router is not None
         try:
-            await self._socket.send_multipart([identity, *wire.pack(command, header, *blobs)])
+            self._router.send([identity, *wire.pack(command, header, *blobs)])
         except zmq.ZMQError:
             pass  # the peer is gone; it will register again when it comes back
 
     async def _send_bundles(self, fetches: list[tuple[bytes, str]]) -> None:
         """Answer FETCHes off the serve loop: a bundle may be megabytes."""
-        assert self._socket is not None
         for identity, digest in fetches:
             data = await self._retrying(lambda d=digest: self.store.get_bundle(d))  # type: ignore[misc]
             header = {"digest": digest, "found": data is not None}
-            with contextlib.suppress(zmq.ZMQError):
-                await self._socket.send_multipart(
-                    [identity, *wire.pack(wire.Command.BUNDLE, header, data or b"")], copy=False
-                )
+            self._reply(identity, wire.Command.BUNDLE, header, data or b"")
 
     async def _write(self) -> None:
         while not self._stopping:
@@ -900,7 +896,7 @@ class Dispatcher:
             if seq > worker.acked_seq:
                 worker.acked_seq = seq
                 if worker.draining:  # it waits for this before leaving
-                    await self._reply(worker.identity, wire.Command.HEARTBEAT, {"acked": seq})
+                    self._reply(worker.identity, wire.Command.HEARTBEAT, {"acked": seq})
 
     async def _settle(
         self,
@@ -920,7 +916,7 @@ class Dispatcher:
                             outcome.task_id,
                             (outcome.status.value, kind, outcome.error, outcome.result),
                         )
-            await self._send_answers()
+            self._send_answers()
             stale = committed.count(False)
             if stale:
                 logger.info("%d late or duplicate results were not committed", stale)
@@ -967,7 +963,7 @@ class Dispatcher:
                 if waited := self.waiters.task_ids():  # ends committed elsewhere
                     self._in_background(self._await(waited))
                 for worker in list(self.registry.workers.values()):
-                    await self._reply(
+                    self._reply(
                         worker.identity, wire.Command.HEARTBEAT, {"acked": worker.acked_seq}
                     )
             lost: list[tuple[QueueEntry, str]] = []
@@ -983,14 +979,36 @@ class Dispatcher:
                                "ending it", flight.entry.task_id, flight.entry.attempt,
                                worker.worker_id)  # fmt: skip
                 ended.append(outcomes.overdue(flight.entry))
-                metrics.ENDED.labels(function_label(flight.entry.function_id), "deadline").inc()
+                metrics.ended(flight.entry.function_id, "deadline").inc()
             if self._orphans and now >= self._orphans_until:
                 lost += [(e, "no worker reported it after a dispatcher restart")
                          for e in self._orphans.values()]  # fmt: skip
                 self._orphans.clear()
                 self._orphan_holders.clear()
             await self._settle(ended, lost)
+            self._recall_prefetched(now)
             self._update_credit()
+
+    def _recall_prefetched(self, now: float) -> None:
+        """A slot is free while tasks wait prefetched behind running ones elsewhere
+        (sent before it freed, or before its worker joined): ask for them back, so
+        they run there instead of after what runs before them. The scan over workers
+        happens only while the best worker has an idle slot, i.e. not under load."""
+        best = self.registry.choose()
+        free = best.idle_slots() if best is not None and not self._backlog else 0
+        for worker in list(self.registry.workers.values()):
+            if free <= 0:
+                return
+            if worker is best or not worker.prefetched:
+                continue
+            due = [f for f in worker.tasks.values() if f.prefetched and not f.recalled
+                   and now - f.sent_at >= _RECALL_AFTER_S][:free]  # fmt: skip
+            if due:
+                for flight in due:
+                    flight.recalled = True
+                tasks = [[f.entry.task_id, f.entry.attempt] for f in due]
+                self._reply(worker.identity, wire.Command.RECALL, {"tasks": tasks})
+                free -= len(due)
 
     async def _publish_status(self, *, ttl_s: float) -> None:
         """The view behind /v1/workers and /v1/stats; skipped if Redis is away."""
@@ -1060,7 +1078,7 @@ class Dispatcher:
         for worker in list(self.registry.workers.values()):
             for task_id in cancelled.intersection(worker.tasks):
                 attempt = worker.tasks[task_id].entry.attempt
-                await self._reply(
+                self._reply(
                     worker.identity, wire.Command.CANCEL, {"task_id": task_id, "attempt": attempt}
                 )
         for task_id in cancelled.intersection(self._orphans):

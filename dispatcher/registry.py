@@ -45,6 +45,7 @@ class InFlight:
     # Sent while every slot of its worker was taken: QUEUED in the store, and no
     # deadline here, until the worker says it STARTED.
     prefetched: bool = False
+    recalled: bool = False  # asked back (RECALL) for another worker's free slot
 
 
 @dataclass(slots=True, eq=False)
@@ -64,6 +65,9 @@ class WorkerState:
     top_level: int = 0  # attempts it runs that are not nested calls
     prefetch: int = 0  # tasks it may hold beyond its slots
     prefetched: int = 0  # attempts it holds that have not started
+
+    def idle_slots(self) -> int:
+        return self.slots - (len(self.tasks) - self.prefetched)
 
     def has_room_for_top_level(self) -> bool:
         # The worker itself starts at most base_slots of them at once (worker.loop).

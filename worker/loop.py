@@ -15,8 +15,9 @@ Prefetch: the worker takes up to `prefetch` tasks beyond its free slots, so a sl
 that frees starts the next task at once instead of idling for the round trip of a
 credit (7-10 ms under load). The dispatcher marks such a TASK `prefetched` and
 leaves it QUEUED in the store; STARTED (one message per loop turn) tells it when a
-slot takes one. A draining worker gives back those it has not started (RETURN),
-and a dead one's go back unstarted: either way no attempt is spent.
+slot takes one. A draining worker gives back those it has not started (RETURN), as
+does one the dispatcher asks (RECALL: another worker has a slot free for them), and
+a dead one's go back unstarted: either way no attempt is spent.
 """
 
 from __future__ import annotations
@@ -286,6 +287,8 @@ class WorkerLoop:
             )
             self._waiting.append(job)
             self._start_waiting()
+        elif msg.command == wire.Command.RECALL:
+            self._give_back_prefetched({(t, a) for t, a in msg.header["tasks"]})
         elif msg.command == wire.Command.CANCEL:
             self._cancels.append((msg.header["task_id"], msg.header["attempt"]))
         elif msg.command == wire.Command.RESET:
@@ -371,16 +374,18 @@ class WorkerLoop:
     def _fetch_bundle(self, digest: str) -> None:
         self._send(wire.Command.FETCH, {"digest": digest})
 
-    def _give_back_prefetched(self) -> None:
-        """Draining: prefetched jobs not started go back to the queue now, rather
-        than wait for a slot (and maybe past the drain timeout)."""
-        back = [job for job in self._waiting if job.prefetched]
+    def _give_back_prefetched(self, only: set[tuple[str, int]] | None = None) -> None:
+        """Prefetched jobs not started go back to the queue: all of them when
+        draining (rather than wait for a slot, maybe past the drain timeout), or
+        those `only` the dispatcher recalls for another worker's free slot."""
+        back = [job for job in self._waiting if job.prefetched
+                and (only is None or (job.task_id, job.attempt) in only)]  # fmt: skip
         if not back or self._socket is None:
             return
         for job in back:
             self._waiting.remove(job)
             self._preparer.finished(job)
-        logger.info("draining: gave back %d prefetched tasks", len(back))
+        logger.info("gave back %d prefetched tasks", len(back))
         self._send(wire.Command.RETURN, {"tasks": [[j.task_id, j.attempt] for j in back]})
 
     def _start_waiting(self) -> None:

@@ -112,7 +112,31 @@ def test_a_draining_worker_gives_back_what_it_prefetched_at_once(
         assert wait_result(http, long, timeout_s=30)["status"] == "COMPLETED"
         assert http.get(f"/v1/tasks/{long}").json()["attempt"] == 1
         log = (tmp_path / "logs" / "dispatcher.log").read_text()
-        assert "gave it back unstarted" in log
+        assert "its worker drains: given back unstarted" in log
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_a_task_prefetched_behind_a_long_one_moves_to_a_worker_that_joins(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    with (
+        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        nap = register(http, userfuncs.nap)
+        long = execute(http, nap, 60)
+        busy_id = running_on(http, long)["worker_id"]
+        short = execute(http, nap, 0)
+        assert _eventually(lambda: _prefetched(http) == 1)
+        # When a worker with a free slot joins (as a scale-up adds one)
+        platform.start_worker()
+        # Then the dispatcher recalls the prefetched task, and it runs there at once,
+        # at its first attempt, instead of after the long one
+        assert wait_result(http, short, timeout_s=20)["status"] == "COMPLETED"
+        view = http.get(f"/v1/tasks/{short}").json()
+        assert view["worker_id"] != busy_id and view["attempt"] == 1
+        assert http.get(f"/v1/tasks/{long}").json()["status"] == "RUNNING"
+        http.delete(f"/v1/tasks/{long}")
 
 
 @pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")

@@ -1,0 +1,59 @@
+"""The dispatcher's ROUTER socket on the asyncio loop, without zmq.asyncio.
+
+zmq.asyncio wraps every send in a Future and, while a receive is pending (the serve
+loop always has one), schedules another pass over the socket's events after it: at
+the dispatcher's ceiling that was a quarter of its time (py-spy during
+`python -m bench.sim --shapes 256x4`). A ROUTER send never waits: with no high-water
+mark (SNDHWM 0: what is queued per worker is bounded by its credits) it queues or,
+with ROUTER_MANDATORY, raises at once for a peer that is gone. So sends here are plain
+non-blocking calls, and only receiving waits, on the socket's file descriptor.
+
+ZeroMQ signals that descriptor edge-triggered, and any operation on the socket may
+consume the edge while leaving messages to read. So the descriptor only prompts a
+look at the socket's EVENTS, which is also checked after every send and before
+every wait: a message is never left unread while the loop sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import zmq
+
+
+class Router:
+    def __init__(self, socket: zmq.Socket) -> None:
+        socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket = socket
+        self._readable = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._fd = socket.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._check)
+
+    def _check(self) -> None:
+        if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._readable.set()
+
+    async def readable(self) -> None:
+        """Return once a message can be received."""
+        while not self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._readable.clear()
+            await self._readable.wait()
+
+    def receive(self, *, copy: bool) -> list | None:
+        """The next message's frames, or None if there is none now."""
+        try:
+            return self.socket.recv_multipart(zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            return None
+
+    def send(self, frames: list) -> None:
+        """Queue a message; zmq.ZMQError (EHOSTUNREACH) if its peer is gone."""
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        finally:
+            self._check()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self.socket.close(linger=0)
