@@ -223,6 +223,12 @@ def run_shape(
             assert sim.stdin is not None
             sim.stdin.write(f"{start_at}\n".encode())
             sim.stdin.flush()
+        # The dispatcher's CPU time over the measured window: per task, it does not
+        # depend on how the noisy machine shares its cores, unlike tasks/s.
+        time.sleep(max(0.0, start_at + args.warmup_s - time.time()))
+        cpu_before = _cpu_s(dispatcher.pid)
+        time.sleep(max(0.0, start_at + args.warmup_s + args.duration_s - time.time()))
+        cpu_s = _cpu_s(dispatcher.pid) - cpu_before
         done, latency = 0, []
         for sim in sims:
             out, _ = sim.communicate(timeout=args.warmup_s + args.duration_s + 60)
@@ -249,8 +255,15 @@ def run_shape(
         "queued": count,
         "tasks_per_s": round(throughput, 1),
         "efficiency": round(throughput / ideal, 4) if ideal else None,
+        "dispatcher_cpu_ms_per_task": round(1000 * cpu_s / done, 4) if done else None,
         "dispatch_latency": _percentiles(latency),
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentiles(samples_s: list[float]) -> dict[str, float] | None:

@@ -134,6 +134,7 @@ from common.models import (
     TaskRecord,
     TaskStatus,
 )
+from common.redis_connection import HiredisConnection
 from common.tenants import DEFAULT_TENANT
 
 GROUP = "dispatch"
@@ -571,6 +572,8 @@ class Store:
             socket_connect_timeout=5,
             health_check_interval=30,
         )
+        if pool.connection_class is aioredis.Connection:  # TCP (not TLS, not a unix socket)
+            pool.connection_class = HiredisConnection
         return cls(aioredis.Redis.from_pool(pool), prefix=prefix, result_ttl_s=result_ttl_s)
 
     async def close(self) -> None:

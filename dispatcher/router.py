@@ -10,8 +10,9 @@ non-blocking calls, and only receiving waits, on the socket's file descriptor.
 
 ZeroMQ signals that descriptor edge-triggered, and any operation on the socket may
 consume the edge while leaving messages to read. So the descriptor only prompts a
-look at the socket's EVENTS, which is also checked after every send and before
-every wait: a message is never left unread while the loop sleeps.
+look at the socket's EVENTS, which is also checked before every wait and once after
+the sends of a loop turn (a callback queued by the first; it runs before the loop
+can sleep): a message is never left unread while the loop sleeps.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class Router:
         self._loop = asyncio.get_running_loop()
         self._fd = socket.getsockopt(zmq.FD)
         self._loop.add_reader(self._fd, self._check)
+        self._check_queued = False
 
     def _check(self) -> None:
+        self._check_queued = False
         if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._readable.set()
 
@@ -52,7 +55,9 @@ class Router:
         try:
             self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         finally:
-            self._check()
+            if not self._check_queued:
+                self._check_queued = True
+                self._loop.call_soon(self._check)
 
     def close(self) -> None:
         self._loop.remove_reader(self._fd)
