@@ -32,6 +32,19 @@ class SyncJSON:
         payload = response.read()
         return response.status, orjson.loads(payload) if payload else None
 
+    def raw(
+        self, method: str, path: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A request with a body of bytes: (status, lower-cased headers, body)."""
+        try:
+            self.conn.request(method, path, body=data, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            self.conn.close()
+            self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        payload = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
+
     def close(self) -> None:
         self.conn.close()
 
