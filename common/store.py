@@ -249,6 +249,10 @@ class Outcome:
     error: str = ""
     error_kind: ErrorKind | None = None
     depth: int = 0  # of the attempt's entry: which queue stream holds it
+    # When and where the attempt started: recorded with the end when its start was
+    # never written (the dispatcher defers start writes; a fast task ends first).
+    started_ms: int = 0
+    worker_id: str = ""
 
 
 class Keys:
@@ -1159,6 +1163,8 @@ class Store:
                         o.task_id,
                         self.inline_result_bytes,
                         int(staged),
+                        o.started_ms or "",
+                        o.worker_id,
                     ],
                     client=pipe,
                 )

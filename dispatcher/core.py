@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -60,6 +61,9 @@ _QUEUE_DEPTH_EVERY_S = 2.0  # a Redis round trip, only when metrics are served
 # A prefetched task waiting this long means its worker's slots stayed busy that long:
 # one free elsewhere gets it (RECALL). Shorter would recall those about to start.
 _RECALL_AFTER_S = 0.5
+# RUNNING is written this long after a send (see _started): most tasks of a sequential
+# caller end sooner, and their end writes the start. Status reads lag by as much.
+_START_WRITE_DELAY_S = 0.02
 
 
 class LeaseLost(RuntimeError):
@@ -97,7 +101,10 @@ class Dispatcher:
         self._local_worker: LocalWorker | None = None
         # Writes waiting for the writer loop: whatever accumulates while one write is
         # in flight goes in the next, so under load they batch by themselves.
-        self._starts: list[tuple[str, int, str]] = []
+        # (task_id, attempt, worker_id, ms): written after _START_WRITE_DELAY_S, or not
+        # at all if the attempt's end commits first (the end records the start then).
+        self._starts: list[tuple[str, int, str, int]] = []
+        self._start_write: asyncio.TimerHandle | None = None
         self._ended: list[Outcome] = []
         self._lost: list[tuple[QueueEntry, str]] = []
         self._logs: list[tuple[str, bytes]] = []  # tasks' output, appended before ends
@@ -349,7 +356,6 @@ class Dispatcher:
 
     async def _dispatch(self, entries: list[QueueEntry]) -> None:
         functions = await self._function_code({e.function_id for e in entries})
-        started: list[tuple[str, int, str]] = []
         missing: list[Outcome] = []
         unsent: list[QueueEntry] = []
         for entry in entries:
@@ -381,15 +387,23 @@ class Dispatcher:
                 unsent.append(entry)
                 continue
             if not flight.prefetched:  # else it is marked RUNNING once it STARTED
-                started.append((entry.task_id, entry.attempt, flight.worker_id))
+                self._started(entry, flight.worker_id)
             metrics.started(entry.function_id).inc()
         self._backlog.extendleft(reversed(unsent))
-        # Off the critical path: start.lua only moves a task still QUEUED at that
-        # attempt, so it cannot race a commit; a crash before it lands leaves the task
-        # QUEUED in the PEL, which recovery handles.
-        self._starts += started
-        self._ended += missing
-        self._to_write.set()
+        if missing:
+            self._ended += missing
+            self._to_write.set()
+
+    def _started(self, entry: QueueEntry, worker_id: str) -> None:
+        """Mark an attempt RUNNING, off the critical path and a little later: start.lua
+        only moves a task still QUEUED at that attempt, so it cannot race a commit; a
+        crash before it lands leaves the task QUEUED in the PEL, which recovery handles.
+        Deferred by _START_WRITE_DELAY_S, so that a task that ends sooner needs no write
+        of its own: its end records the start (a round trip of three per W1 call)."""
+        self._starts.append((entry.task_id, entry.attempt, worker_id, now_ms()))
+        if self._start_write is None:
+            write = self._to_write.set
+            self._start_write = asyncio.get_running_loop().call_later(_START_WRITE_DELAY_S, write)
 
     async def _dependency_results(self, entry: QueueEntry) -> dict[str, bytes] | str | None:
         """The results a task takes as arguments (futures), why it cannot run, or None
@@ -460,8 +474,7 @@ class Dispatcher:
         RUNNING and start its deadline."""
         deadline_at = self._deadline_at(flight.entry, time.monotonic())
         self.registry.started(worker, flight, deadline_at)
-        self._starts.append((flight.entry.task_id, flight.entry.attempt, worker.worker_id))
-        self._to_write.set()
+        self._started(flight.entry, worker.worker_id)
 
     async def _function_code(self, ids: set[str]) -> dict[str, FunctionCode | None]:
         missing = [i for i in ids if i not in self._functions]
@@ -871,8 +884,16 @@ class Dispatcher:
 
     async def _flush(self) -> None:
         self._to_write.clear()
+        if self._start_write is not None:
+            self._start_write.cancel()
+            self._start_write = None
         starts, ended, lost, logs = self._starts, self._ended, self._lost, self._logs
         self._starts, self._ended, self._lost, self._logs = [], [], [], []
+        if starts and ended:  # an end commits its attempt's start with it
+            pending = {(t, a): (w, ms) for t, a, w, ms in starts}
+            ended = [self._with_start(o, pending.pop((o.task_id, o.attempt), None))
+                     for o in ended]  # fmt: skip
+            starts = [(t, a, *pending[t, a]) for t, a, _, _ in starts if (t, a) in pending]
         # Every result handed over so far is in this batch or an earlier one: once it
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
         # Only the workers that reported since the last flush: O(reporters), not O(workers).
@@ -880,11 +901,10 @@ class Dispatcher:
                     if self.registry.workers.get(w.identity) is w]  # fmt: skip
         self._unacked.clear()
         if starts:
-            flags = await self._retrying(lambda: self.store.mark_started(starts))
+            triples = [(t, a, w) for t, a, w, _ in starts]
+            flags = await self._retrying(lambda: self.store.mark_started(triples))
             # Sent while its cancel was on its way here: kill it now.
-            late = [
-                task_id for (task_id, _, _), flag in zip(starts, flags, strict=True) if flag < 0
-            ]
+            late = [t for (t, _, _), flag in zip(triples, flags, strict=True) if flag < 0]
             if late:
                 await self._cancelled(late)
         # Output goes before the ends (in their round trip, if any): a task seen ended
@@ -898,12 +918,29 @@ class Dispatcher:
                 if worker.draining:  # it waits for this before leaving
                     self._reply(worker.identity, wire.Command.HEARTBEAT, {"acked": seq})
 
+    async def _write_starts_of(self, lost: list[tuple[QueueEntry, str]]) -> None:
+        """A lost attempt that started spends an attempt when re-queued (requeue.lua
+        counts RUNNING ones only): its deferred start is written first."""
+        keys = {(entry.task_id, entry.attempt) for entry, _ in lost}
+        due = [(t, a, w) for t, a, w, _ in self._starts if (t, a) in keys]
+        if due:
+            self._starts = [s for s in self._starts if (s[0], s[1]) not in keys]
+            await self._retrying(lambda: self.store.mark_started(due))
+
+    @staticmethod
+    def _with_start(outcome: Outcome, start: tuple[str, int] | None) -> Outcome:
+        if start is None:
+            return outcome
+        return dataclasses.replace(outcome, worker_id=start[0], started_ms=start[1])
+
     async def _settle(
         self,
         ended: list[Outcome],
         lost: list[tuple[QueueEntry, str]],
         logs: Sequence[tuple[str, bytes]] = (),
     ) -> None:
+        if lost and self._starts:
+            await self._write_starts_of(lost)
         if ended:
             committed = await self._retrying(lambda: self.store.finish(ended, logs))
             for outcome, done in zip(ended, committed, strict=True):

@@ -15,6 +15,9 @@ ARGV[10] notification channel <p>:done
 ARGV[11] task_id
 ARGV[12] largest result published inline (bytes)
 ARGV[13] '1' if the result was staged under KEYS[4] (ARGV[5] is then ''), else '0'
+ARGV[14] when the attempt started (ms) if its start was not written (see the
+         dispatcher's deferred start writes), else ''
+ARGV[15] the worker it started on then (written with ARGV[14] unless a start was)
 KEYS[4]  staged result  <p>:blob:<task_id>:<attempt>
 KEYS[5]  result kept apart  <p>:result:<task_id>
 A large result is not an argument here: the caller SETs it under KEYS[4] in the same
@@ -35,6 +38,9 @@ if not h[1] or TERMINAL[h[1]] or h[2] ~= ARGV[3] then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
+if ARGV[14] ~= '' and (redis.call('HGET', KEYS[1], 'worker') or '') == '' then
+  redis.call('HSET', KEYS[1], 'started_ms', ARGV[14], 'worker', ARGV[15])
+end
 local result = ARGV[5]
 if staged then
   redis.call('RENAME', KEYS[4], KEYS[5])
