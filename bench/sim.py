@@ -97,16 +97,16 @@ async def _sim_worker(
         result = {"task_id": header["task_id"], "attempt": header["attempt"],
                   "outcome": "ok", "error": "", "seq": seq}  # fmt: skip
         seq += 1
-        send(wire.Command.RESULT, result, RESULT_BLOB)
         now = time.time()
         freed.append(now)
         if stats["window"][0] <= now < stats["window"][1]:
             stats["done"] += 1
-        if waiting:
+        if waiting:  # the freed slot takes the next one; the RESULT says so (as workers do)
             held = waiting.pop(0)
             start(held)
             if held.get("prefetched"):
-                send(wire.Command.STARTED, {"tasks": [[held["task_id"], held["attempt"]]]})
+                result["started"] = [[held["task_id"], held["attempt"]]]
+        send(wire.Command.RESULT, result, RESULT_BLOB)
 
     async def beat() -> None:
         while True:

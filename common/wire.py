@@ -23,8 +23,9 @@ Worker -> dispatcher
   RETURN     {tasks: [[task_id, attempt], ...]}  prefetched attempts it never started
              and gives back (it drains, or was asked to by RECALL): they go back to the
              queue, no attempt spent
-  RESULT     {task_id, attempt, outcome, error, seq}  + [result]; frees one slot, which
-             in pull mode is also one credit back
+  RESULT     {task_id, attempt, outcome, error, seq, started?}  + [result]; frees one
+             slot, which in pull mode is also one credit back; `started` as in STARTED
+             (the prefetched attempts started in the same loop turn, saving a message)
   HEARTBEAT  {}
   DRAIN      {}  stopping (SIGTERM): send no more work; results still come, then BYE
   FETCH      {digest}  send me the code bundle with this SHA-256
@@ -238,7 +239,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "outcome": lambda v: v in OUTCOMES,
             "seq": _SEQ,
         },
-        {"error": _text(_MAX_ERROR)},
+        {"error": _text(_MAX_ERROR), "started": _attempts},
         (0, 1),
     ),
     Command.HEARTBEAT: ({}, {"acked": _SEQ}, (0, 0)),

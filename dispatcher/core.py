@@ -592,11 +592,9 @@ class Dispatcher:
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
+            self._started_on(worker, msg.header.get("started", ()))
         elif msg.command == wire.Command.STARTED:
-            for task_id, attempt in msg.header["tasks"]:
-                flight = worker.tasks.get(task_id)
-                if flight is not None and flight.entry.attempt == attempt and flight.prefetched:
-                    self._prefetched_started(worker, flight)
+            self._started_on(worker, msg.header["tasks"])
         elif msg.command == wire.Command.RETURN:
             why = "its worker drains" if worker.draining else "recalled for a free slot"
             for task_id, attempt in msg.header["tasks"]:
@@ -633,6 +631,13 @@ class Dispatcher:
                 lost.append((flight.entry, "its worker shut down"))
         elif msg.command != wire.Command.HEARTBEAT:
             raise ProtocolError(f"unexpected {msg.command.name} from a worker")
+
+    def _started_on(self, worker: WorkerState, tasks: Iterable[list]) -> None:
+        """The worker's slots took these prefetched attempts (STARTED, or with a RESULT)."""
+        for task_id, attempt in tasks:
+            flight = worker.tasks.get(task_id)
+            if flight is not None and flight.entry.attempt == attempt and flight.prefetched:
+                self._prefetched_started(worker, flight)
 
     def _output(self, worker: WorkerState, msg: wire.Message) -> None:
         """Store a running attempt's output; a worker writes only to tasks it holds."""

@@ -14,8 +14,8 @@ Local mode runs this same loop in a child process of the dispatcher.
 Prefetch: the worker takes up to `prefetch` tasks beyond its free slots, so a slot
 that frees starts the next task at once instead of idling for the round trip of a
 credit (7-10 ms under load). The dispatcher marks such a TASK `prefetched` and
-leaves it QUEUED in the store; STARTED (one message per loop turn) tells it when a
-slot takes one. A draining worker gives back those it has not started (RETURN), as
+leaves it QUEUED in the store; the turn's last RESULT (or a STARTED of its own) tells
+it when a slot takes one. A draining worker gives back those it has not started (RETURN), as
 does one the dispatcher asks (RECALL: another worker has a slot free for them), and
 a dead one's go back unstarted: either way no attempt is spent.
 """
@@ -83,6 +83,7 @@ class WorkerLoop:
         self._waiting: deque[Job] = deque()
         self._cancels: list[tuple[str, int]] = []  # (task_id, attempt) to drop or kill
         self._started: list[list[str | int]] = []  # prefetched jobs started this turn
+        self._results_out: list[tuple[dict, bytes]] = []  # RESULTs of this turn, unsent
         environments = Environments(
             settings.env_dir,
             index_url=settings.pip_index_url or None,
@@ -138,6 +139,7 @@ class WorkerLoop:
         }
         self._announced_slots = self._pool.size
         self._started.clear()  # a STARTED lost with the old socket: `queued` says it now
+        self._results_out.clear()  # unacknowledged: re-sent below
         self._send(wire.Command.HELLO, hello)
         for header, blob in self._unacked.values():
             self._send(wire.Command.RESULT, header, blob)
@@ -229,9 +231,7 @@ class WorkerLoop:
         if self.draining:  # tasks sent before the dispatcher heard DRAIN
             self._give_back_prefetched()
         self._start_waiting()
-        if self._started and self._socket is not None:
-            self._send(wire.Command.STARTED, {"tasks": self._started})
-            self._started = []
+        self._send_results()
         metrics.SLOTS_BUSY.set(self._pool.size - self._pool.idle())
         self._output.flush_due(now)
         self._keep_alive(now)
@@ -444,7 +444,23 @@ class WorkerLoop:
             logger.warning("task %s: forgot an unacknowledged result (over %d bytes kept); "
                            "it runs again if the dispatcher lost it",
                            old["task_id"], self.settings.unacked_results_max_bytes)  # fmt: skip
-        self._send(wire.Command.RESULT, header, result.result)
+        self._results_out.append((header, result.result))  # sent at the end of this turn
+
+    def _send_results(self) -> None:
+        """This turn's RESULTs, the last one carrying the prefetched attempts started in
+        the turn (a slot that freed usually took the next one at once): one message
+        per task instead of two. STARTED goes alone when no result does."""
+        results, self._results_out = self._results_out, []
+        started, self._started = self._started, []
+        if self._socket is None:
+            return  # _connect re-sends every unacknowledged result, and `queued` says the rest
+        for i, (header, blob) in enumerate(results):
+            if started and i == len(results) - 1:
+                header = {**header, "started": started}
+                started = []
+            self._send(wire.Command.RESULT, header, blob)
+        if started:
+            self._send(wire.Command.STARTED, {"tasks": started})
 
     def _keep_alive(self, now: float) -> None:
         if now - self._last_heard > self.settings.liveness_timeout_s:

@@ -26,6 +26,13 @@ def test_every_command_has_a_byte_of_its_own_and_a_schema() -> None:
     assert len(wire.Command.__members__) == len(wire.Command) == len(wire.SCHEMAS)
 
 
+def test_prefetch_fields_travel() -> None:
+    started = {**RESULT, "started": [["u", 1]]}
+    assert wire.unpack(wire.pack(wire.Command.RESULT, started, b"r")).header == started
+    hello = {**HELLO, "prefetch": 4, "queued": [["u", 1]]}
+    assert wire.unpack(wire.pack(wire.Command.HELLO, hello)).header == hello
+
+
 def test_cancel_names_an_attempt() -> None:
     msg = wire.unpack(wire.pack(wire.Command.CANCEL, {"task_id": "t", "attempt": 2}))
     assert msg.command is wire.Command.CANCEL and msg.header == {"task_id": "t", "attempt": 2}
@@ -81,6 +88,11 @@ def test_a_task_with_futures_carries_one_result_frame_each() -> None:
         (wire.Command.RESULT, {**RESULT, "error": 3}, (b"",)),
         (wire.Command.RESULT, {k: v for k, v in RESULT.items() if k != "seq"}, (b"",)),
         (wire.Command.RESULT, RESULT, (b"", b"")),
+        (wire.Command.RESULT, {**RESULT, "started": [["t", 0]]}, (b"",)),
+        (wire.Command.STARTED, {"tasks": "t"}, ()),
+        (wire.Command.RECALL, {"tasks": [["t", 1, 2]]}, ()),
+        (wire.Command.TASK, {**TASK, "prefetched": 1}, (b"", b"")),
+        (wire.Command.HELLO, {**HELLO, "prefetch": -1}, ()),
         (wire.Command.TASK, {**TASK, "deadline_s": float("nan")}, (b"f", b"a")),
         (wire.Command.TASK, {**TASK, "deadline_s": 0}, (b"f", b"a")),
         (wire.Command.TASK, TASK, (b"f",)),
