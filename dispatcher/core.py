@@ -1043,8 +1043,12 @@ class Dispatcher:
                 return
             if worker is best or not worker.prefetched:
                 continue
-            due = [f for f in worker.tasks.values() if f.prefetched and not f.recalled
-                   and now - f.sent_at >= _RECALL_AFTER_S][:free]  # fmt: skip
+            due = []
+            for flight in worker.waiting.values():  # oldest first: stop at a young one
+                if len(due) == free or now - flight.sent_at < _RECALL_AFTER_S:
+                    break
+                if not flight.recalled:
+                    due.append(flight)
             if due:
                 for flight in due:
                     flight.recalled = True

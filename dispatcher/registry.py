@@ -64,7 +64,12 @@ class WorkerState:
     base_slots: int = 0  # without spare slots (see SLOTS)
     top_level: int = 0  # attempts it runs that are not nested calls
     prefetch: int = 0  # tasks it may hold beyond its slots
-    prefetched: int = 0  # attempts it holds that have not started
+    # Attempts it holds that have not started, oldest first (a subset of `tasks`).
+    waiting: dict[str, InFlight] = field(default_factory=dict)
+
+    @property
+    def prefetched(self) -> int:
+        return len(self.waiting)
 
     def idle_slots(self) -> int:
         return self.slots - (len(self.tasks) - self.prefetched)
@@ -162,10 +167,11 @@ class Registry:
         if (held := worker.tasks.pop(task_id, None)) is not None:
             self._forget(task_id, worker)
             worker.top_level -= held.entry.depth == 0
-            worker.prefetched -= held.prefetched
+            worker.waiting.pop(task_id, None)
         worker.tasks[task_id] = flight
         worker.top_level += flight.entry.depth == 0
-        worker.prefetched += flight.prefetched
+        if flight.prefetched:
+            worker.waiting[task_id] = flight
         self._holders[task_id] = worker
         self._in_flight += 1
         heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
@@ -176,7 +182,7 @@ class Registry:
         if flight is not None:
             self._forget(task_id, worker)
             worker.top_level -= flight.entry.depth == 0
-            worker.prefetched -= flight.prefetched
+            worker.waiting.pop(task_id, None)
             self._compact()
         return flight
 
