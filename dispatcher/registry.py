@@ -14,7 +14,8 @@ near 2,000 tasks/s and made many small workers slower than a few big ones):
   changed longest ago first); the highest non-empty bucket is tracked lazily;
 - deadlines sit in a heap with lazy deletion: an entry whose attempt has ended is
   dropped when it surfaces, and the heap is rebuilt when stale entries outnumber
-  live ones, so memory stays O(in flight);
+  live ones, so memory stays O(in flight); a prefetched attempt has no deadline
+  (and no entry) until it starts;
 - liveness is an ordering by last_seen (monotonic time only moves forward, so a
   touch moves the worker to the end): the silent ones are a prefix;
 - `holder` is a dict from task id to worker.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -95,7 +97,7 @@ class Registry:
         self._top = 0  # no bucket above this one is non-empty
         self._deadlines: list[_Deadline] = []
         self._order = itertools.count()
-        self._in_flight = 0
+        self._in_flight = 0  # attempts with a deadline (in the heap)
         self._holders: dict[str, WorkerState] = {}
         self._by_last_seen: dict[bytes, WorkerState] = {}  # oldest first
 
@@ -119,8 +121,8 @@ class Registry:
             return []
         self._set_credits(worker, 0)
         del self._by_last_seen[identity]
-        for task_id in worker.tasks:
-            self._forget(task_id, worker)
+        for task_id, flight in worker.tasks.items():
+            self._forget(task_id, worker, flight)
         self._compact()
         return list(worker.tasks.values())  # their heap entries go stale
 
@@ -165,7 +167,7 @@ class Registry:
         when it registered)."""
         task_id = flight.entry.task_id
         if (held := worker.tasks.pop(task_id, None)) is not None:
-            self._forget(task_id, worker)
+            self._forget(task_id, worker, held)
             worker.top_level -= held.entry.depth == 0
             worker.waiting.pop(task_id, None)
         worker.tasks[task_id] = flight
@@ -173,14 +175,15 @@ class Registry:
         if flight.prefetched:
             worker.waiting[task_id] = flight
         self._holders[task_id] = worker
-        self._in_flight += 1
-        heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
+        if flight.deadline_at != math.inf:  # prefetched: no deadline until it starts
+            self._in_flight += 1
+            heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
 
     def release(self, worker: WorkerState, task_id: str) -> InFlight | None:
         """The attempt ended (a result, its deadline): the worker no longer holds it."""
         flight = worker.tasks.pop(task_id, None)
         if flight is not None:
-            self._forget(task_id, worker)
+            self._forget(task_id, worker, flight)
             worker.top_level -= flight.entry.depth == 0
             worker.waiting.pop(task_id, None)
             self._compact()
@@ -189,7 +192,7 @@ class Registry:
     def started(self, worker: WorkerState, flight: InFlight, deadline_at: float) -> InFlight:
         """A prefetched attempt took a slot: from now on its deadline runs."""
         running = InFlight(flight.entry, flight.worker_id, deadline_at, time.monotonic())
-        self.adopt(worker, running)  # the prefetched one's heap entry goes stale
+        self.adopt(worker, running)  # the prefetched one had no heap entry
         return running
 
     def holder(self, task_id: str) -> WorkerState | None:
@@ -236,10 +239,10 @@ class Registry:
             and worker.tasks.get(flight.entry.task_id) is flight
         )
 
-    def _forget(self, task_id: str, worker: WorkerState) -> None:
+    def _forget(self, task_id: str, worker: WorkerState, flight: InFlight) -> None:
         if self._holders.get(task_id) is worker:
             del self._holders[task_id]
-        self._in_flight -= 1
+        self._in_flight -= flight.deadline_at != math.inf
 
     def _compact(self) -> None:
         # Lazy deletion leaves heap entries behind; rebuild once stale ones dominate.
