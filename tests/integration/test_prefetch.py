@@ -140,6 +140,35 @@ def test_a_task_prefetched_behind_a_long_one_moves_to_a_worker_that_joins(
 
 
 @pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
+def test_a_prefetched_task_is_adopted_across_a_dispatcher_restart(
+    tmp_path: Path, mode: DispatchMode
+) -> None:
+    with (
+        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        log = tmp_path / "executions"
+        record = register(http, userfuncs.record)
+        long = execute(http, record, str(log), 0, 4)
+        running_on(http, long)
+        held = execute(http, record, str(log), 1)
+        assert _eventually(lambda: _prefetched(http) == 1)
+        # When the dispatcher dies (kill -9) and a new one starts
+        assert platform.dispatcher is not None
+        platform.dispatcher.kill()
+        platform.start_dispatcher()
+        # Then the worker's HELLO claims both: the running one and the one it holds,
+        # which runs once the slot frees; neither runs twice or spends an attempt
+        for task_id in (long, held):
+            assert wait_result(http, task_id, timeout_s=30)["status"] == "COMPLETED"
+            assert http.get(f"/v1/tasks/{task_id}").json()["attempt"] == 1
+        # An attempt no worker claimed is re-queued after the recovery grace (3 s in
+        # tests) and would run again: only waiting past it shows that none was
+        time.sleep(3.5)
+        assert sorted(log.read_text().split()) == ["0", "1"]
+
+
+@pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
 def test_a_cancelled_prefetched_task_never_runs(tmp_path: Path, mode: DispatchMode) -> None:
     with (
         make_platform(tmp_path, mode, workers=1, slots=1) as platform,
