@@ -21,24 +21,18 @@ class SyncJSON:
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = orjson.dumps(body) if body is not None else None
         headers = {"content-type": "application/json"} if data is not None else {}
-        try:
-            self.conn.request(method, path, body=data, headers=headers)
-        except (BrokenPipeError, ConnectionResetError):
-            # The gateway closed the connection while it sat idle (keep-alive timeout,
-            # 5 s) and the request was not sent: send it on a new one.
-            self.conn.close()
-            self.conn.request(method, path, body=data, headers=headers)
-        response = self.conn.getresponse()
-        payload = response.read()
-        return response.status, orjson.loads(payload) if payload else None
+        status, _, payload = self.raw(method, path, data, headers)
+        return status, orjson.loads(payload) if payload else None
 
     def raw(
-        self, method: str, path: str, data: bytes, headers: dict[str, str]
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         """A request with a body of bytes: (status, lower-cased headers, body)."""
         try:
             self.conn.request(method, path, body=data, headers=headers)
         except (BrokenPipeError, ConnectionResetError):
+            # The gateway closed the connection while it sat idle (keep-alive timeout,
+            # 5 s) and the request was not sent: send it on a new one.
             self.conn.close()
             self.conn.request(method, path, body=data, headers=headers)
         response = self.conn.getresponse()

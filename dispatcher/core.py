@@ -61,7 +61,7 @@ _QUEUE_DEPTH_EVERY_S = 2.0  # a Redis round trip, only when metrics are served
 # A prefetched task waiting this long means its worker's slots stayed busy that long:
 # one free elsewhere gets it (RECALL). Shorter would recall those about to start.
 _RECALL_AFTER_S = 0.5
-# RUNNING is written this long after a send (see _started): most tasks of a sequential
+# RUNNING is written this long after a send (see _mark_running): most tasks of a sequential
 # caller end sooner, and their end writes the start. Status reads lag by as much.
 _START_WRITE_DELAY_S = 0.02
 
@@ -387,14 +387,14 @@ class Dispatcher:
                 unsent.append(entry)
                 continue
             if not flight.prefetched:  # else it is marked RUNNING once it STARTED
-                self._started(entry, flight.worker_id)
+                self._mark_running(entry, flight.worker_id)
             metrics.started(entry.function_id).inc()
         self._backlog.extendleft(reversed(unsent))
         if missing:
             self._ended += missing
             self._to_write.set()
 
-    def _started(self, entry: QueueEntry, worker_id: str) -> None:
+    def _mark_running(self, entry: QueueEntry, worker_id: str) -> None:
         """Mark an attempt RUNNING, off the critical path and a little later: start.lua
         only moves a task still QUEUED at that attempt, so it cannot race a commit; a
         crash before it lands leaves the task QUEUED in the PEL, which recovery handles.
@@ -474,7 +474,7 @@ class Dispatcher:
         RUNNING and start its deadline."""
         deadline_at = self._deadline_at(flight.entry, time.monotonic())
         self.registry.started(worker, flight, deadline_at)
-        self._started(flight.entry, worker.worker_id)
+        self._mark_running(flight.entry, worker.worker_id)
 
     async def _function_code(self, ids: set[str]) -> dict[str, FunctionCode | None]:
         missing = [i for i in ids if i not in self._functions]
@@ -592,9 +592,9 @@ class Dispatcher:
             elif not self._result_of_orphan(msg, ended, lost):
                 logger.info("ignored a result for %s from %s, which does not hold it",
                             task_id, worker.worker_id)  # fmt: skip
-            self._started_on(worker, msg.header.get("started", ()))
+            self._slots_took(worker, msg.header.get("started", ()))
         elif msg.command == wire.Command.STARTED:
-            self._started_on(worker, msg.header["tasks"])
+            self._slots_took(worker, msg.header["tasks"])
         elif msg.command == wire.Command.RETURN:
             why = "its worker drains" if worker.draining else "recalled for a free slot"
             for task_id, attempt in msg.header["tasks"]:
@@ -632,7 +632,7 @@ class Dispatcher:
         elif msg.command != wire.Command.HEARTBEAT:
             raise ProtocolError(f"unexpected {msg.command.name} from a worker")
 
-    def _started_on(self, worker: WorkerState, tasks: Iterable[list]) -> None:
+    def _slots_took(self, worker: WorkerState, tasks: Iterable[list]) -> None:
         """The worker's slots took these prefetched attempts (STARTED, or with a RESULT)."""
         for task_id, attempt in tasks:
             flight = worker.tasks.get(task_id)
@@ -898,7 +898,7 @@ class Dispatcher:
             pending = {(t, a): (w, ms) for t, a, w, ms in starts}
             ended = [self._with_start(o, pending.pop((o.task_id, o.attempt), None))
                      for o in ended]  # fmt: skip
-            starts = [(t, a, *pending[t, a]) for t, a, _, _ in starts if (t, a) in pending]
+            starts = [s for s in starts if (s[0], s[1]) in pending]
         # Every result handed over so far is in this batch or an earlier one: once it
         # commits, workers may forget them (the acknowledgement rides on heartbeats).
         # Only the workers that reported since the last flush: O(reporters), not O(workers).
@@ -1038,7 +1038,7 @@ class Dispatcher:
         happens only while the best worker has an idle slot, i.e. not under load."""
         best = self.registry.choose()
         free = best.idle_slots() if best is not None and not self._backlog else 0
-        for worker in list(self.registry.workers.values()):
+        for worker in self.registry.workers.values():
             if free <= 0:
                 return
             if worker is best or not worker.prefetched:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -175,7 +174,7 @@ class Registry:
         if flight.prefetched:
             worker.waiting[task_id] = flight
         self._holders[task_id] = worker
-        if flight.deadline_at != math.inf:  # prefetched: no deadline until it starts
+        if not flight.prefetched:  # a prefetched one has no deadline until it starts
             self._in_flight += 1
             heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
 
@@ -242,7 +241,7 @@ class Registry:
     def _forget(self, task_id: str, worker: WorkerState, flight: InFlight) -> None:
         if self._holders.get(task_id) is worker:
             del self._holders[task_id]
-        self._in_flight -= flight.deadline_at != math.inf
+        self._in_flight -= not flight.prefetched
 
     def _compact(self) -> None:
         # Lazy deletion leaves heap entries behind; rebuild once stale ones dominate.

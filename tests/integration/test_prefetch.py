@@ -5,17 +5,20 @@ back without spending an attempt when its worker drains or dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import userfuncs
 
 from common.models import DispatchMode
+from faas.platform import LocalPlatform
 from tests.conftest import execute, make_platform, register, running_on, wait_result
 
 REMOTE = [DispatchMode.PULL, DispatchMode.PUSH]
@@ -30,6 +33,18 @@ def _eventually(predicate: Callable[[], bool], timeout_s: float = 15) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def one_slot(
+    tmp: Path, mode: DispatchMode, **overrides: Any
+) -> Iterator[tuple[LocalPlatform, httpx.Client]]:
+    """One worker with one slot: a task sent while it is busy is held prefetched."""
+    with (
+        make_platform(tmp, mode, workers=1, slots=1, **overrides) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
+        yield platform, http
+
+
 def _prefetched(http: httpx.Client) -> int:
     return sum(w["prefetched"] for w in http.get("/v1/workers").json()["workers"])
 
@@ -38,10 +53,7 @@ def _prefetched(http: httpx.Client) -> int:
 def test_a_prefetched_task_waits_queued_and_runs_when_the_slot_frees(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with (
-        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
+    with one_slot(tmp_path, mode) as (_platform, http):
         nap = register(http, userfuncs.nap)
         first = execute(http, nap, 2)
         running_on(http, first)
@@ -65,10 +77,7 @@ def test_a_prefetched_task_waits_queued_and_runs_when_the_slot_frees(
 def test_a_dead_workers_prefetched_task_goes_back_without_spending_an_attempt(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with (
-        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
+    with one_slot(tmp_path, mode) as (platform, http):
         nap = register(http, userfuncs.nap)
         first = execute(http, nap, 3)
         worker = platform.worker_ids[running_on(http, first)["worker_id"]]
@@ -89,10 +98,7 @@ def test_a_draining_worker_gives_back_what_it_prefetched_at_once(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
     env = {"FAAS_DRAIN_TIMEOUT_S": "20", "FAAS_LIVENESS_TIMEOUT_S": "20"}
-    with (
-        make_platform(tmp_path, mode, workers=1, slots=1, env=env) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
+    with one_slot(tmp_path, mode, env=env) as (platform, http):
         nap = register(http, userfuncs.nap)
         long = execute(http, nap, 6)
         draining_id = running_on(http, long)["worker_id"]
@@ -119,10 +125,7 @@ def test_a_draining_worker_gives_back_what_it_prefetched_at_once(
 def test_a_task_prefetched_behind_a_long_one_moves_to_a_worker_that_joins(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with (
-        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
+    with one_slot(tmp_path, mode) as (platform, http):
         nap = register(http, userfuncs.nap)
         long = execute(http, nap, 60)
         busy_id = running_on(http, long)["worker_id"]
@@ -143,10 +146,7 @@ def test_a_task_prefetched_behind_a_long_one_moves_to_a_worker_that_joins(
 def test_a_prefetched_task_is_adopted_across_a_dispatcher_restart(
     tmp_path: Path, mode: DispatchMode
 ) -> None:
-    with (
-        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
+    with one_slot(tmp_path, mode) as (platform, http):
         log = tmp_path / "executions"
         record = register(http, userfuncs.record)
         long = execute(http, record, str(log), 0, 4)
@@ -170,10 +170,7 @@ def test_a_prefetched_task_is_adopted_across_a_dispatcher_restart(
 
 @pytest.mark.parametrize("mode", REMOTE, ids=lambda m: f"{m.value}-mode")
 def test_a_cancelled_prefetched_task_never_runs(tmp_path: Path, mode: DispatchMode) -> None:
-    with (
-        make_platform(tmp_path, mode, workers=1, slots=1) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):
+    with one_slot(tmp_path, mode) as (_platform, http):
         release, marker = tmp_path / "release", tmp_path / "ran"
         hold = register(http, userfuncs.hold)
         blocker = execute(http, hold, str(release))
@@ -195,10 +192,7 @@ def test_a_cancelled_prefetched_task_never_runs(tmp_path: Path, mode: DispatchMo
 
 
 def test_prefetch_zero_holds_nothing_beyond_the_slots(tmp_path: Path) -> None:
-    with (
-        make_platform(tmp_path, DispatchMode.PULL, workers=1, slots=1, prefetch=0) as platform,
-        httpx.Client(base_url=platform.url, timeout=60) as http,
-    ):  # fmt: skip
+    with one_slot(tmp_path, DispatchMode.PULL, prefetch=0) as (_platform, http):
         nap = register(http, userfuncs.nap)
         first = execute(http, nap, 1.5)
         running_on(http, first)
