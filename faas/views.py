@@ -103,4 +103,5 @@ def task_line(view: dict[str, Any]) -> str:
 def worker_line(w: dict[str, Any]) -> str:
     seen = duration(time.time() - w["last_heartbeat_ms"] / 1000)
     state = "  draining" if w["draining"] else ""
-    return f"{w['worker_id']:<40} {w['busy']}/{w['slots']} busy  seen {seen} ago{state}"
+    held = f", {w['prefetched']} held" if w.get("prefetched") else ""
+    return f"{w['worker_id']:<40} {w['busy']}/{w['slots']} busy{held}  seen {seen} ago{state}"
