@@ -1,5 +1,5 @@
 """What one sequential call costs the store: the dispatcher defers writing RUNNING
-(see Dispatcher._started), so a task that ends within that delay is committed with
+(see Dispatcher._mark_running), so a task that ends within that delay is committed with
 its start in one script call, and its record still says when and where it started."""
 
 from __future__ import annotations
