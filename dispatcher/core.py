@@ -14,7 +14,8 @@ Three concurrent loops share one ROUTER socket and one Store:
          and tasks cancelled (drop them from the backlog, CANCEL their workers).
 
 Only the holder of the Redis lease runs these loops. Local mode is the same
-machinery with one worker child process of its own, over ipc:// instead of TCP.
+machinery with one worker child process of its own, over a socketpair instead of
+ZeroMQ (common.local_link).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import logging
 import math
 import os
 import socket
-import tempfile
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -39,7 +39,7 @@ import zmq
 import zmq.asyncio
 import zmq.auth.asyncio
 
-from common import curve, wire
+from common import curve, local_link, wire
 from common.errors import FunctionNotFound, ProtocolError, StoreUnavailable, TaskNotFound
 from common.models import MAX_DEPENDENCY_BYTES, DispatchMode, FunctionCode, TaskStatus
 from common.store import Outcome, QueueEntry, Store, now_ms
@@ -83,19 +83,14 @@ class Dispatcher:
         self._orphans: dict[str, QueueEntry] = {}
         self._orphan_holders: dict[str, str] = {}
         self._orphans_until = 0.0
-        self._ipc_path: str | None = None
         self._functions: OrderedDict[str, FunctionCode] = OrderedDict()
         self._credit = asyncio.Event()
         self._context = zmq.asyncio.Context()
-        self._router: Router | None = None
+        self._router: Router | local_link.DispatcherEnd | None = None
         self._auth: zmq.auth.asyncio.AsyncioAuthenticator | None = None
-        # Local mode's worker gets a key pair of its own, made at start.
-        self._local_keys = curve.KeyPair.generate()
         self._server_keys = (
             curve.KeyPair.from_secret(settings.dispatcher_secret_key)
             if settings.dispatcher_secret_key
-            else curve.KeyPair.generate()
-            if settings.mode == DispatchMode.LOCAL
             else None
         )
         self._local_worker: LocalWorker | None = None
@@ -141,15 +136,10 @@ class Dispatcher:
             self._bind()
             await self._recover()
             if self.settings.mode == DispatchMode.LOCAL:
-                assert self._server_keys is not None
                 self._local_worker = LocalWorker(
-                    endpoint=self.endpoint,
-                    slots=self.settings.slots,
-                    worker_id=f"local-{self.instance_id}",
-                    secret_key=self._local_keys.secret,
-                    server_key=self._server_keys.public,
+                    slots=self.settings.slots, worker_id=f"local-{self.instance_id}"
                 )
-                self._local_worker.start()
+                self._start_local_worker(self._local_worker)
             await self._run_loops(stop)
         finally:
             await self._shutdown()
@@ -202,30 +192,31 @@ class Dispatcher:
         return False
 
     def _bind(self) -> None:
+        if self.settings.mode == DispatchMode.LOCAL:  # its one worker is our child
+            self._router = local_link.DispatcherEnd()
+            self.endpoint = "a socketpair with its worker"
+            logger.info("dispatching in local mode")
+            return
         sock = zmq.Socket(self._context, zmq.ROUTER)  # sync: see dispatcher.router
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable worker raises, not drops
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker takes its identity back
         if self._server_keys is not None:
             allowed = curve.parse_keys(self.settings.worker_public_keys)
-            if self.settings.mode == DispatchMode.LOCAL:
-                allowed |= {self._local_keys.public}
             self._auth = curve.serve_securely(
                 self._context, sock, self._server_keys.secret, allowed
             )
         else:
             logger.warning("the worker link is neither encrypted nor authenticated: set "
                            "FAAS_DISPATCHER_SECRET_KEY and FAAS_WORKER_PUBLIC_KEYS")  # fmt: skip
-        if self.settings.mode == DispatchMode.LOCAL:
-            path = os.path.join(tempfile.gettempdir(), f"faas-{self.instance_id}.sock")
-            self.endpoint = f"ipc://{path}"
-            self._ipc_path = path
-            sock.bind(self.endpoint)
-        else:
-            sock.bind(f"tcp://{self.settings.bind_host}:{self.settings.dispatcher_port}")
-            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        sock.bind(f"tcp://{self.settings.bind_host}:{self.settings.dispatcher_port}")
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._router = Router(sock)
         logger.info("dispatching in %s mode on %s", self.settings.mode, self.endpoint)
+
+    def _start_local_worker(self, worker: LocalWorker) -> None:
+        assert isinstance(self._router, local_link.DispatcherEnd)
+        self._router.attach(worker.start(), worker.worker_id.encode())
 
     async def _watch_local_worker(self, worker: LocalWorker) -> None:
         """Restart local mode's worker if it dies; its attempts go back at once."""
@@ -238,7 +229,7 @@ class Dispatcher:
             gone = self.registry.remove(worker.worker_id.encode())
             await self._settle([], [(f.entry, "the local worker process died") for f in gone])
             self._update_credit()
-            worker.start()
+            self._start_local_worker(worker)
 
     async def _recover(self) -> None:
         """Attempts still in our PEL were held by a dispatcher that died. In local mode
@@ -296,9 +287,6 @@ class Dispatcher:
         if self._auth is not None:
             self._auth.stop()
         self._context.term()
-        if self._ipc_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._ipc_path)
         try:
             await self.store.release_lease(self.instance_id)
         except StoreUnavailable:
@@ -447,7 +435,7 @@ class Dispatcher:
         frames = [worker.identity, *task]
         try:
             self._router.send(frames)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's connection is gone
+        except (zmq.ZMQError, local_link.PeerGone) as exc:  # the worker's link is gone
             logger.warning("worker %s unreachable (%s) sending task %s; forgetting it",
                            worker.worker_id, exc, entry.task_id)  # fmt: skip
             for flight in self.registry.remove(worker.identity):
@@ -871,7 +859,7 @@ class Dispatcher:
         assert self._router is not None
         try:
             self._router.send([identity, *wire.pack(command, header, *blobs)])
-        except zmq.ZMQError:
+        except (zmq.ZMQError, local_link.PeerGone):
             pass  # the peer is gone; it will register again when it comes back
 
     async def _send_bundles(self, fetches: list[tuple[bytes, str]]) -> None:

@@ -1,7 +1,7 @@
-"""Local mode's worker: a `python -m worker` child process on the dispatcher's
-ipc:// endpoint. The same code as a remote worker, without sharing the
-dispatcher's GIL (a worker thread inside the dispatcher cost about 1 ms per
-task). It dies with the dispatcher (PR_SET_PDEATHSIG)."""
+"""Local mode's worker: a `python -m worker` child process linked to the dispatcher
+by a socketpair (common.local_link). The same code as a remote worker, without
+sharing the dispatcher's GIL (a worker thread inside the dispatcher cost about 1 ms
+per task). It dies with the dispatcher (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
+
+from common import local_link
 
 # The dispatcher's credentials, which its worker (a peer of remote workers, and
 # the parent of user code) must not inherit.
@@ -25,25 +28,31 @@ def _die_with_parent() -> None:
 
 
 class LocalWorker:
-    def __init__(
-        self, *, endpoint: str, slots: int, worker_id: str, secret_key: str, server_key: str
-    ) -> None:
+    def __init__(self, *, slots: int, worker_id: str) -> None:
         self.worker_id = worker_id
-        self._keys = {
-            "FAAS_WORKER_SECRET_KEY": secret_key,
-            "FAAS_DISPATCHER_PUBLIC_KEY": server_key,
-        }
         self._argv = [
             sys.executable, "-m", "worker", "--mode", "pull", "-n", str(slots),
-            "--id", worker_id, endpoint,
+            "--id", worker_id,
         ]  # fmt: skip
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self) -> socket.socket:
+        """Start it on a new link; the dispatcher's end of that link."""
+        ours, theirs = local_link.pair()
         # Not the dispatcher's secrets; its ports would clash with the dispatcher's own.
         env = {k: v for k, v in os.environ.items() if k not in _DISPATCHER_ONLY}
-        env.update(FAAS_HEALTH_PORT="0", FAAS_METRICS_PORT="0", **self._keys)
-        self._process = subprocess.Popen(self._argv, env=env, preexec_fn=_die_with_parent)
+        env.update(FAAS_HEALTH_PORT="0", FAAS_METRICS_PORT="0")
+        argv = [*self._argv, f"fd://{theirs.fileno()}"]
+        try:
+            self._process = subprocess.Popen(
+                argv, env=env, pass_fds=[theirs.fileno()], preexec_fn=_die_with_parent
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the child has it now
+        return ours
 
     def exit_code(self) -> int | None:
         """None while it runs."""

@@ -9,7 +9,8 @@ a dispatcher that dies between receiving a result and committing it costs no
 re-run. When the dispatcher has been silent for `liveness_timeout_s` the worker
 registers again on a fresh socket, at once (ZeroMQ keeps retrying the TCP
 connection every 0.1 s, so the HELLO lands as soon as a dispatcher listens).
-Local mode runs this same loop in a child process of the dispatcher.
+Local mode runs this same loop in a child process of the dispatcher, over the
+socketpair it inherits (`fd://N`, common.local_link) instead of a DEALER socket.
 
 Prefetch: the worker takes up to `prefetch` tasks beyond its free slots, so a slot
 that frees starts the next task at once instead of idling for the round trip of a
@@ -22,6 +23,7 @@ a dead one's go back unstarted: either way no attempt is spent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sysconfig
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import zmq
 
-from common import curve, wire
+from common import curve, local_link, wire
 from common.errors import ProtocolError
 from common.hardening import unreadable_by
 from common.models import DispatchMode, FunctionEnv
@@ -93,7 +95,9 @@ class WorkerLoop:
             max_bytes=settings.env_cache_max_bytes,
         )
         self._preparer = Preparer(environments, fetch=self._fetch_bundle)
-        self._socket: zmq.Socket | None = None
+        self._socket: zmq.Socket | local_link.WorkerEnd | None = None
+        self._polled_as: zmq.Socket | int | None = None
+        self._local_end: local_link.WorkerEnd | None = None  # fd://: kept across HELLOs
         self._poller = zmq.Poller()
         self._polled_fds: set[int] = set()
         self._last_heard = 0.0
@@ -109,7 +113,12 @@ class WorkerLoop:
 
     # -- connection ------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _open(self) -> zmq.Socket | local_link.WorkerEnd:
+        url = self.settings.dispatcher_url
+        if url.startswith("fd://"):  # local mode: the link cannot be opened again
+            if self._local_end is None:
+                self._local_end = local_link.WorkerEnd(int(url.removeprefix("fd://")))
+            return self._local_end
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
@@ -118,9 +127,14 @@ class WorkerLoop:
             curve.connect_securely(
                 sock, self.settings.worker_secret_key, self.settings.dispatcher_public_key
             )
-        sock.connect(self.settings.dispatcher_url)
-        self._socket = sock
+        sock.connect(url)
+        return sock
+
+    def _connect(self) -> None:
+        sock = self._socket = self._open()
         self._poller.register(sock, zmq.POLLIN)
+        # What poll() reports it as: a ZeroMQ socket itself, anything else by its fd.
+        self._polled_as = sock if isinstance(sock, zmq.Socket) else sock.fileno()
         self._last_heard = time.monotonic()
         # Attempts whose results await acknowledgement count as running: the
         # dispatcher keeps holding them, and the re-sent RESULTs below commit them.
@@ -152,10 +166,11 @@ class WorkerLoop:
             "worker %s connected to %s", self.settings.worker_id, self.settings.dispatcher_url
         )
 
-    def _disconnect(self, linger_ms: int = 0) -> None:
+    def _disconnect(self, linger_ms: int = 0, *, final: bool = False) -> None:
         if self._socket is not None:
             self._poller.unregister(self._socket)
-            self._socket.close(linger=linger_ms)
+            if self._socket is not self._local_end or final:
+                self._socket.close(linger=linger_ms)
             self._socket = None
 
     def _announce_credits(self) -> None:
@@ -177,6 +192,8 @@ class WorkerLoop:
             while not stop.is_set():
                 self._step()
             self._drain()
+        except local_link.PeerGone:  # local mode: our dispatcher is gone, and so are we
+            logger.warning("the dispatcher closed the link; stopping")
         finally:
             self._finish()
 
@@ -208,7 +225,7 @@ class WorkerLoop:
         self._sync_polled_fds()
         events = dict(self._poller.poll(self._poll_timeout_ms()))
         now = time.monotonic()
-        if self._socket in events:
+        if self._socket is not None and self._polled_as in events:
             self._receive_all()
         for fd in self._pool.output_fds():
             if fd in events:
@@ -474,9 +491,10 @@ class WorkerLoop:
     def _finish(self) -> None:
         try:
             if self._socket is not None:
-                self._send(wire.Command.BYE)
+                with contextlib.suppress(local_link.PeerGone):  # no dispatcher to tell
+                    self._send(wire.Command.BYE)
         finally:
-            self._disconnect(linger_ms=_BYE_LINGER_MS)  # BYE hands back at once
+            self._disconnect(linger_ms=_BYE_LINGER_MS, final=True)  # BYE hands back at once
             self._pool.close()
 
 

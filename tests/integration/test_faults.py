@@ -1,6 +1,6 @@
 """Faults of the dispatcher and the workers themselves: a result that finishes
 while the dispatcher is down, a worker killed with its user code still running,
-results over the cap, and what local mode leaves behind."""
+results over the cap, and local mode's link to its worker."""
 
 from __future__ import annotations
 
@@ -129,11 +129,40 @@ def test_a_result_over_the_cap_fails_its_task_and_disturbs_nothing_else(
         assert small["status"] == "COMPLETED" and deserialize(small["result"]) == b"x" * 10
 
 
-def test_local_mode_removes_its_ipc_socket_when_it_stops(tmp_path: Path) -> None:
-    with make_platform(tmp_path, DispatchMode.LOCAL, slots=1) as platform:
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def _argv(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().rstrip(b"\0").decode().split("\0")
+
+
+def test_local_mode_links_its_worker_by_a_socketpair_and_restarts_it_on_a_new_one(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "executions"
+    with (
+        make_platform(tmp_path, DispatchMode.LOCAL, slots=1) as platform,
+        httpx.Client(base_url=platform.url, timeout=60) as http,
+    ):
         assert platform.dispatcher is not None and platform.dispatcher.popen is not None
-        # Its own socket only: other platforms on this machine may come and go meanwhile.
-        pattern = f"faas-*-{platform.dispatcher.popen.pid}-*.sock"
-        ours = glob.glob(os.path.join(tempfile.gettempdir(), pattern))
-        assert ours, "local mode listens on an ipc:// socket file"
-    assert not [path for path in ours if os.path.exists(path)]
+        pid = platform.dispatcher.popen.pid
+        # No socket file anyone could connect to (as the ipc:// endpoint was)
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"faas-*-{pid}-*.sock"))
+        record = register(http, userfuncs.record)
+        assert wait_result(http, execute(http, record, str(log), 1, 0))["status"] == "COMPLETED"
+        (worker,) = [c for c in _children(pid) if "worker" in _argv(c)]
+        assert _argv(worker)[-1].startswith("fd://")
+        # When its worker is killed with a task running
+        task_id = execute(http, record, str(log), 2, 30)
+        running_on(http, task_id)
+        os.kill(worker, signal.SIGKILL)
+        # Then a new worker on a new link runs it again, and new work as well
+        wait_until(lambda: _children(pid) and worker not in _children(pid), 10, "no restart")
+        wait_until(lambda: http.get(f"/v1/tasks/{task_id}").json()["attempt"] == 2, 10,
+                   "the task did not run again")  # fmt: skip
+        assert http.delete(f"/v1/tasks/{task_id}").status_code == 200
+        after = wait_result(http, execute(http, record, str(log), 3, 0), timeout_s=30)
+        assert after["status"] == "COMPLETED"
