@@ -226,9 +226,16 @@ def run_shape(
         # The dispatcher's CPU time over the measured window: per task, it does not
         # depend on how the noisy machine shares its cores, unlike tasks/s.
         time.sleep(max(0.0, start_at + args.warmup_s - time.time()))
+        # The simulated workers' too: on two cores they share the CPU with the
+        # dispatcher, so a shape whose simulation costs more leaves it less.
+        sim_pids = [sim.pid for sim in sims]
         cpu_before = _cpu_s(dispatcher.pid)
+        io_cpu_before = _io_threads_cpu_s(dispatcher.pid)
+        sim_cpu_before = sum(map(_cpu_s, sim_pids))
         time.sleep(max(0.0, start_at + args.warmup_s + args.duration_s - time.time()))
         cpu_s = _cpu_s(dispatcher.pid) - cpu_before
+        io_cpu_s = _io_threads_cpu_s(dispatcher.pid) - io_cpu_before
+        sim_cpu_s = sum(map(_cpu_s, sim_pids)) - sim_cpu_before
         done, latency = 0, []
         for sim in sims:
             out, _ = sim.communicate(timeout=args.warmup_s + args.duration_s + 60)
@@ -256,6 +263,10 @@ def run_shape(
         "tasks_per_s": round(throughput, 1),
         "efficiency": round(throughput / ideal, 4) if ideal else None,
         "dispatcher_cpu_ms_per_task": round(1000 * cpu_s / done, 4) if done else None,
+        # Of the dispatcher's: its ZeroMQ I/O thread (socket reads and writes, CURVE),
+        # which costs more per message over many connections than over a few.
+        "dispatcher_io_thread_cpu_ms_per_task": round(1000 * io_cpu_s / done, 4) if done else None,
+        "simulation_cpu_ms_per_task": round(1000 * sim_cpu_s / done, 4) if done else None,
         "dispatch_latency": _percentiles(latency),
     }
 
@@ -264,6 +275,17 @@ def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of process `pid` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _io_threads_cpu_s(pid: int) -> float:
+    """CPU seconds of process `pid`'s ZeroMQ I/O threads so far."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().startswith("ZMQbg/IO"):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _percentiles(samples_s: list[float]) -> dict[str, float] | None:
