@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+from collections.abc import Iterator
 
 _PR_SET_DUMPABLE = 4
 
@@ -37,6 +38,20 @@ def scrub_environment() -> None:
     for name in list(os.environ):
         if name not in SLOT_ENV_NAMES and not name.startswith(SLOT_ENV_PREFIXES):
             del os.environ[name]
+
+
+@contextlib.contextmanager
+def slot_environment() -> Iterator[None]:
+    """os.environ reduced to what a slot may see while a process that slots fork from
+    is started. Scrubbing os.environ inside that process is not enough: the block it
+    was started with stays in its memory, and so in every slot forked from it, which
+    reads it back from /proc/self/environ (the worker's CURVE key, once)."""
+    saved = dict(os.environ)
+    scrub_environment()
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def unreadable_by(uid: int, gid: int, paths: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from common.hardening import slot_environment
 from common.models import FunctionEnv
 from worker import metrics, slot
 
@@ -140,7 +141,8 @@ class SlotPool:
         output, output_end = self._ctx.Pipe(duplex=False)
         args = (child, self._max_result_bytes, self._limits, output_end if self._capture else None)
         process = self._ctx.Process(target=slot.serve, args=args, daemon=True)
-        process.start()
+        with slot_environment():  # the fork server may start (or restart) here
+            process.start()
         child.close()
         output_end.close()
         os.set_blocking(output.fileno(), False)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import userfuncs
 
-from common.hardening import unreadable_by
+from common.hardening import SLOT_ENV_NAMES, SLOT_ENV_PREFIXES, unreadable_by
 from common.models import DispatchMode
 from faas.platform import LocalPlatform
 from tests.conftest import MODES, deserialize, execute, make_platform, register, wait_result
@@ -26,6 +26,17 @@ def test_a_slot_environment_holds_no_platform_settings_or_secrets(http: httpx.Cl
     leaked = sorted(name for name in seen if name.startswith(("FAAS_", "REDIS")))
     assert not leaked, f"slots see {leaked}"
     assert "PATH" in seen and "PYTHONPATH" in seen  # what functions legitimately need stays
+
+
+def test_a_slot_finds_no_secret_in_the_environment_block_it_was_forked_with(
+    http: httpx.Client,
+) -> None:
+    # The fork server's os.environ is scrubbed, but the block it was started with stays in
+    # its memory and in every slot's: it must hold the allow-list alone (it held the
+    # worker's CURVE key, and user code could then pose as a worker).
+    names = _call(http, userfuncs.own_environ_block)
+    allowed = [n for n in names if n in SLOT_ENV_NAMES or n.startswith(SLOT_ENV_PREFIXES)]
+    assert names == allowed, f"a slot's environment block holds {sorted(set(names) - set(allowed))}"
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="slots change uid only under root")

@@ -126,6 +126,13 @@ def identity():
     }  # fmt: skip
 
 
+def own_environ_block():
+    """The names in this slot's own /proc/self/environ: the block its process began
+    with (a fork keeps its parent's), whatever os.environ says now."""
+    with open("/proc/self/environ", "rb") as f:
+        return sorted(item.split(b"=", 1)[0].decode() for item in f.read().split(b"\0") if item)
+
+
 def read_environ(pids):
     """What this slot gets reading each process's /proc/<pid>/environ."""
     seen = {}
