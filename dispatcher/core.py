@@ -14,8 +14,8 @@ Three concurrent loops share one ROUTER socket and one Store:
          and tasks cancelled (drop them from the backlog, CANCEL their workers).
 
 Only the holder of the Redis lease runs these loops. Local mode is the same
-machinery with one worker child process of its own, over a socketpair instead of
-ZeroMQ (common.local_link).
+machinery with one worker of its own: the worker loop of remote workers, run on this
+event loop with an in-memory link instead of ZeroMQ (dispatcher.local).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from dispatcher.router import Router
 from dispatcher.settings import DispatcherSettings
 from dispatcher.status import EndedPerMinute
 from dispatcher.waiters import Waiters
+from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,6 @@ class Dispatcher:
         self._unacked: dict[bytes, WorkerState] = {}  # reported since the last flush
         self.active = False  # holds the lease and dispatches
         self._stopping = False  # the loops end
-        self._local_worker_leaving = False  # it drains: do not restart it
         self.last_tick = time.monotonic()  # the event loop's heartbeat, for /healthz
         self.ended = EndedPerMinute()
         self.waiters = Waiters()  # nested calls' AWAITs
@@ -135,11 +135,8 @@ class Dispatcher:
             await self._retrying(self.store.ensure_group)
             self._bind()
             await self._recover()
-            if self.settings.mode == DispatchMode.LOCAL:
-                self._local_worker = LocalWorker(
-                    slots=self.settings.slots, worker_id=f"local-{self.instance_id}"
-                )
-                self._start_local_worker(self._local_worker)
+            if self._local_worker is not None:
+                self._local_worker.start()
             await self._run_loops(stop)
         finally:
             await self._shutdown()
@@ -150,15 +147,12 @@ class Dispatcher:
             self._watch("lost-worker reports", self.store.next_lost_worker, self._worker_lost),
             self._watch("cancels", self.store.next_cancels, self._cancelled),
         ]  # fmt: skip
-        if self._local_worker is not None:
-            coroutines.append(self._watch_local_worker(self._local_worker))
         loops = [asyncio.create_task(c) for c in coroutines]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
         if stopper in done and self._local_worker is not None:
             # Drain our own worker while the loops still read its results and BYE,
             # so a task running at a graceful stop finishes instead of running again.
-            self._local_worker_leaving = True
             await self._local_worker.stop(self.settings.drain_timeout_s + 5)
         self._stopping = True
         for task in [*loops, stopper]:
@@ -192,9 +186,12 @@ class Dispatcher:
         return False
 
     def _bind(self) -> None:
-        if self.settings.mode == DispatchMode.LOCAL:  # its one worker is our child
-            self._router = local_link.DispatcherEnd()
-            self.endpoint = "a socketpair with its worker"
+        if self.settings.mode == DispatchMode.LOCAL:  # its one worker runs here
+            settings = WorkerSettings(mode=DispatchMode.PULL, slots=self.settings.slots,
+                                      worker_id=f"local-{self.instance_id}")  # fmt: skip
+            self._local_worker = LocalWorker(settings)
+            self._router = self._local_worker.link
+            self.endpoint = "its own worker loop"
             logger.info("dispatching in local mode")
             return
         sock = zmq.Socket(self._context, zmq.ROUTER)  # sync: see dispatcher.router
@@ -213,23 +210,6 @@ class Dispatcher:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._router = Router(sock)
         logger.info("dispatching in %s mode on %s", self.settings.mode, self.endpoint)
-
-    def _start_local_worker(self, worker: LocalWorker) -> None:
-        assert isinstance(self._router, local_link.DispatcherEnd)
-        self._router.attach(worker.start(), worker.worker_id.encode())
-
-    async def _watch_local_worker(self, worker: LocalWorker) -> None:
-        """Restart local mode's worker if it dies; its attempts go back at once."""
-        while not self._stopping:
-            await asyncio.sleep(0.2)
-            code = worker.exit_code()
-            if code is None or self._local_worker_leaving:
-                continue
-            logger.error("local worker exited with code %s; restarting it", code)
-            gone = self.registry.remove(worker.worker_id.encode())
-            await self._settle([], [(f.entry, "the local worker process died") for f in gone])
-            self._update_credit()
-            self._start_local_worker(worker)
 
     async def _recover(self) -> None:
         """Attempts still in our PEL were held by a dispatcher that died. In local mode

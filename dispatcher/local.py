@@ -1,71 +1,107 @@
-"""Local mode's worker: a `python -m worker` child process linked to the dispatcher
-by a socketpair (common.local_link). The same code as a remote worker, without
-sharing the dispatcher's GIL (a worker thread inside the dispatcher cost about 1 ms
-per task). It dies with the dispatcher (PR_SET_PDEATHSIG)."""
+"""Local mode's worker: the worker loop of remote workers (worker.loop.WorkerLoop),
+run on the dispatcher's event loop instead of in a process of its own, with its
+messages handed over in memory (common.local_link).
+
+The loop's turn (`WorkerLoop.step`, which polls without waiting here) runs when a
+message arrives for it, when a slot's pipe or output is readable, and at its own
+timers (deadlines, heartbeats). The slots' descriptors are watched through an epoll
+set of their own, whose one descriptor the event loop watches: asyncio's readers
+would make the descriptors non-blocking, and the pool writes to slots blocking. So a
+TASK goes from the dispatcher straight to a slot, and a result straight back. Its
+slots are forked from a fork server this process starts with the allow-listed
+environment alone (worker.pool), which dies with it (PR_SET_PDEATHSIG), and this
+process is not dumpable: user code reads nothing of the dispatcher's.
+
+The first version ran this loop in a thread of the dispatcher; sharing the GIL cost
+about 1 ms per task, because the thread waited on its own poll and then for the GIL.
+Here nothing waits on a second thread: one event loop serves both.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import os
-import signal
-import socket
-import subprocess
-import sys
+import logging
+import select
+import time
 
 from common import local_link
+from worker.loop import WorkerLoop
+from worker.settings import WorkerSettings
 
-# The dispatcher's credentials, which its worker (a peer of remote workers, and
-# the parent of user code) must not inherit.
-_DISPATCHER_ONLY = frozenset({"FAAS_REDIS_URL", "FAAS_DISPATCHER_SECRET_KEY", "FAAS_API_KEY"})
+logger = logging.getLogger(__name__)
 
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+_DRAIN_POLL_S = 0.01
 
 
 class LocalWorker:
-    def __init__(self, *, slots: int, worker_id: str) -> None:
-        self.worker_id = worker_id
-        self._argv = [
-            sys.executable, "-m", "worker", "--mode", "pull", "-n", str(slots),
-            "--id", worker_id,
-        ]  # fmt: skip
-        self._process: subprocess.Popen[bytes] | None = None
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.worker_id = settings.worker_id
+        self._loop = asyncio.get_running_loop()
+        end = local_link.WorkerEnd(self._deliver)
+        self.link = local_link.DispatcherEnd(self.worker_id.encode(), end, self.wake)
+        self._worker = WorkerLoop(settings, link=end)
+        self._slots = select.epoll()  # readable when any slot's pipe or output is
+        self._watched: tuple[int, frozenset[int]] = (-1, frozenset())  # (generation, fds)
+        self._loop.add_reader(self._slots.fileno(), self.wake)
+        self._timer: asyncio.TimerHandle | None = None
+        self._turn_queued = False
+        self._stopped = False
 
-    def start(self) -> socket.socket:
-        """Start it on a new link; the dispatcher's end of that link."""
-        ours, theirs = local_link.pair()
-        # Not the dispatcher's secrets; its ports would clash with the dispatcher's own.
-        env = {k: v for k, v in os.environ.items() if k not in _DISPATCHER_ONLY}
-        env.update(FAAS_HEALTH_PORT="0", FAAS_METRICS_PORT="0")
-        argv = [*self._argv, f"fd://{theirs.fileno()}"]
+    def _deliver(self, frames: list[bytes]) -> None:
+        self.link.deliver(frames)
+
+    def start(self) -> None:
+        """Say HELLO and take the first turn."""
+        self._worker.connect()
+        self.wake()
+
+    def wake(self) -> None:
+        """Queue a turn of the worker loop (one, however many ask before it runs)."""
+        if not self._turn_queued and not self._stopped:
+            self._turn_queued = True
+            self._loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self._turn_queued = False
+        if self._stopped:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
         try:
-            self._process = subprocess.Popen(
-                argv, env=env, pass_fds=[theirs.fileno()], preexec_fn=_die_with_parent
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()  # the child has it now
-        return ours
+            self._worker.step(timeout_ms=0)
+        except Exception:  # a bug in one turn must not stop the dispatcher's loop
+            logger.exception("local worker: a turn of its loop failed")
+        self._watch_slots()
+        self._timer = self._loop.call_later(self._worker.poll_timeout_ms() / 1000, self.wake)
 
-    def exit_code(self) -> int | None:
-        """None while it runs."""
-        return None if self._process is None else self._process.poll()
+    def _watch_slots(self) -> None:
+        """A new epoll set when slots were replaced or an output ended (rare): a closed
+        descriptor leaves the set by itself, and a new one may have its number."""
+        generation, fds = self._worker.slot_fds()
+        watched = (generation, frozenset(fds))
+        if watched == self._watched:
+            return
+        self._loop.remove_reader(self._slots.fileno())
+        self._slots.close()
+        self._slots = select.epoll()
+        for fd in fds:
+            self._slots.register(fd, select.EPOLLIN)
+        self._loop.add_reader(self._slots.fileno(), self.wake)
+        self._watched = watched
 
     async def stop(self, timeout_s: float = 5) -> None:
-        """SIGTERM: it drains (running tasks finish, their results are acknowledged),
-        says BYE and exits; killed if it takes longer than `timeout_s`."""
-        process, self._process = self._process, None
-        if process is None:
+        """Drain: running tasks may finish (for the worker's drain timeout, at most
+        `timeout_s`) and their results be acknowledged; then BYE and close the slots."""
+        if self._stopped:
             return
-        process.terminate()
-        try:
-            await asyncio.to_thread(process.wait, timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        until = time.monotonic() + timeout_s
+        self._worker.begin_drain()
+        self.wake()
+        while not self._worker.drained() and time.monotonic() < until:
+            await asyncio.sleep(_DRAIN_POLL_S)  # turns run meanwhile, from readers and timers
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop.remove_reader(self._slots.fileno())
+        self._slots.close()
+        self._worker.finish()

@@ -9,8 +9,8 @@ a dispatcher that dies between receiving a result and committing it costs no
 re-run. When the dispatcher has been silent for `liveness_timeout_s` the worker
 registers again on a fresh socket, at once (ZeroMQ keeps retrying the TCP
 connection every 0.1 s, so the HELLO lands as soon as a dispatcher listens).
-Local mode runs this same loop in a child process of the dispatcher, over the
-socketpair it inherits (`fd://N`, common.local_link) instead of a DEALER socket.
+Local mode runs this same loop on the dispatcher's event loop (dispatcher.local),
+with an in-memory link (common.local_link) instead of a DEALER socket.
 
 Prefetch: the worker takes up to `prefetch` tasks beyond its free slots, so a slot
 that frees starts the next task at once instead of idling for the round trip of a
@@ -23,7 +23,6 @@ a dead one's go back unstarted: either way no attempt is spent.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sysconfig
@@ -61,6 +60,7 @@ class WorkerLoop:
         *,
         context: zmq.Context | None = None,
         pool: SlotPool | None = None,
+        link: local_link.WorkerEnd | None = None,
     ) -> None:
         self.settings = settings
         self._context = context or zmq.Context.instance()
@@ -96,8 +96,8 @@ class WorkerLoop:
         )
         self._preparer = Preparer(environments, fetch=self._fetch_bundle)
         self._socket: zmq.Socket | local_link.WorkerEnd | None = None
-        self._polled_as: zmq.Socket | int | None = None
-        self._local_end: local_link.WorkerEnd | None = None  # fd://: kept across HELLOs
+        self._polled_as: zmq.Socket | None = None  # what poll() reports for the link
+        self._local_end = link  # local mode's, kept across HELLOs
         self._poller = zmq.Poller()
         self._polled_fds: set[int] = set()
         self._last_heard = 0.0
@@ -114,10 +114,7 @@ class WorkerLoop:
     # -- connection ------------------------------------------------------------------
 
     def _open(self) -> zmq.Socket | local_link.WorkerEnd:
-        url = self.settings.dispatcher_url
-        if url.startswith("fd://"):  # local mode: the link cannot be opened again
-            if self._local_end is None:
-                self._local_end = local_link.WorkerEnd(int(url.removeprefix("fd://")))
+        if self._local_end is not None:
             return self._local_end
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -127,14 +124,15 @@ class WorkerLoop:
             curve.connect_securely(
                 sock, self.settings.worker_secret_key, self.settings.dispatcher_public_key
             )
-        sock.connect(url)
+        sock.connect(self.settings.dispatcher_url)
         return sock
 
-    def _connect(self) -> None:
+    def connect(self) -> None:
+        """Open the link (unless local mode's, which stays) and register: HELLO."""
         sock = self._socket = self._open()
-        self._poller.register(sock, zmq.POLLIN)
-        # What poll() reports it as: a ZeroMQ socket itself, anything else by its fd.
-        self._polled_as = sock if isinstance(sock, zmq.Socket) else sock.fileno()
+        if isinstance(sock, zmq.Socket):  # local mode's is read on every turn
+            self._poller.register(sock, zmq.POLLIN)
+            self._polled_as = sock
         self._last_heard = time.monotonic()
         # Attempts whose results await acknowledgement count as running: the
         # dispatcher keeps holding them, and the re-sent RESULTs below commit them.
@@ -163,14 +161,16 @@ class WorkerLoop:
         if self.draining:
             self._send(wire.Command.DRAIN)
         logger.info(
-            "worker %s connected to %s", self.settings.worker_id, self.settings.dispatcher_url
-        )
+            "worker %s connected to %s", self.settings.worker_id,
+            "its dispatcher, in process" if self._local_end else self.settings.dispatcher_url,
+        )  # fmt: skip
 
-    def _disconnect(self, linger_ms: int = 0, *, final: bool = False) -> None:
+    def _disconnect(self, linger_ms: int = 0) -> None:
         if self._socket is not None:
-            self._poller.unregister(self._socket)
-            if self._socket is not self._local_end or final:
-                self._socket.close(linger=linger_ms)
+            if self._polled_as is not None:
+                self._poller.unregister(self._polled_as)
+                self._polled_as = None
+            self._socket.close(linger=linger_ms)
             self._socket = None
 
     def _announce_credits(self) -> None:
@@ -187,45 +187,54 @@ class WorkerLoop:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; then hand back what still runs and close."""
-        self._connect()
+        self.connect()
         try:
             while not stop.is_set():
-                self._step()
-            self._drain()
-        except local_link.PeerGone:  # local mode: our dispatcher is gone, and so are we
-            logger.warning("the dispatcher closed the link; stopping")
+                self.step()
+            self.begin_drain()
+            while not self.drained():
+                self.step()
         finally:
-            self._finish()
+            self.finish()
 
-    def _drain(self) -> None:
-        """Take no new work; let running tasks finish for up to drain_timeout_s.
-        Whatever still runs after that is handed back by BYE."""
+    def begin_drain(self) -> None:
+        """Take no new work; running tasks may finish for up to drain_timeout_s (see
+        `drained`). Whatever still runs after that is handed back by BYE."""
         self.draining = True
         if self._socket is not None:
             self._send(wire.Command.DRAIN)  # else each result would earn new work
             self._give_back_prefetched()
-        until = time.monotonic() + self.settings.drain_timeout_s
+        self._drain_until = time.monotonic() + self.settings.drain_timeout_s
+        self._acks_until: float | None = None
         if self._pool.jobs():
             logger.info("draining %d running tasks", len(self._pool.jobs()))
-        while self._pool.jobs() and time.monotonic() < until:
-            self._step()
-        # A result the dispatcher never committed would run again: wait (briefly)
-        # for the acknowledgement, which a draining worker gets right after a commit.
-        until = time.monotonic() + self.settings.liveness_timeout_s
-        while self._unacked and self.connected and time.monotonic() < until:
-            self._step()
+
+    def drained(self) -> bool:
+        """After `begin_drain`: nothing runs (or the drain timed out), and every result
+        was acknowledged (or the dispatcher stays silent): a result the dispatcher never
+        committed would run again, so the acknowledgement, which a draining worker gets
+        right after a commit, is worth a short wait."""
+        now = time.monotonic()
+        if self._pool.jobs() and now < self._drain_until:
+            return False
+        if self._acks_until is None:
+            self._acks_until = now + self.settings.liveness_timeout_s
+        return not (self._unacked and self.connected and now < self._acks_until)
 
     @property
     def connected(self) -> bool:
         """Heard from the dispatcher within the liveness timeout (for /readyz)."""
         return time.monotonic() - self._last_heard < self.settings.liveness_timeout_s
 
-    def _step(self) -> None:
+    def step(self, timeout_ms: int | None = None) -> None:
+        """One turn: wait for the link or a slot (up to `timeout_ms`; by default until
+        the next deadline or heartbeat), then do what is due."""
         self.last_tick = time.monotonic()
         self._sync_polled_fds()
-        events = dict(self._poller.poll(self._poll_timeout_ms()))
+        wait_ms = self.poll_timeout_ms() if timeout_ms is None else timeout_ms
+        events = dict(self._poller.poll(wait_ms))
         now = time.monotonic()
-        if self._socket is not None and self._polled_as in events:
+        if self._socket is not None and (self._polled_as is None or self._polled_as in events):
             self._receive_all()
         for fd in self._pool.output_fds():
             if fd in events:
@@ -262,7 +271,13 @@ class WorkerLoop:
             self._poller.register(fd, zmq.POLLIN)
         self._polled_fds = current
 
-    def _poll_timeout_ms(self) -> int:
+    def slot_fds(self) -> tuple[int, set[int]]:
+        """The slots' pipes and outputs, which a turn reads when readable, and the
+        pool's generation (it changes whenever they do, even to the same numbers)."""
+        return self._pool.generation, {*self._pool.fds(), *self._pool.output_fds()}
+
+    def poll_timeout_ms(self) -> int:
+        """Until the next deadline or heartbeat is due (at most 0.1 s)."""
         timeout = _MAX_POLL_MS / 1000
         deadline = self._pool.next_deadline()
         if deadline is not None:
@@ -311,7 +326,7 @@ class WorkerLoop:
         elif msg.command == wire.Command.RESET:
             logger.info("dispatcher does not know this worker: registering again")
             self._disconnect()
-            self._connect()
+            self.connect()
         elif msg.command == wire.Command.HEARTBEAT:
             self._forget_acked(msg.header.get("acked", 0))
         elif msg.command == wire.Command.BUNDLE:
@@ -470,7 +485,7 @@ class WorkerLoop:
         results, self._results_out = self._results_out, []
         started, self._started = self._started, []
         if self._socket is None:
-            return  # _connect re-sends every unacknowledged result, and `queued` says the rest
+            return  # connect re-sends every unacknowledged result, and `queued` says the rest
         for i, (header, blob) in enumerate(results):
             if started and i == len(results) - 1:
                 header = {**header, "started": started}
@@ -484,17 +499,17 @@ class WorkerLoop:
             logger.warning("no word from the dispatcher for %.1f s: registering again",
                            now - self._last_heard)  # fmt: skip
             self._disconnect()
-            self._connect()
+            self.connect()
         elif now - self._last_sent >= self.settings.heartbeat_interval_s:
             self._send(wire.Command.HEARTBEAT)
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """BYE (what still runs goes back at once), then close the link and the slots."""
         try:
             if self._socket is not None:
-                with contextlib.suppress(local_link.PeerGone):  # no dispatcher to tell
-                    self._send(wire.Command.BYE)
+                self._send(wire.Command.BYE)
         finally:
-            self._disconnect(linger_ms=_BYE_LINGER_MS, final=True)  # BYE hands back at once
+            self._disconnect(linger_ms=_BYE_LINGER_MS)
             self._pool.close()
 
 

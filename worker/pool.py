@@ -133,6 +133,9 @@ class SlotPool:
         self._max_tasks = max_tasks_per_slot
         self._limits = limits or slot.Limits()
         self._slots: dict[int, _Slot] = {}
+        # Changes whenever a slot comes or goes: a new slot's pipes may reuse the numbers
+        # of a closed one's, which a watcher keyed on numbers alone would miss.
+        self.generation = 0
         for _ in range(size):
             self._spawn()
 
@@ -147,11 +150,13 @@ class SlotPool:
         output_end.close()
         os.set_blocking(output.fileno(), False)
         self._slots[parent.fileno()] = _Slot(process, parent, output, output_open=self._capture)
+        self.generation += 1
         self._outputs[output.fileno()] = parent.fileno()
         return parent.fileno()
 
     def _forget(self, fd: int) -> _Slot:
         s = self._slots.pop(fd)
+        self.generation += 1
         self._outputs.pop(s.output.fileno(), None)
         s.conn.close()
         s.output.close()
