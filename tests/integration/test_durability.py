@@ -175,33 +175,22 @@ def test_a_second_dispatcher_stands_by_and_takes_over(fresh) -> None:  # type: i
     assert second.alive()
 
 
-def test_local_mode_replaces_its_worker_process_if_it_dies(tmp_path: Path) -> None:
+def test_local_mode_recovers_when_the_slots_fork_server_dies(tmp_path: Path) -> None:
     with (
-        make_platform(tmp_path, DispatchMode.LOCAL) as platform,
+        make_platform(tmp_path, DispatchMode.LOCAL, slots=1) as platform,
         httpx.Client(base_url=platform.url, timeout=60) as http,
     ):
-        # Given a task running in local mode's worker process
-        task_id = http.post(
-            "/execute_function",
-            json={"function_id": register(http, userfuncs.nap), "payload": serialize(((1,), {}))},
-        ).json()["task_id"]
+        # Given a task running in a slot (local mode's worker loop runs in the dispatcher)
+        forkserver = deserialize(
+            wait_result(http, execute(http, register(http, userfuncs.identity)))["result"]
+        )["forkserver"]
+        task_id = execute(http, register(http, userfuncs.nap), 1)
         running_on(http, task_id)
-        assert platform.dispatcher is not None and platform.dispatcher.popen is not None
-        children = subprocess.run(
-            ["pgrep", "-P", str(platform.dispatcher.popen.pid), "-f", "python.* -m worker"],
-            capture_output=True,
-            text=True,
-        )
-        (worker_pid,) = [int(p) for p in children.stdout.split()]
-        # When that process is killed
-        os.kill(worker_pid, signal.SIGKILL)
-        # Then the task runs again in a new worker process and completes
+        # When the fork server the slots come from is killed (its slots die with it)
+        os.kill(forkserver, signal.SIGKILL)
+        # Then the task runs again in a slot of a new fork server and completes
         result = wait_result(http, task_id, timeout_s=30)
         assert result["status"] == "COMPLETED"
         assert http.get(f"/v1/tasks/{task_id}").json()["attempt"] == 2
-        assert (
-            deserialize(
-                wait_result(http, execute(http, register(http, userfuncs.double), 2))["result"]
-            )
-            == 4
-        )
+        doubled = wait_result(http, execute(http, register(http, userfuncs.double), 2))
+        assert deserialize(doubled["result"]) == 4

@@ -157,6 +157,11 @@ def test_local_mode_runs_its_worker_loop_in_the_dispatcher_and_its_slots_under_i
             wait_result(http, execute(http, register(http, userfuncs.identity)))["result"]
         )
         assert me["worker"] == pid  # the slots' fork server is the dispatcher's child
+        # And none of the dispatcher's connections (to Redis) reaches a slot
+        tcp = deserialize(
+            wait_result(http, execute(http, register(http, userfuncs.tcp_sockets_held)))["result"]
+        )
+        assert tcp == [], tcp
         # When the slot running a task is killed, the task runs again in a new slot
         pidfile = tmp_path / "slot.pid"
         task_id = execute(http, register(http, userfuncs.spin_forever), str(pidfile))

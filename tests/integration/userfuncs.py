@@ -133,6 +133,23 @@ def own_environ_block():
         return sorted(item.split(b"=", 1)[0].decode() for item in f.read().split(b"\0") if item)
 
 
+def tcp_sockets_held():
+    """The TCP sockets among this slot's descriptors (a Redis connection would be one)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            inodes |= {line.split()[9] for line in f.readlines()[1:]}
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            held.append(target)
+    return held
+
+
 def read_environ(pids):
     """What this slot gets reading each process's /proc/<pid>/environ."""
     seen = {}
