@@ -124,7 +124,7 @@ def test_the_env_the_chart_sets_is_the_env_the_code_reads(rendered: tuple[str, l
             continue
         fields = set(settings.model_fields)
         if component == "dispatcher" and mode.startswith("local"):
-            fields |= set(WorkerSettings.model_fields)  # its own worker inherits its env
+            fields |= set(WorkerSettings.model_fields)  # its worker loop reads the same env
         known = {f"FAAS_{name.upper()}" for name in fields} | ALWAYS_SET
         extra = {  # the names users add themselves (worker.extraEnv)
             item.split("=", 1)[1]

@@ -134,7 +134,7 @@ def test_an_existing_secret_is_used_and_no_hook_runs(helm: str) -> None:
 
 
 def test_local_mode_and_a_plain_link_need_no_keys(helm: str) -> None:
-    # Local mode: the dispatcher makes ephemeral keys for its own worker process
+    # Local mode: the worker loop runs inside the dispatcher, with no link to protect
     local = documents(helm, "mode=local")
     assert hooks(local) == {}
     assert not set(env_of(local, "dispatcher")) & LINK_ENV

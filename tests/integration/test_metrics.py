@@ -85,3 +85,15 @@ def test_the_gateways_metrics_need_no_api_key(tmp_path: Path) -> None:
     with make_platform(tmp_path, env={"FAAS_API_KEY": "k" * 32}) as platform:
         assert httpx.get(platform.url + "/v1/functions").status_code == 401
         assert httpx.get(platform.url + "/metrics").status_code == 200
+
+
+def test_in_local_mode_the_dispatcher_exports_its_worker_loops_series(tmp_path: Path) -> None:
+    with (
+        make_platform(tmp_path, DispatchMode.LOCAL, slots=1, metrics=True) as local,
+        httpx.Client(base_url=local.url, timeout=60) as http,
+    ):
+        wait_all(http, [execute(http, register(http, printfuncs.chatty), 1) for _ in range(2)])
+        dispatcher = scrape(f"http://127.0.0.1:{local.metrics_ports['dispatcher']}/metrics")
+    assert total(dispatcher, "faas_worker_tasks_total", outcome="ok") == 2
+    assert total(dispatcher, "faas_worker_output_bytes_total") > 0
+    assert total(dispatcher, "faas_tasks_ended_total", outcome="ok") == 2
