@@ -196,6 +196,16 @@ class Environments:
             self._pip_options.append("--only-binary=:all:")
         self._failure_ttl_s = failure_ttl_s
         self._pip_timeout_s = pip_timeout_s
+        # Read once, here: the install threads must not read os.environ while the worker
+        # narrows it to start the slots' fork server (common.hardening.slot_environment).
+        self._pip_env = {
+            name: value
+            for name, value in os.environ.items()
+            if (name in SLOT_ENV_NAMES | _PIP_ENV_NAMES
+                or name.startswith(SLOT_ENV_PREFIXES + _PIP_ENV_PREFIXES))
+            and name != "PYTHONPATH"
+        }  # fmt: skip
+        self._pip_env["PIP_ROOT_USER_ACTION"] = "ignore"  # containers run as root; no warning
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_concurrent_installs, thread_name_prefix="env-install"
         )
@@ -432,14 +442,7 @@ class Environments:
         cmd = [sys.executable, "-I", "-m", "pip", "install", "--target", str(target),
                "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
                *self._pip_options, "--", *spec._normalized]  # fmt: skip
-        env = {
-            name: value
-            for name, value in os.environ.items()
-            if name in SLOT_ENV_NAMES | _PIP_ENV_NAMES
-            or name.startswith(SLOT_ENV_PREFIXES + _PIP_ENV_PREFIXES)
-        }
-        env.pop("PYTHONPATH", None)
-        env["PIP_ROOT_USER_ACTION"] = "ignore"  # containers run as root; no warning
+        env = self._pip_env
         started = time.monotonic()
         with tempfile.TemporaryFile() as out:  # on disk: pip can be chatty
             with self._lock:
