@@ -39,8 +39,11 @@ def probe(port: int, identity: bytes, keys: KeyPair | None, server_public: str) 
     sock.connect(f"tcp://127.0.0.1:{port}")
     try:
         hello = {"worker_id": identity.decode(), "slots": 4, "seq": 1}
-        sock.send_multipart(wire.pack(wire.Command.HELLO, hello))
-        sock.send_multipart(wire.pack(wire.Command.READY, {"credits": 4}))
+        try:  # never waiting: a peer refused at the handshake may have no pipe left to queue on
+            sock.send_multipart(wire.pack(wire.Command.HELLO, hello), zmq.NOBLOCK)
+            sock.send_multipart(wire.pack(wire.Command.READY, {"credits": 4}), zmq.NOBLOCK)
+        except zmq.Again:
+            return []
         received = []
         while sock.poll(1500):
             received.append(sock.recv_multipart())
