@@ -268,9 +268,12 @@ class LocalPlatform:
         port = c.redis_port or free_port()
         data_dir = c.data_dir.resolve()
         passwords = self._redis_users(data_dir) if c.secure else {}
+        # fsync always: with everysec, Redis answers writes it has not yet written while an
+        # fsync is slow (up to 2 s), so a kill of Redis alone lost accepted tasks in the chaos
+        # suite on a busy disk. Always costs W1 about 1.2x here (see docs/architecture.md).
         argv = [
             redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always",
             "--save", "", "--protected-mode", "yes", "--daemonize", "no",
         ]  # fmt: skip
         if passwords:

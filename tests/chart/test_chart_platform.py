@@ -377,6 +377,20 @@ def test_a_numeric_redis_tag_is_accepted(helm: str) -> None:
     assert containers_of(docs, "redis")[0]["image"] == "redis:7"
 
 
+def test_redis_writes_every_command_to_disk_before_answering_unless_told_otherwise(
+    helm: str,
+) -> None:
+    def fsync(*values: str) -> str:
+        args = containers_of(documents(helm, *values), "redis")[0]["args"]
+        return args[args.index("--appendfsync") + 1]
+
+    assert fsync() == "always"  # no crash loses an accepted task
+    assert fsync("redis.appendfsync=everysec") == "everysec"
+    failed = subprocess.run([helm, "template", "x", str(CHART), "--set", "redis.appendfsync=no"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode != 0 and "appendfsync" in failed.stderr
+
+
 def test_the_readme_one_liner_sets_the_body_size_deploy_sh_sets() -> None:
     deploy = (ROOT / "hack/deploy.sh").read_text()
     readme = (ROOT / "README.md").read_text()
