@@ -47,6 +47,10 @@ def growth(before: dict[str, int], after: dict[str, int], tasks: int) -> dict[st
     return {
         "bytes_per_task": round((sum(after.values()) - sum(before.values())) / tasks, 1),
         "keys_per_task": round((len(after) - len(before)) / tasks, 3),
+        # Kinds of the new keys other than tasks' own: what else the window created.
+        "new_keys_not_tasks": sorted(
+            {k.split(":")[1] for k in after if k not in before and k.split(":")[1] != "task"}
+        ),
         "bytes_per_task_by_kind": {k: round(v, 1) for k, v in sorted(by_kind.items()) if v},
     }
 

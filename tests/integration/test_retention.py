@@ -42,7 +42,9 @@ def test_a_retained_noop_task_takes_at_most_250_bytes(gateway: LocalPlatform) ->
     nobody thought of counts too. Runs first: later tests leave keys that expire."""
     figures = measure(gateway, 400)
     assert figures["bytes_per_task"] <= 250, figures
-    assert figures["keys_per_task"] == 1, figures  # its hash; the rest is shared
+    # Its hash; the rest is shared. A shared key may appear once in the window (it made
+    # 401 keys for 400 tasks once, in a full run): a key per task would make it 2.
+    assert 1 <= figures["keys_per_task"] <= 1.01, figures
     assert figures["task_hash"]["encoding"] == "listpack", figures
     assert figures["task_hash"]["fields"] == ["h", "r", "w"], figures
 
