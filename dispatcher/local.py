@@ -14,7 +14,9 @@ process is not dumpable: user code reads nothing of the dispatcher's.
 
 The first version ran this loop in a thread of the dispatcher; sharing the GIL cost
 about 1 ms per task, because the thread waited on its own poll and then for the GIL.
-Here nothing waits on a second thread: one event loop serves both.
+Here nothing waits on a second thread: one event loop serves both. The price: what the
+pool does synchronously (replacing a slot: kill, join, a fork-server spawn) holds the
+dispatcher's loop for its milliseconds, and a failing turn is logged, not fatal.
 """
 
 from __future__ import annotations
