@@ -47,6 +47,7 @@ class InFlight:
     # deadline here, until the worker says it STARTED.
     prefetched: bool = False
     recalled: bool = False  # asked back (RECALL) for another worker's free slot
+    deadline_tag: int = -1  # its entry in the registry's deadline heap
 
 
 @dataclass(slots=True, eq=False)
@@ -84,7 +85,10 @@ class WorkerState:
         return self.identity.decode(errors="replace")
 
 
-_Deadline = tuple[float, int, WorkerState, InFlight]  # (deadline_at, tie-break, ...)
+# (deadline_at, tag, worker, task_id). Not the InFlight itself: an ended attempt's item
+# stays in the heap until compaction, and would keep its payload alive (about 1 GB of
+# 1 MB arguments at the compaction threshold, measured).
+_Deadline = tuple[float, int, WorkerState, str]
 
 
 class Registry:
@@ -176,7 +180,9 @@ class Registry:
         self._holders[task_id] = worker
         if not flight.prefetched:  # a prefetched one has no deadline until it starts
             self._in_flight += 1
-            heapq.heappush(self._deadlines, (flight.deadline_at, next(self._order), worker, flight))
+            flight.deadline_tag = next(self._order)
+            item = (flight.deadline_at, flight.deadline_tag, worker, task_id)
+            heapq.heappush(self._deadlines, item)
 
     def release(self, worker: WorkerState, task_id: str) -> InFlight | None:
         """The attempt ended (a result, its deadline): the worker no longer holds it."""
@@ -215,7 +221,7 @@ class Registry:
                 due.append(item)
         for item in due:  # still held: they surface again until the caller releases them
             heapq.heappush(heap, item)
-        return [(worker, flight) for _, _, worker, flight in due]
+        return [(worker, worker.tasks[task_id]) for _, _, worker, task_id in due]
 
     # -- the indexes -------------------------------------------------------------------
 
@@ -232,10 +238,12 @@ class Registry:
             self._top = max(self._top, credits)
 
     def _live(self, item: _Deadline) -> bool:
-        _, _, worker, flight = item
+        _, tag, worker, task_id = item
+        flight = worker.tasks.get(task_id)
         return (
-            self.workers.get(worker.identity) is worker
-            and worker.tasks.get(flight.entry.task_id) is flight
+            flight is not None
+            and flight.deadline_tag == tag
+            and self.workers.get(worker.identity) is worker
         )
 
     def _forget(self, task_id: str, worker: WorkerState, flight: InFlight) -> None:

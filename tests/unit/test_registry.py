@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +43,19 @@ def test_top_level_tasks_go_only_where_they_fit_in_the_base_slots() -> None:
     assert registry.choose(top_level=True) is None  # a new parent waits
     registry.release(a, "p1")
     assert registry.choose(top_level=True) is a
+
+
+def test_an_ended_attempt_leaves_nothing_behind_that_holds_its_payload() -> None:
+    """The deadline heap deletes lazily: its stale items must not keep the arguments
+    alive (a dispatcher once grew by a 1 MB payload per ended task)."""
+    registry = Registry()
+    w = registry.add(b"w", slots=2, now=0)
+    payload = bytes(2**20)
+    registry.assign(w, InFlight(QueueEntry("1-0", "t", 1, "f", 1.0, payload), "w", 10))
+    assert sys.getrefcount(payload) == 3  # this name, the call's argument, the entry
+    registry.release(w, "t")
+    assert sys.getrefcount(payload) == 2
+    assert registry.overdue(now=11) == []
 
 
 def test_credits_never_exceed_free_slots() -> None:
