@@ -40,6 +40,7 @@ class ErrorKind(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"
     DEPENDENCY = "dependency"
     DEPENDENCY_FAILED = "dependency_failed"  # a task among its arguments did not complete
+    ARGUMENTS_LOST = "arguments_lost"  # its arguments, kept apart in Redis, were gone
     CANCELLED = "cancelled"
 
 

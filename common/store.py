@@ -44,12 +44,17 @@ Key schema (``<p>`` is the settings' ``key_prefix``, ``faas`` by default):
 ``<p>:result:<task_id>``   string: a result kept apart from its task's hash (``o``): one
                            over 64 KiB (staged), or over 64 bytes when the rest of the
                            hash is short. Expires with its task.
+``<p>:args:<task_id>``     string: arguments over 64 KiB, kept apart from the queue entry
+                           (``P``) and a WAITING task's hash (empty ``payload``): SET
+                           before submit.lua, which keeps or drops them; deleted when the
+                           task ends.
 ``<p>:blob:<task_id>:<attempt>`` string: a large result staged by the dispatcher until
                            finish.lua renames it to ``<p>:result:<task_id>`` or drops it.
 ``<p>:queue``              stream, the durable queue. One entry per attempt waiting or
                            running: ``t`` task_id, ``a`` attempt, ``f`` function_id,
                            ``d`` deadline_ms, ``n`` tenant, ``p`` args payload (stored
-                           only here), ``w`` the ids of its dependencies, if any.
+                           only here) or ``P`` when it is kept apart in
+                           ``<p>:args:<task_id>``, ``w`` the ids of its dependencies, if any.
                            Consumer group ``dispatch``; the active dispatcher reads as
                            consumer ``dispatcher``, so its pending list (PEL) is exactly
                            the set of attempts it holds, found again after a crash.
@@ -106,7 +111,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -194,7 +199,7 @@ class QueueEntry:
     attempt: int
     function_id: str
     deadline_s: float
-    payload: bytes
+    payload: bytes | None  # None: its arguments, kept apart, are gone
     tenant: str = DEFAULT_TENANT
     depth: int = 0  # 0: submitted from outside; n: called by a task at depth n - 1
     depends_on: tuple[str, ...] = ()  # tasks whose results are among its arguments
@@ -309,6 +314,11 @@ class Keys:
         """A large result staged by the dispatcher until finish.lua takes or drops it."""
         return f"{self.prefix}:blob:{task_id}:{attempt}"
 
+    def args(self, task_id: str) -> str:
+        """Arguments kept apart from the queue entry (`P`); submit.lua and close_task
+        build this key too."""
+        return f"{self.prefix}:args:{task_id}"
+
     def result(self, task_id: str) -> str:
         """A result kept apart from its task's hash (field `o`, or `result_apart` in the
         open form); close_task builds this key too."""
@@ -338,8 +348,8 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # TTLs once results are read
     "gateway": lambda k: (
         "multi exec discard hset hget hmget hgetall hstrlen hincrby hdel zadd zrange zrem"
-        " zrevrangebyscore rpush lrange del set get exists expire xadd xack xdel xlen xpending"
-        " xrevrange xtrim getrange strlen publish subscribe unsubscribe sadd smembers",
+        " zrevrangebyscore rpush lrange del set get exists expire persist xadd xack xdel xlen"
+        " xpending xrevrange xtrim getrange strlen publish subscribe unsubscribe sadd smembers",
         (
             k.function("*"),
             k.functions("*"),
@@ -358,6 +368,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.logs("*"),
             k.dependents("*"),
             k.result("*"),
+            k.args("*"),
         ),
         (k.done_channel,),
     ),
@@ -366,7 +377,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
     # large results (staged, then renamed by finish.lua)
     "dispatcher": lambda k: (
         "xgroup|create xreadgroup xack xdel xadd xrange xlen xpending xtrim hmget hset hget"
-        " hgetall hstrlen hincrby hdel exists expire persist publish get set strlen"
+        " hgetall hstrlen hincrby hdel exists expire persist publish get mget set strlen"
         " pexpire del rename blpop lpop append rpush sadd smembers",
         (
             k.queue,
@@ -386,6 +397,7 @@ _GRANTS: dict[str, Callable[[Keys], _Grant]] = {
             k.dependents("*"),
             k.blob("*", "*"),
             k.result("*"),
+            k.args("*"),
         ),
         (k.done_channel,),
     ),
@@ -509,7 +521,12 @@ class Store:
     """Results up to this size travel inside the completion message; larger ones are
     kept apart from the task's hash (see finish.lua) and read when asked for."""
     staged_ttl_s = 600
-    """How long a staged result outlives a pipeline that broke before finish.lua ran."""
+    """How long a staged result or argument outlives a pipeline that broke before its
+    script ran."""
+    args_apart_bytes = 64 * 1024
+    """Arguments over this size are SET under their own key before submit.lua runs (see
+    it), not passed to it: Redis keeps the bytes it read, where a script argument is
+    copied into Lua and again into the stream (2 ms of Redis's time per MB, measured)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, result_ttl_s: int = 86400) -> None:
         self.redis = client
@@ -731,9 +748,15 @@ class Store:
             function_id, tasks, deadline_s, max_attempts, tenant, max_unfinished,
             idempotency_key, idempotency_digest, idempotency_ttl_s, depth, depends_on, retention,
         )  # fmt: skip
-        keys, args = self._submit_call([submission], now_ms())
+        keys, args, apart = self._submit_call([submission], now_ms())
         try:
-            ids = await self._submit(keys=keys, args=args)
+            if not apart:
+                ids = await self._submit(keys=keys, args=args)
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    self._stage_args(pipe, apart)
+                    await self._submit(keys=keys, args=args, client=pipe)
+                    ids = (await self._execute(pipe))[-1]
         except redis_errors.ResponseError as exc:
             raise self._submit_error(exc, submission) from None
         return [raw.decode() for raw in ids]
@@ -774,21 +797,24 @@ class Store:
         (members, reply or error, the time it stored)."""
         now = now_ms()
         replies: list[Any] = []
-        sent: list[int] = []  # positions in `replies` of the calls pipelined
+        sent: dict[int, int] = {}  # position in `replies` -> that script's in the pipeline
+        commands = 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for members in calls:
                 try:
-                    keys, args = self._submit_call([submissions[i] for i in members], now)
+                    keys, args, apart = self._submit_call([submissions[i] for i in members], now)
                 except ValueError as exc:  # a request `submit` would refuse alone
                     replies.append(exc)
                     continue
+                commands += self._stage_args(pipe, apart)
                 await self._submit(keys=keys, args=args, client=pipe)
-                sent.append(len(replies))
+                sent[len(replies)] = commands
+                commands += 1
                 replies.append(None)
             if sent:
-                for position, reply in zip(sent, await self._execute(pipe, raise_on_error=False),
-                                           strict=True):  # fmt: skip
-                    replies[position] = reply
+                results = await self._execute(pipe, raise_on_error=False)
+                for position, command in sent.items():
+                    replies[position] = results[command]
         return [(members, reply, now) for members, reply in zip(calls, replies, strict=True)]
 
     def _answer(
@@ -818,8 +844,18 @@ class Store:
             answers[i] = Submitted(ids[start : start + count], now)
             start += count
 
-    def _submit_call(self, merged: Sequence[Submission], now: int) -> tuple[list[Any], list[Any]]:
-        """KEYS and ARGV of submit.lua for submissions that share a merge key (or one)."""
+    def _stage_args(self, pipe: Any, apart: list[tuple[str, bytes]]) -> int:
+        """Queue the SETs of arguments kept apart (before submit.lua); how many. NX: a
+        task that exists already (a parent run again) keeps its own, with no TTL."""
+        for key, payload in apart:
+            pipe.set(key, payload, ex=self.staged_ttl_s, nx=True)
+        return len(apart)
+
+    def _submit_call(
+        self, merged: Sequence[Submission], now: int
+    ) -> tuple[list[Any], list[Any], list[tuple[str, bytes]]]:
+        """KEYS and ARGV of submit.lua for submissions that share a merge key (or one),
+        and the (key, arguments) to SET before it, for arguments kept apart."""
         first = merged[0]
         if first.idempotency_key is not None and len(first.tasks) != 1:
             raise ValueError("an idempotency key goes with exactly one task")
@@ -855,11 +891,15 @@ class Store:
             "" if retention.expire_after_read is None else int(retention.expire_after_read),
             *deps,
         ]
+        apart: list[tuple[str, bytes]] = []
         for submission in merged:
             for task_id, payload in submission.tasks:
                 keys.append(self.keys.task(task_id))
+                if len(payload) > self.args_apart_bytes:
+                    apart.append((self.keys.args(task_id), payload))
+                    payload = b""
                 args += [task_id, payload]
-        return keys, args
+        return keys, args, apart
 
     @staticmethod
     def _submit_error(exc: redis_errors.ResponseError, submission: Submission) -> Exception:
@@ -871,6 +911,8 @@ class Store:
             return TaskNotFound(text.split()[-1])
         if text.startswith("IDEMCONFLICT") and submission.idempotency_key is not None:
             return IdempotencyConflict(submission.idempotency_key, text.split()[-1])
+        if text.startswith("NOARGS"):
+            return StoreUnavailable(f"the arguments of task {text.split()[-1]} were not stored")
         if text.startswith("QUOTA"):
             unfinished = int(text.split()[-1])
             return QuotaExceeded(
@@ -1107,7 +1149,7 @@ class Store:
                         attempt=int(fields[b"a"]),
                         function_id=fields[b"f"].decode(),
                         deadline_s=int(fields[b"d"]) / 1000,
-                        payload=fields[b"p"],
+                        payload=fields.get(b"p"),  # None: kept apart (P), read below
                         tenant=fields.get(b"n", DEFAULT_TENANT.encode()).decode(),
                         depth=int(fields.get(b"c", 0)),
                         depends_on=tuple(fields[b"w"].decode().split(","))
@@ -1115,6 +1157,12 @@ class Store:
                         else (),
                     )
                 )
+        apart = [i for i, entry in enumerate(entries) if entry.payload is None]
+        if apart:
+            found = await self.redis.mget([self.keys.args(entries[i].task_id) for i in apart])
+            for i, payload in zip(apart, found, strict=True):
+                if payload is not None:
+                    entries[i] = replace(entries[i], payload=payload)
         return entries
 
     @_translated

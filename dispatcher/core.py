@@ -334,6 +334,12 @@ class Dispatcher:
                 missing.append(outcomes.function_missing(entry))
                 metrics.ended(entry.function_id, "function_missing").inc()
                 continue
+            if entry.payload is None:
+                logger.error("task %s: its arguments are gone from the store; failing it",
+                             entry.task_id)  # fmt: skip
+                missing.append(outcomes.arguments_lost(entry))
+                metrics.ended(entry.function_id, "arguments_lost").inc()
+                continue
             futures: dict[str, bytes] = {}
             if entry.depends_on:
                 found = await self._dependency_results(entry)
@@ -411,6 +417,7 @@ class Dispatcher:
         if futures:  # after the sources frame (empty or not): the results, in header order
             header["futures"] = list(futures)
             sources = [function.sources, *futures.values()]
+        assert entry.payload is not None  # _dispatch fails a task whose arguments are gone
         task = wire.pack(wire.Command.TASK, header, function.payload, entry.payload, *sources)
         frames = [worker.identity, *task]
         try:

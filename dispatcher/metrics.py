@@ -12,7 +12,7 @@ STARTED = Counter("faas_tasks_started_total", "Attempts sent to a worker", ["fun
 ENDED = Counter(
     "faas_tasks_ended_total",
     "Attempts whose outcome was committed, by outcome (ok, error, dependency, deadline, "
-    "too_large, function_missing)",
+    "too_large, function_missing, arguments_lost)",
     ["function", "outcome"],
 )
 REQUEUED = Counter(

@@ -36,6 +36,13 @@ def function_missing(entry: QueueEntry) -> Outcome:
     return failed(entry, error, ErrorKind.FUNCTION_MISSING)
 
 
+def arguments_lost(entry: QueueEntry) -> Outcome:
+    """Its arguments, kept apart (Store.args_apart_bytes), were gone from the store:
+    only an operator's hand or a partly lost Redis does that."""
+    error = LookupError(f"the arguments of task {entry.task_id} are missing from the store")
+    return failed(entry, error, ErrorKind.ARGUMENTS_LOST)
+
+
 def dependency_failed(entry: QueueEntry, reason: str) -> Outcome:
     """A task whose futures' results cannot be had (see Store.dependency_results)."""
     return failed(entry, RuntimeError(reason), ErrorKind.DEPENDENCY_FAILED)

@@ -54,7 +54,8 @@ release_dependents = function(task_key, counter_key, ttl, channel, task_id, inli
             fields[#fields + 1] = 'c'
             fields[#fields + 1] = h[4]
           end
-          for _, f in ipairs({'w', h[5], 'p', h[6]}) do
+          local apart = h[6] == ''  -- the arguments are kept apart (submit.lua)
+          for _, f in ipairs({'w', h[5], apart and 'P' or 'p', apart and '1' or h[6]}) do
             fields[#fields + 1] = f
           end
           local stream = prefix .. (h[7] == '1' and 'queue:nested' or 'queue')

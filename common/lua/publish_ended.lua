@@ -105,6 +105,7 @@ local function close_task(task_key, counter_key, ended, ttl, channel, task_id, i
     fields[#fields + 1] = ended.result
   end
   redis.call('DEL', task_key)  -- a fresh hash: a long open form made it a hashtable
+  redis.call('DEL', prefix .. 'args:' .. task_id)  -- arguments kept apart, if any
   redis.call('HSET', task_key, unpack(fields))
   if ttl > 0 then
     redis.call('EXPIRE', task_key, ttl)

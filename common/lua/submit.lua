@@ -23,7 +23,11 @@ ARGV[14]  largest result published inline (bytes)
 ARGV[15]  the tasks' own TTL once ended (seconds); 0: the function's, if it has one
 ARGV[16]  '1' or '0': shorten that TTL once the result is read; '': as the function says
 ARGV[17..16+D] the dependency ids, in argument order, no repeats
-ARGV[17+D..] task_id, args payload: one pair per task
+ARGV[17+D..] task_id, args payload: one pair per task. An empty payload means it was
+          kept apart: the caller SET it under <p>:args:<task_id>, with a TTL, in the
+          same pipeline (Redis keeps the bytes it read; as an argument here, 1 MB cost
+          about 2 ms of Redis's time). It is kept (PERSIST) for a task stored here,
+          dropped when nothing is, and deleted when the task ends (close_task).
 With dependencies (see dependents.lua), each must be a task of the same tenant (else
 error NODEPENDENCY <id>, nothing stored). If all COMPLETED already, the task is queued
 at once (its entry's `w` lists them); if one FAILED or was CANCELLED, it ends FAILED
@@ -34,19 +38,37 @@ returns the task id it was first given and adds nothing; with another digest, er
 IDEMCONFLICT <task_id>. Error NOFUNCTION when the function is not registered or belongs
 to another tenant (a function without a tenant is the `default` tenant's); error
 QUOTA <unfinished> when the tasks would take the tenant past its quota: then nothing
-is stored. The count goes up here, once per task, and down in finish.lua or
+is stored; error NOARGS <task_id> when arguments kept apart are missing (their SET
+failed). The count goes up here, once per task, and down in finish.lua or
 requeue.lua when the task ends (the `tenant` field marks a task as counted).
 A task whose hash exists already is left alone and not counted (a parent that runs
 again after its worker died calls its children by the same ids: it finds them instead
 of starting them twice); its id is returned like the others.
 ]]
+local ndeps = tonumber(ARGV[11])
+local first_key, first_pair = 6 + 2 * ndeps, 17 + ndeps
+-- The task hash and the kept-apart arguments of the pair at ARGV[j].
+local function pair_keys(j)
+  local task_key = KEYS[first_key + (j - first_pair) / 2]
+  return task_key, string.sub(task_key, 1, #task_key - #ARGV[j] - #'task:') .. 'args:' .. ARGV[j]
+end
+-- Nothing is stored: drop the arguments staged for tasks that do not exist.
+local function refuse(reply)
+  for j = first_pair, #ARGV, 2 do
+    local task_key, args_key = pair_keys(j)
+    if ARGV[j + 1] == '' and redis.call('EXISTS', task_key) == 0 then
+      redis.call('DEL', args_key)
+    end
+  end
+  return reply
+end
 local fn = redis.call('HMGET', KEYS[2], 'tenant', 'result_ttl_s', 'expire_after_read')
 local owner = fn[1]
 if not owner and redis.call('EXISTS', KEYS[2]) == 1 then
   owner = 'default'
 end
 if owner ~= ARGV[7] then
-  return redis.error_reply('NOFUNCTION')
+  return refuse(redis.error_reply('NOFUNCTION'))
 end
 -- Retention: the task's own choice, else its function's, else (absent) the default.
 local retention = {}
@@ -63,27 +85,32 @@ if tonumber(ARGV[5]) > 0 then
   if prior then
     local task_id, digest = string.match(prior, '^(%S+) (%S+)$')
     if not task_id then
-      return {prior}  -- written before keys carried a digest
+      return refuse({prior})  -- written before keys carried a digest
     end
     if digest ~= ARGV[6] then
-      return redis.error_reply('IDEMCONFLICT ' .. task_id)
+      return refuse(redis.error_reply('IDEMCONFLICT ' .. task_id))
     end
-    return {task_id}
+    return refuse({task_id})
   end
 end
-local ndeps = tonumber(ARGV[11])
-local first_key, first_pair = 6 + 2 * ndeps, 17 + ndeps
 local deps = table.concat(ARGV, ',', 17, 16 + ndeps)
 local waiting, failed = 0, nil
 for d = 1, ndeps do
   local status, tenant = task_state(KEYS[5 + d])
   if not status or tenant ~= ARGV[7] then
-    return redis.error_reply('NODEPENDENCY ' .. ARGV[16 + d])
+    return refuse(redis.error_reply('NODEPENDENCY ' .. ARGV[16 + d]))
   end
   if not TERMINAL[status] then
     waiting = waiting + 1
   elseif status ~= 'COMPLETED' and not failed then
     failed = 'dependency ' .. ARGV[16 + d] .. ' ended ' .. status
+  end
+end
+for j = first_pair, #ARGV, 2 do
+  local task_key, args_key = pair_keys(j)
+  if ARGV[j + 1] == '' and redis.call('EXISTS', task_key) == 0
+      and redis.call('EXISTS', args_key) == 0 then
+    return refuse(redis.error_reply('NOARGS ' .. ARGV[j]))  -- their SET failed
   end
 end
 local count = 0
@@ -92,7 +119,7 @@ for i = first_key, #KEYS do
 end
 local unfinished = tonumber(redis.call('HGET', KEYS[4], ARGV[7]) or '0')
 if unfinished + count > tonumber(ARGV[8]) then
-  return redis.error_reply('QUOTA ' .. unfinished)
+  return refuse(redis.error_reply('QUOTA ' .. unfinished))
 end
 if tonumber(ARGV[5]) > 0 then
   redis.call('SET', KEYS[3], ARGV[first_pair] .. ' ' .. ARGV[6], 'EX', ARGV[5])
@@ -102,6 +129,10 @@ local ids = {}
 for i = first_key, #KEYS do
   local j = first_pair + (i - first_key) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
+    local apart = ARGV[j + 1] == ''
+    if apart then
+      redis.call('PERSIST', select(2, pair_keys(j)))
+    end
     local fields = {'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
       'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],
       'nested', ARGV[10] == '0' and 0 or 1, unpack(retention)}
@@ -115,8 +146,8 @@ for i = first_key, #KEYS do
         entry[#entry + 1] = 'w'
         entry[#entry + 1] = deps
       end
-      entry[#entry + 1] = 'p'
-      entry[#entry + 1] = ARGV[j + 1]
+      entry[#entry + 1] = apart and 'P' or 'p'  -- P: the arguments are kept apart
+      entry[#entry + 1] = apart and '1' or ARGV[j + 1]
       fields[#fields + 1] = 'entry'
       fields[#fields + 1] = redis.call('XADD', KEYS[1], '*', unpack(entry))
       redis.call('HSET', KEYS[i], unpack(fields))

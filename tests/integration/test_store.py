@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from common.errors import FunctionNotFound
+from common.errors import FunctionNotFound, QuotaExceeded
 from common.models import ErrorKind, TaskStatus
-from common.store import Outcome, QueueEntry, Store
+from common.store import Outcome, QueueEntry, Store, Submission
 
 
 def run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]
@@ -270,5 +270,99 @@ def test_scripts_run_again_after_redis_forgets_them(redis_url: str) -> None:
         assert calls(after, "script|load") - calls(before, "script|load") == 1
         assert calls(after, "script|exists") == calls(before, "script|exists")
         assert calls(after, "append") - calls(before, "append") == 1
+
+    run(redis_url, scenario)
+
+
+BIG = bytes(range(256)) * 1024  # 256 KiB: over Store.args_apart_bytes
+
+
+async def stream_fields(store: Store, entry: QueueEntry) -> dict[bytes, bytes]:
+    ((_, fields),) = await store.redis.xrange(store.keys.queue, entry.entry_id, entry.entry_id)
+    return fields
+
+
+def test_large_arguments_are_kept_apart_and_live_as_long_as_their_task(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        function_id = str(uuid.uuid4())
+        await store.register_function(function_id, "f", pickle.dumps(len))
+        big, small = str(uuid.uuid4()), str(uuid.uuid4())
+        await store.submit(function_id, [(big, BIG), (small, b"args")], deadline_s=5,
+                           max_attempts=3)  # fmt: skip
+        entries = {e.task_id: e for e in await store.read_queue(count=10, block_ms=100)}
+        assert entries[big].payload == BIG and entries[small].payload == b"args"
+        # Not in the stream, and kept (no TTL) under its own key while the task is open
+        assert b"p" not in await stream_fields(store, entries[big])
+        assert await store.redis.ttl(store.keys.args(big)) == -1
+        assert await store.redis.exists(store.keys.args(small)) == 0
+        # A lost attempt goes back with its arguments
+        await store.mark_started([(big, 1, "w1")])
+        assert await store.requeue(entries[big], error="lost", failure=b"") == "requeued"
+        (again,) = [e for e in await store.read_queue(count=10, block_ms=100) if e.task_id == big]
+        assert again.attempt == 2 and again.payload == BIG
+        # They go when the task ends
+        assert await store.finish([done(again, "ok")]) == [True]
+        assert await store.redis.exists(store.keys.args(big)) == 0
+
+    run(redis_url, scenario)
+
+
+def test_large_arguments_of_a_refused_or_cancelled_submit_leave_nothing(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        function_id = str(uuid.uuid4())
+        await store.register_function(function_id, "f", pickle.dumps(len))
+        options = {"deadline_s": 5, "max_attempts": 1}
+        refused = [str(uuid.uuid4()) for _ in range(3)]
+        with pytest.raises(FunctionNotFound):
+            await store.submit(str(uuid.uuid4()), [(refused[0], BIG)], **options)
+        with pytest.raises(QuotaExceeded):
+            await store.submit(function_id, [(refused[1], BIG)], max_unfinished=0, **options)
+        once = {"idempotency_key": "k", "idempotency_digest": "d", **options}
+        first = await store.submit(function_id, [(str(uuid.uuid4()), BIG)], **once)
+        replay = await store.submit(function_id, [(refused[2], BIG)], **once)
+        assert replay == first
+        for task_id in refused:
+            assert await store.redis.exists(store.keys.args(task_id)) == 0, task_id
+        # In a batch of submits, each refusal drops only its own
+        kept, dropped = str(uuid.uuid4()), str(uuid.uuid4())
+        answers = await store.submit_many([
+            Submission(function_id, [(kept, BIG)], **options),
+            Submission(str(uuid.uuid4()), [(dropped, BIG)], **options),
+        ])  # fmt: skip
+        assert isinstance(answers[1], FunctionNotFound)
+        assert await store.redis.exists(store.keys.args(kept), store.keys.args(dropped)) == 1
+        # A cancelled task's go with it
+        assert await store.cancel([kept], failure=b"", error="cancelled") == ["CANCELLED"]
+        assert await store.redis.exists(store.keys.args(kept)) == 0
+
+    run(redis_url, scenario)
+
+
+def test_a_task_whose_large_arguments_vanished_is_read_without_them(redis_url: str) -> None:
+    """The dispatcher then fails it (arguments_lost) instead of running it."""
+
+    async def scenario(store: Store) -> None:
+        function_id = str(uuid.uuid4())
+        await store.register_function(function_id, "f", pickle.dumps(len))
+        (task_id,) = await store.submit(function_id, [(str(uuid.uuid4()), BIG)], deadline_s=5,
+                                        max_attempts=1)  # fmt: skip
+        await store.redis.delete(store.keys.args(task_id))
+        (entry,) = await store.read_queue(count=10, block_ms=100)
+        assert entry.task_id == task_id and entry.payload is None
+
+    run(redis_url, scenario)
+
+
+def test_a_waiting_task_is_queued_with_its_large_arguments(redis_url: str) -> None:
+    async def scenario(store: Store) -> None:
+        dependency = await submit_one(store)
+        (waiter,) = await store.submit(dependency.function_id, [(str(uuid.uuid4()), BIG)],
+                                       deadline_s=5, max_attempts=1,
+                                       depends_on=[dependency.task_id])  # fmt: skip
+        assert await store.read_queue(count=10, block_ms=100) == []  # WAITING
+        assert await store.finish([done(dependency, 1)]) == [True]
+        (entry,) = await store.read_queue(count=10, block_ms=100)
+        assert entry.task_id == waiter and entry.payload == BIG
+        assert b"p" not in await stream_fields(store, entry)
 
     run(redis_url, scenario)
