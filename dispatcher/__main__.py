@@ -15,6 +15,7 @@ from common import metrics
 from common.hardening import protect_process
 from common.health import HealthServer
 from common.logs import configure_logging
+from common.memory import keep_freed_memory
 from common.models import DispatchMode
 from common.store import Store
 from dispatcher.core import Dispatcher, LeaseLost
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     protect_process()  # user code must not read our environment from /proc
+    keep_freed_memory()
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack
     run = asyncio.run
     with contextlib.suppress(ImportError):

@@ -22,6 +22,7 @@ from common.errors import (
     StoreUnavailable,
     TaskNotFound,
 )
+from common.memory import keep_freed_memory
 from common.store import Store
 from gateway.auth import ApiKeyMiddleware, api_keys
 from gateway.completions import CompletionHub
@@ -67,6 +68,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keep_freed_memory()  # in each server process: payloads reuse the heap
         store = Store.from_url(
             settings.redis_url,
             prefix=settings.key_prefix,

@@ -8,7 +8,8 @@ with it, and the fork server its slots, so no user code outlives its worker.
 
 It also scrubs the environment the slots inherit down to an allow-list
 (`common.hardening`), and makes itself non-dumpable, so a slot finds no secret in
-its own environment nor in /proc/<fork server>/environ.
+its own environment nor in /proc/<fork server>/environ. Slots keep freed memory for
+their next task (`common.memory`).
 
 It ignores SIGTERM (multiprocessing already ignores SIGINT there), so a
 SIGTERM sent to the worker's whole process group drains the worker as a SIGTERM
@@ -22,6 +23,7 @@ import ctypes
 import signal
 
 from common.hardening import protect_process, scrub_environment
+from common.memory import keep_freed_memory
 
 _PR_SET_PDEATHSIG = 1
 
@@ -30,3 +32,4 @@ with contextlib.suppress(OSError, AttributeError):
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 protect_process()
 scrub_environment()
+keep_freed_memory()  # the slots fork from here, and inherit it
