@@ -911,8 +911,6 @@ class Store:
             return TaskNotFound(text.split()[-1])
         if text.startswith("IDEMCONFLICT") and submission.idempotency_key is not None:
             return IdempotencyConflict(submission.idempotency_key, text.split()[-1])
-        if text.startswith("NOARGS"):
-            return StoreUnavailable(f"the arguments of task {text.split()[-1]} were not stored")
         if text.startswith("QUOTA"):
             unfinished = int(text.split()[-1])
             return QuotaExceeded(

@@ -54,7 +54,8 @@ release_dependents = function(task_key, counter_key, ttl, channel, task_id, inli
             fields[#fields + 1] = 'c'
             fields[#fields + 1] = h[4]
           end
-          local apart = h[6] == ''  -- the arguments are kept apart (submit.lua)
+          -- the arguments are kept apart (submit.lua)
+          local apart = h[6] == '' and redis.call('EXISTS', prefix .. 'args:' .. id) == 1
           for _, f in ipairs({'w', h[5], apart and 'P' or 'p', apart and '1' or h[6]}) do
             fields[#fields + 1] = f
           end

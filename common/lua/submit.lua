@@ -23,9 +23,9 @@ ARGV[14]  largest result published inline (bytes)
 ARGV[15]  the tasks' own TTL once ended (seconds); 0: the function's, if it has one
 ARGV[16]  '1' or '0': shorten that TTL once the result is read; '': as the function says
 ARGV[17..16+D] the dependency ids, in argument order, no repeats
-ARGV[17+D..] task_id, args payload: one pair per task. An empty payload means it was
-          kept apart: the caller SET it under <p>:args:<task_id>, with a TTL, in the
-          same pipeline (Redis keeps the bytes it read; as an argument here, 1 MB cost
+ARGV[17+D..] task_id, args payload: one pair per task. An empty payload with a key
+          <p>:args:<task_id> means it was kept apart: the caller SET it there, with a
+          TTL, in the same pipeline (Redis keeps the bytes it read; as an argument here, 1 MB cost
           about 2 ms of Redis's time). It is kept (PERSIST) for a task stored here,
           dropped when nothing is, and deleted when the task ends (close_task).
 With dependencies (see dependents.lua), each must be a task of the same tenant (else
@@ -38,8 +38,7 @@ returns the task id it was first given and adds nothing; with another digest, er
 IDEMCONFLICT <task_id>. Error NOFUNCTION when the function is not registered or belongs
 to another tenant (a function without a tenant is the `default` tenant's); error
 QUOTA <unfinished> when the tasks would take the tenant past its quota: then nothing
-is stored; error NOARGS <task_id> when arguments kept apart are missing (their SET
-failed). The count goes up here, once per task, and down in finish.lua or
+is stored. The count goes up here, once per task, and down in finish.lua or
 requeue.lua when the task ends (the `tenant` field marks a task as counted).
 A task whose hash exists already is left alone and not counted (a parent that runs
 again after its worker died calls its children by the same ids: it finds them instead
@@ -106,13 +105,6 @@ for d = 1, ndeps do
     failed = 'dependency ' .. ARGV[16 + d] .. ' ended ' .. status
   end
 end
-for j = first_pair, #ARGV, 2 do
-  local task_key, args_key = pair_keys(j)
-  if ARGV[j + 1] == '' and redis.call('EXISTS', task_key) == 0
-      and redis.call('EXISTS', args_key) == 0 then
-    return refuse(redis.error_reply('NOARGS ' .. ARGV[j]))  -- their SET failed
-  end
-end
 local count = 0
 for i = first_key, #KEYS do
   count = count + 1 - redis.call('EXISTS', KEYS[i])
@@ -129,9 +121,10 @@ local ids = {}
 for i = first_key, #KEYS do
   local j = first_pair + (i - first_key) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local apart = ARGV[j + 1] == ''
+    local args_key = select(2, pair_keys(j))
+    local apart = ARGV[j + 1] == '' and redis.call('EXISTS', args_key) == 1
     if apart then
-      redis.call('PERSIST', select(2, pair_keys(j)))
+      redis.call('PERSIST', args_key)
     end
     local fields = {'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
       'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],

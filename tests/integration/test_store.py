@@ -286,11 +286,12 @@ def test_large_arguments_are_kept_apart_and_live_as_long_as_their_task(redis_url
     async def scenario(store: Store) -> None:
         function_id = str(uuid.uuid4())
         await store.register_function(function_id, "f", pickle.dumps(len))
-        big, small = str(uuid.uuid4()), str(uuid.uuid4())
-        await store.submit(function_id, [(big, BIG), (small, b"args")], deadline_s=5,
-                           max_attempts=3)  # fmt: skip
+        big, small, empty = (str(uuid.uuid4()) for _ in range(3))
+        tasks = [(big, BIG), (small, b"args"), (empty, b"")]  # empty is not "kept apart"
+        await store.submit(function_id, tasks, deadline_s=5, max_attempts=3)
         entries = {e.task_id: e for e in await store.read_queue(count=10, block_ms=100)}
         assert entries[big].payload == BIG and entries[small].payload == b"args"
+        assert entries[empty].payload == b""
         # Not in the stream, and kept (no TTL) under its own key while the task is open
         assert b"p" not in await stream_fields(store, entries[big])
         assert await store.redis.ttl(store.keys.args(big)) == -1
