@@ -7,8 +7,10 @@ import os
 import pickle
 import resource
 import select
+import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -78,3 +80,12 @@ def test_resource_limits_apply_inside_slots(pool: SlotPool) -> None:
 def test_a_slot_copies_large_payloads_without_faulting_in_fresh_pages(pool: SlotPool) -> None:
     """The fork server keeps freed memory (common.memory), and the slots inherit it."""
     assert run(pool, page_faults_per_megabyte_copy) < 10
+
+
+def test_a_slots_link_has_the_largest_send_buffer_the_kernel_allows(pool: SlotPool) -> None:
+    """So that a 1 MB job or result crosses in one write, not five (worker/pool.py)."""
+    allowed = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    (fd,) = pool.fds()
+    with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as link:
+        # Linux doubles what it grants, for its bookkeeping
+        assert link.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(allowed, 4 << 20)
