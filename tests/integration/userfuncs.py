@@ -64,8 +64,9 @@ def record(path, i, seconds=0.0):
     return i
 
 
-def chaos_task(log, i, kind, arg):
-    """One task of the chaos mix. Logs its start, so repeated executions can be counted."""
+def chaos_task(log, i, kind, arg, ballast=b""):
+    """One task of the chaos mix. Logs its start, so repeated executions can be counted.
+    `ballast` only makes some tasks' arguments large (kept apart in Redis)."""
     record(log, i)
     if kind == "sleep":
         time.sleep(arg)
