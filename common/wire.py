@@ -61,7 +61,8 @@ Dispatcher -> worker
   BUNDLE     {digest, found}  + [zip bytes]: reply to FETCH
   HEARTBEAT  {acked}  every RESULT up to sequence number `acked` is committed: the
              worker may forget it (until then it keeps it, to send again after a
-             reconnect, so a result is never lost with a dispatcher)
+             reconnect, so a result is never lost with a dispatcher); sent every
+             heartbeat interval, and as soon as they commit after 1 MiB of results
   RESET      {}  "I do not know you": the worker must send HELLO again
   CALLED     {call_id, error?}  reply to CALL: the tasks are queued, or why not (to a
              CALL that awaits, only why not)

@@ -63,6 +63,7 @@ class WorkerState:
     next_seq: int = 1  # the sequence number its next RESULT must carry
     handed_seq: int = 0  # results up to this one are handed to the writer
     acked_seq: int = 0  # every RESULT up to this one is committed (told in HEARTBEATs)
+    unacked_bytes: int = 0  # of the results it sent since the last HEARTBEAT told it
     base_slots: int = 0  # without spare slots (see SLOTS)
     top_level: int = 0  # attempts it runs that are not nested calls
     prefetch: int = 0  # tasks it may hold beyond its slots

@@ -319,3 +319,45 @@ def test_a_draining_worker_is_sent_no_new_work(tmp_path: Path, mode: DispatchMod
         assert http.get(f"/v1/tasks/{short}").json()["worker_id"] != draining_id
         assert wait_result(http, long, timeout_s=30)["status"] == "COMPLETED"
         assert http.get(f"/v1/tasks/{long}").json()["attempt"] == 1
+
+
+def test_a_large_result_is_acknowledged_as_soon_as_it_commits(tmp_path: Path) -> None:
+    """A worker keeps each result until told it is committed; small ones are told on
+    heartbeats, but a worker holding large ones would hold megabytes until then."""
+    slow_beats = {"FAAS_HEARTBEAT_INTERVAL_S": "3", "FAAS_LEASE_TTL_S": "15",
+                  "FAAS_LIVENESS_TIMEOUT_S": "30"}  # fmt: skip
+    with (
+        make_platform(
+            tmp_path, DispatchMode.PULL, workers=0, secure=False, env=slow_beats
+        ) as platform,
+        httpx.Client(base_url=platform.url, timeout=30) as http,
+    ):
+        worker = RogueWorker(platform.dispatcher_port, b"hand-driven")
+        poller = zmq.Poller()
+        poller.register(worker.socket, zmq.POLLIN)
+
+        def next_message(command: wire.Command, timeout_s: float) -> wire.Message:
+            deadline = time.monotonic() + timeout_s
+            while (left := deadline - time.monotonic()) > 0:
+                if poller.poll(left * 1000):
+                    message = wire.unpack(worker.socket.recv_multipart())
+                    if message.command == command:
+                        return message
+            raise AssertionError(f"no {command.name} within {timeout_s} s")
+
+        try:
+            worker.send(*wire.pack(wire.Command.HELLO, {"worker_id": "hand", "slots": 1}))
+            next_message(wire.Command.WELCOME, 10)
+            worker.send(*wire.pack(wire.Command.READY, {"credits": 1}))
+            execute(http, register(http, userfuncs.double), 21)
+            task = next_message(wire.Command.TASK, 10).header
+            next_message(wire.Command.HEARTBEAT, 10)  # the next one is 3 s away
+            # When the worker reports a 2 MB result
+            result = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "ok",
+                      "seq": 1}  # fmt: skip
+            worker.send(*wire.pack(wire.Command.RESULT, result), pickle.dumps(bytes(2 << 20)))
+            # Then it is told the result is committed within a second, not at the beat
+            told = next_message(wire.Command.HEARTBEAT, 1.0)
+            assert told.header.get("acked") == 1
+        finally:
+            worker.close()
