@@ -121,10 +121,13 @@ local ids = {}
 for i = first_key, #KEYS do
   local j = first_pair + (i - first_key) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local args_key = select(2, pair_keys(j))
-    local apart = ARGV[j + 1] == '' and redis.call('EXISTS', args_key) == 1
-    if apart then
-      redis.call('PERSIST', args_key)
+    local apart = false
+    if ARGV[j + 1] == '' then  -- kept apart if its key exists (else an empty payload)
+      local _, args_key = pair_keys(j)
+      apart = redis.call('EXISTS', args_key) == 1
+      if apart then
+        redis.call('PERSIST', args_key)
+      end
     end
     local fields = {'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
       'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],
