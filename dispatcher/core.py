@@ -559,7 +559,7 @@ class Dispatcher:
                 self._resets.append(worker.identity)
                 return
             worker.next_seq = max(worker.next_seq, seq + 1)
-            worker.unacked_bytes += sum(len(blob) for blob in msg.blobs)
+            worker.unacked_bytes += sum(map(len, msg.blobs))
             self._reporting.append(worker)
             task_id, attempt = msg.header["task_id"], msg.header["attempt"]
             flight = worker.tasks.get(task_id)

@@ -442,7 +442,6 @@ class Environments:
         cmd = [sys.executable, "-I", "-m", "pip", "install", "--target", str(target),
                "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
                *self._pip_options, "--", *spec._normalized]  # fmt: skip
-        env = self._pip_env
         started = time.monotonic()
         with tempfile.TemporaryFile() as out:  # on disk: pip can be chatty
             with self._lock:
@@ -451,7 +450,7 @@ class Environments:
                 self.pip_runs += 1
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    cwd=self.root, env=env, start_new_session=True,
+                    cwd=self.root, env=self._pip_env, start_new_session=True,
                 )  # fmt: skip
                 self._pips.add(proc)
             try:

@@ -24,6 +24,7 @@ a dead one's go back unstarted: either way no attempt is spent.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sysconfig
 import threading
@@ -109,6 +110,8 @@ class WorkerLoop:
         self._calls = NestedCalls()
         self._announced_slots = self._pool.size
         self.draining = False
+        self._drain_until = math.inf  # set by begin_drain
+        self._acks_until: float | None = None  # when drained() stops waiting for acks
         self.last_tick = time.monotonic()  # the loop's heartbeat, for /healthz
 
     # -- connection ------------------------------------------------------------------
@@ -205,7 +208,7 @@ class WorkerLoop:
             self._send(wire.Command.DRAIN)  # else each result would earn new work
             self._give_back_prefetched()
         self._drain_until = time.monotonic() + self.settings.drain_timeout_s
-        self._acks_until: float | None = None
+        self._acks_until = None
         if self._pool.jobs():
             logger.info("draining %d running tasks", len(self._pool.jobs()))
 

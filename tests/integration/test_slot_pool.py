@@ -15,6 +15,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from tests.probes import page_faults_per_megabyte_copy
 from worker.pool import Job, SlotPool
 from worker.slot import Limits
 
@@ -39,18 +40,6 @@ def run(pool: SlotPool, fn, tenant: str = "") -> object:  # type: ignore[no-unty
                 assert result.outcome == "ok", result.error
                 return pickle.loads(result.result)
     raise AssertionError("the slot never answered")
-
-
-def page_faults_per_megabyte_copy() -> float:
-    """Minor page faults per pickle round trip of 1 MB, once warm (0 when freed
-    memory is reused; about 256, a page per 4 KiB, when it goes back to the kernel)."""
-    blob = os.urandom(2**20)
-    for _ in range(5):
-        pickle.loads(pickle.dumps(blob))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(50):
-        pickle.loads(pickle.dumps(blob))
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50
 
 
 @pytest.fixture

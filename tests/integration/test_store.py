@@ -27,9 +27,14 @@ def run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(main())
 
 
-async def submit_one(store: Store, max_attempts: int = 3) -> QueueEntry:
+async def new_function(store: Store) -> str:
     function_id = str(uuid.uuid4())
     await store.register_function(function_id, "f", pickle.dumps(len))
+    return function_id
+
+
+async def submit_one(store: Store, max_attempts: int = 3) -> QueueEntry:
+    function_id = await new_function(store)
     (task_id,) = await store.submit(
         function_id, [(str(uuid.uuid4()), b"args")], deadline_s=5, max_attempts=max_attempts
     )
@@ -284,8 +289,7 @@ async def stream_fields(store: Store, entry: QueueEntry) -> dict[bytes, bytes]:
 
 def test_large_arguments_are_kept_apart_and_live_as_long_as_their_task(redis_url: str) -> None:
     async def scenario(store: Store) -> None:
-        function_id = str(uuid.uuid4())
-        await store.register_function(function_id, "f", pickle.dumps(len))
+        function_id = await new_function(store)
         big, small, empty = (str(uuid.uuid4()) for _ in range(3))
         tasks = [(big, BIG), (small, b"args"), (empty, b"")]  # empty is not "kept apart"
         await store.submit(function_id, tasks, deadline_s=5, max_attempts=3)
@@ -310,8 +314,7 @@ def test_large_arguments_are_kept_apart_and_live_as_long_as_their_task(redis_url
 
 def test_large_arguments_of_a_refused_or_cancelled_submit_leave_nothing(redis_url: str) -> None:
     async def scenario(store: Store) -> None:
-        function_id = str(uuid.uuid4())
-        await store.register_function(function_id, "f", pickle.dumps(len))
+        function_id = await new_function(store)
         options = {"deadline_s": 5, "max_attempts": 1}
         refused = [str(uuid.uuid4()) for _ in range(3)]
         with pytest.raises(FunctionNotFound):
@@ -343,8 +346,7 @@ def test_a_task_whose_large_arguments_vanished_is_read_without_them(redis_url: s
     """The dispatcher then fails it (arguments_lost) instead of running it."""
 
     async def scenario(store: Store) -> None:
-        function_id = str(uuid.uuid4())
-        await store.register_function(function_id, "f", pickle.dumps(len))
+        function_id = await new_function(store)
         (task_id,) = await store.submit(function_id, [(str(uuid.uuid4()), BIG)], deadline_s=5,
                                         max_attempts=1)  # fmt: skip
         await store.redis.delete(store.keys.args(task_id))

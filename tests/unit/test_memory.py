@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
-import os, pickle, resource, sys
+import sys
 from common.memory import keep_freed_memory
+from tests.probes import page_faults_per_megabyte_copy
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
-blob = os.urandom(2**20)
-for _ in range(5):
-    pickle.loads(pickle.dumps(blob))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(50):
-    pickle.loads(pickle.dumps(blob))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
+print(page_faults_per_megabyte_copy())
 """
 
 
 def faults_per_copy(mode: str) -> float:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                         check=True, timeout=60)  # fmt: skip
+                         check=True, timeout=60, cwd=ROOT)  # fmt: skip
     return float(out.stdout)
 
 
