@@ -23,9 +23,10 @@ requirement (installed from a local wheelhouse), then W1 alternating between it 
 same function with no environment; and the disk each environment uses (bench/environments.py).
 
 `--baselines ray,celery` runs W1, W2 and W4 against Ray and Celery as well (as many CPUs or
-worker processes as the platform has slots), and `--compare REF` against a git ref's
-checkout of the platform, all in the same interleaved rounds; reports the ratios and
-draws a PNG (bench/sidebyside.py).
+worker processes as the platform has slots), `--baselines floor` W1 and W4 against this
+design at its thinnest (bench/baselines/floor.py: the same hops, nothing else), and
+`--compare REF` against a git ref's checkout of the platform, all in the same interleaved
+rounds; reports the ratios and draws a PNG (bench/sidebyside.py).
 """
 
 from __future__ import annotations
@@ -448,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baselines",
         metavar="NAMES",
-        help="also run ray and/or celery (comma-separated) in the same interleaved rounds:"
-        " W1, W2, W4 and the ratios ours/theirs (needs the bench extra)",
+        help="also run ray, celery and/or floor (comma-separated) in the same interleaved"
+        " rounds: W1, W2, W4 and the ratios ours/theirs (ray and celery need the bench extra;"
+        " floor is this design at its thinnest)",
     )
     parser.add_argument(
         "--compare",

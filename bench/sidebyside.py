@@ -3,9 +3,11 @@ platform side by side with what a user would pick instead, and with another vers
 itself, in the same interleaved rounds so that all see the same machine noise.
 
 Every system is started once, warmed up, then each round runs W1 (sequential no-op
-calls: p50, p99), W2 (2,000 no-op tasks: batch throughput; and, for the platform, one
-HTTP request per task) and W4 (echo of 1 MB of bytes: p50) on each system in turn, the
-order rotating from round to round. Reported: every round, each system's median over
+calls: p50, p99, and the CPU its processes used per call), W2 (2,000 no-op tasks: batch
+throughput; and, for the platform, one HTTP request per task) and W4 (echo of 1 MB of
+bytes: p50) on each system in turn, the order rotating from round to round.
+`--baselines floor` adds the design's floor (bench/baselines/floor.py), which runs W1 and
+W4. Reported: every round, each system's median over
 the rounds, and the ratios ours/baseline (per mode) and this/REF (per mode).
 """
 
@@ -34,10 +36,9 @@ from bench.side import Side
 OCTET_STREAM = "application/octet-stream"  # the binary form of /v1 task calls
 
 PLATFORM_SIDE = Path(__file__).with_name("platform_side.py")
-LATENCIES = ("W1_p50_ms", "W1_p99_ms", "W4_p50_ms")
-THROUGHPUTS = ("W2_batch_tasks_per_s", "W2_per_request_tasks_per_s")
 READING = ("ratio = ours / theirs of each figure: for latencies (_ms) below 1 means ours "
-           "is faster, for throughputs (_tasks_per_s) above 1 means ours is faster")  # fmt: skip
+           "is faster, for CPU per call (W1_cpu_ms_per_call) that ours uses less, for "
+           "throughputs (_tasks_per_s) above 1 means ours is faster")  # fmt: skip
 WARMUP = {"w1": 100, "w2": 200, "w4": 3}
 
 
@@ -47,7 +48,7 @@ class System(Protocol):
     side: Side
 
     def w1(self, n: int) -> list[float]: ...
-    def w2(self, n: int) -> dict[str, Any]: ...
+    def w2(self, n: int) -> dict[str, Any] | None: ...
     def w2_per_request(self, n: int) -> dict[str, Any] | None: ...
     def w4(self, n: int) -> list[float]: ...
     def close(self) -> None: ...
@@ -115,6 +116,43 @@ class PlatformSystem:
         self.side.close()
 
 
+class FloorSystem:
+    """The design's floor (bench/baselines/floor.py), held by its side process and driven
+    here over HTTP by the platform's client. It runs W1 and W4, not W2: what it measures
+    is the latency of one call."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.side = Side(name, argv, ROOT, log)
+        self.info = {k: v for k, v in self.side.info.items() if k != "ready"}
+        self.bench = Bench(self.side.info["port"])
+        self.noop = cloudpickle.dumps(((), {}))
+        self.blob = os.urandom(2**20)
+        self.echo = cloudpickle.dumps(((self.blob,), {}))
+        assert cloudpickle.loads(self._call("echo", self.echo)) == self.blob
+
+    def _call(self, function: str, body: bytes) -> bytes:
+        status, _, result = self.bench.http.raw("POST", f"/call/{function}", body, {})
+        assert status == 200, result[:200]
+        return result
+
+    def w1(self, n: int) -> list[float]:
+        return baselines.timed_s(lambda: self._call("noop", self.noop), n)
+
+    def w2(self, n: int) -> None:
+        return None
+
+    def w2_per_request(self, n: int) -> None:
+        return None
+
+    def w4(self, n: int) -> list[float]:
+        return baselines.timed_s(lambda: self._call("echo", self.echo), n)
+
+    def close(self) -> None:
+        self.bench.http.close()
+        self.side.close()
+
+
 class BaselineSystem:
     """Ray or Celery, in a side process that starts it and is its client."""
 
@@ -150,16 +188,18 @@ def rotation(names: list[str], round_: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def round_figures(w1_s: list[float], w2: dict[str, Any], w2r: dict[str, Any] | None,
-                  w4_s: list[float]) -> dict[str, float]:  # fmt: skip
-    """One round of one system, as the flat figures that medians and ratios work on."""
+def round_figures(w1_s: list[float], w2: dict[str, Any] | None, w2r: dict[str, Any] | None,
+                  w4_s: list[float], w1_cpu_s: float | None = None
+                  ) -> dict[str, float]:  # fmt: skip
+    """One round of one system, as the flat figures that medians and ratios work on.
+    `w1_cpu_s`: the CPU time its processes used over W1 (for Ray and Celery, their
+    client's too), which the machine's noise moves less than the latency."""
     w1, w4 = percentiles(w1_s), percentiles(w4_s)
-    figures = {
-        "W1_p50_ms": w1["p50_ms"],
-        "W1_p99_ms": w1["p99_ms"],
-        "W2_batch_tasks_per_s": float(w2["tasks_per_s"]),
-        "W4_p50_ms": w4["p50_ms"],
-    }
+    figures = {"W1_p50_ms": w1["p50_ms"], "W1_p99_ms": w1["p99_ms"], "W4_p50_ms": w4["p50_ms"]}
+    if w1_cpu_s is not None:
+        figures["W1_cpu_ms_per_call"] = round(1000 * w1_cpu_s / len(w1_s), 3)
+    if w2 is not None:
+        figures["W2_batch_tasks_per_s"] = float(w2["tasks_per_s"])
     if w2r is not None:
         figures["W2_per_request_tasks_per_s"] = float(w2r["tasks_per_s"])
     return figures
@@ -213,8 +253,12 @@ def _ray_ports(ports: Ports) -> dict[str, Any]:
     return chosen
 
 
-def start_baseline(name: str, slots: int, ports: Ports, logs: Path) -> BaselineSystem:
+def start_baseline(name: str, slots: int, ports: Ports, logs: Path
+                   ) -> BaselineSystem | FloorSystem:  # fmt: skip
     side = baselines.BASELINES[name].side
+    if name == "floor":
+        argv = [sys.executable, "-m", side, "--slots", str(slots), "--port", str(ports.take())]
+        return FloorSystem(name, argv, logs / f"{name}.log")
     if name == "ray":
         argv = [sys.executable, "-m", side, "--cpus", str(slots),
                 "--ports", json.dumps(_ray_ports(ports))]  # fmt: skip
@@ -282,6 +326,7 @@ def run(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
                 system = systems[name]
                 cpu0, t0 = cpu_by_tree(roots), time.monotonic()
                 w1 = system.w1(args.w1)
+                w1_cpu_s = cpu_by_tree(roots)[name] - cpu0[name]
                 w2 = system.w2(args.w2)
                 w2r = system.w2_per_request(args.w2)
                 w4 = system.w4(args.w4)
@@ -289,7 +334,7 @@ def run(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
                 for other in systems.keys() - {name}:
                     idle[other][0] += cpu1[other] - cpu0[other]
                     idle[other][1] += wall
-                figures = round_figures(w1, w2, w2r, w4)
+                figures = round_figures(w1, w2, w2r, w4, w1_cpu_s)
                 rounds.setdefault(name, []).append(figures)
                 w2_detail.setdefault(name, []).append({"batch": w2, "per_request": w2r})
                 kept = samples.setdefault(name, {"W1": [], "W4": []})

@@ -1,6 +1,8 @@
 """What a user would pick instead of this platform, run beside it by `python -m bench
 --baselines ray,celery` (bench/sidebyside.py): each in a side process of its own
-(bench/side.py) that starts the system, runs W1, W2 and W4 on command and stops it."""
+(bench/side.py) that starts the system, runs W1, W2 and W4 on command and stops it.
+`floor` is not a product but this design at its thinnest (bench/baselines/floor.py):
+its side holds it, and W1 and W4 are driven over HTTP as the platform's are."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ class Baseline:
     name: str
     modules: tuple[str, ...]
     """What must be importable to run it."""
-    requirement: str
-    """The pip requirement, as in pyproject.toml's `bench` extra."""
+    requirement: str | None
+    """The pip requirement, as in pyproject.toml's `bench` extra (None: the platform's own)."""
     side: str
     """The module run as its side process."""
 
@@ -27,6 +29,8 @@ BASELINES = {
     "celery": Baseline(
         "celery", ("celery", "redis"), "celery[redis]>=5.3", "bench.baselines.celery_side"
     ),
+    # Only the platform's own dependencies: always there.
+    "floor": Baseline("floor", ("zmq", "redis", "fastapi"), None, "bench.baselines.floor"),
 }
 
 

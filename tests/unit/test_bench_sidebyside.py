@@ -37,7 +37,8 @@ def test_the_bench_extra_installs_what_the_baselines_name() -> None:
         "optional-dependencies"
     ]["bench"]
     for baseline in baselines.BASELINES.values():
-        assert baseline.requirement in extra
+        assert baseline.requirement is None or baseline.requirement in extra
+    assert baselines.missing("floor") is None  # the platform's own dependencies
 
 
 def test_the_bench_extra_cannot_pick_a_celery_with_a_pytest_plugin() -> None:
@@ -79,6 +80,10 @@ def test_a_round_becomes_flat_figures_and_rounds_their_medians() -> None:
     }
     without_http = sidebyside.round_figures(w1, {"tasks_per_s": 500}, None, [0.02])
     assert "W2_per_request_tasks_per_s" not in without_http
+    latency_only = sidebyside.round_figures(w1, None, None, [0.02])  # the floor
+    assert set(latency_only) == {"W1_p50_ms", "W1_p99_ms", "W4_p50_ms"}
+    with_cpu = sidebyside.round_figures(w1, None, None, [0.02], w1_cpu_s=0.35)
+    assert with_cpu["W1_cpu_ms_per_call"] == 3.5  # 350 ms over 100 calls
     rounds = [{"a": 1.0, "b": 5.0}, {"a": 3.0, "b": 1.0}, {"a": 2.0}]
     assert sidebyside.medians(rounds) == {"a": 2.0}  # only what every round has
 
