@@ -30,7 +30,7 @@ from bench import baselines, workloads
 from bench.__main__ import Bench, b64, machine, percentiles
 from bench.checkout import ROOT, checkout
 from bench.ports import Ports, parse_range
-from bench.proc import cpu_by_tree
+from bench.proc import cpu_by_role, cpu_by_tree
 from bench.side import Side
 
 OCTET_STREAM = "application/octet-stream"  # the binary form of /v1 task calls
@@ -288,6 +288,7 @@ def run(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
     systems: dict[str, System] = {}
     rounds: dict[str, list[dict[str, float]]] = {}
     w2_detail: dict[str, list[dict[str, Any]]] = {}
+    w1_roles: dict[str, list[dict[str, float]]] = {}  # CPU ms per W1 call, by process role
     samples: dict[str, dict[str, list[float]]] = {}
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="faas-bench-") as tmp, contextlib.ExitStack() as stack:
@@ -325,8 +326,13 @@ def run(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
             for name in rotation(list(systems), r):
                 system = systems[name]
                 cpu0, t0 = cpu_by_tree(roots), time.monotonic()
+                roles0 = cpu_by_role(roots[name])
                 w1 = system.w1(args.w1)
                 w1_cpu_s = cpu_by_tree(roots)[name] - cpu0[name]
+                per_call = {k: v - roles0.get(k, 0.0) for k, v in cpu_by_role(roots[name]).items()}
+                w1_roles.setdefault(name, []).append(
+                    {k: round(1000 * v / len(w1), 3) for k, v in per_call.items()}
+                )
                 w2 = system.w2(args.w2)
                 w2r = system.w2_per_request(args.w2)
                 w4 = system.w4(args.w4)
@@ -365,6 +371,7 @@ def run(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
         "medians": by_system,
         "rounds": rounds,
         "w2_detail": w2_detail,
+        "w1_cpu_ms_per_call_by_role": {name: medians(rs) for name, rs in w1_roles.items()},
         "samples_ms": samples,
     }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from bench import baselines, sidebyside
+from bench import baselines, proc, sidebyside
 from bench.__main__ import build_parser
 from bench.ports import Ports, parse_range
 from bench.proc import cpu_by_tree
@@ -209,6 +209,32 @@ def test_cpu_of_a_process_tree_counts_descendants_once() -> None:
         child.communicate()
     assert both["child"] < both["grand"]  # a listed descendant counts for itself only
     assert alone >= both["child"] + both["grand"]  # unlisted, it counts for its ancestor
+
+
+def test_cpu_by_role_names_each_process_by_its_part(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The root is the side; under it a module with a --role, inline code, a program.
+    (tmp_path / "burner.py").write_text("sum(range(20_000_000))\ninput()\n")
+    tree = (
+        "import subprocess, sys, time; "
+        "kids = [subprocess.Popen([sys.executable, '-m', 'burner', '--role', 'gateway']), "
+        "subprocess.Popen([sys.executable, '-c', 'input()']), "
+        "subprocess.Popen(['sleep', '60'])]; "
+        "print(' '.join(str(k.pid) for k in kids), flush=True); time.sleep(60)"
+    )
+    side = subprocess.Popen([sys.executable, "-c", tree], stdout=subprocess.PIPE, cwd=tmp_path,
+                            stdin=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        assert side.stdout is not None
+        kids = [int(pid) for pid in side.stdout.readline().split()]
+        assert [proc.role(pid) for pid in kids[1:]] == ["python -c", "sleep"]
+        deadline = time.monotonic() + 60
+        while (used := proc.cpu_by_role(side.pid)).get("burner gateway", 0.0) < 0.1:
+            assert time.monotonic() < deadline, used
+            time.sleep(0.05)
+        assert set(used) == {"side", "burner gateway", "python -c", "sleep"}
+    finally:
+        os.killpg(side.pid, signal.SIGKILL)
+        side.communicate()
 
 
 def test_the_arguments_of_baselines_and_compare() -> None:
