@@ -226,8 +226,13 @@ def test_cpu_by_role_names_each_process_by_its_part(tmp_path) -> None:  # type: 
     try:
         assert side.stdout is not None
         kids = [int(pid) for pid in side.stdout.readline().split()]
-        assert [proc.role(pid) for pid in kids[1:]] == ["python -c", "sleep"]
+        # Popen returns once exec closed its pipe, a moment before the new command line is
+        # set up: until then /proc shows an empty one ("?").
         deadline = time.monotonic() + 60
+        while (roles := [proc.role(pid) for pid in kids]).count("?"):
+            assert time.monotonic() < deadline, roles
+            time.sleep(0.01)
+        assert roles[1:] == ["python -c", "sleep"]
         while (used := proc.cpu_by_role(side.pid)).get("burner gateway", 0.0) < 0.1:
             assert time.monotonic() < deadline, used
             time.sleep(0.05)
