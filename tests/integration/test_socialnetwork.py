@@ -159,23 +159,29 @@ def kill_a_worker_running_a_compose(
     platform: LocalPlatform, client: Client, tasks: list[Task]
 ) -> Process:
     """SIGKILL the process group of a worker while it runs one of the latest `tasks`.
-    A compose may end before its RUNNING is written (20 ms after its send), so a busy
-    worker is frozen first (SIGSTOP, with its slots): what it was sent then shows
-    RUNNING on it (with no prefetch). A worker found holding no compose is thawed and the
-    next one tried."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for worker_id in [w["worker_id"] for w in client.workers() if w["busy"]]:
-            victim = platform.worker_ids[worker_id]
-            victim.signal(signal.SIGSTOP)
-            seen_until = time.monotonic() + 1.0
-            while time.monotonic() < seen_until:
-                views = [task.info() for task in tasks[-40:]]
-                if any(v["status"] == "RUNNING" and v["worker_id"] == worker_id for v in views):
+    Every worker is frozen first (SIGSTOP, with its slots), so that no compose can end
+    meanwhile: what a worker was sent, before or while frozen, shows RUNNING on it 20 ms
+    after its send (with no prefetch). One such worker is killed, the others thawed.
+    Freezing one worker at a time could miss: composes are short, and under load the
+    others could run the rest of the load while one was being looked at."""
+    workers = {w["worker_id"]: platform.worker_ids[w["worker_id"]] for w in client.workers()}
+    for process in workers.values():
+        process.signal(signal.SIGSTOP)
+    victim = None
+    try:
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            for view in [task.info() for task in tasks[-40:]]:
+                if view["status"] == "RUNNING" and view["worker_id"] in workers:
+                    victim = workers[view["worker_id"]]
                     victim.kill()
-                    return victim
-            victim.signal(signal.SIGCONT)
-    raise AssertionError("no worker was seen running a compose")
+                    break
+    finally:
+        for process in workers.values():
+            if process is not victim:
+                process.signal(signal.SIGCONT)
+    assert victim is not None, "no worker was seen running a compose"
+    return victim
 
 
 # Not inline: like local, a compose is then one task, and local covers that.
