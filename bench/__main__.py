@@ -24,7 +24,7 @@ same function with no environment; and the disk each environment uses (bench/env
 
 `--baselines ray,celery` runs W1, W2 and W4 against Ray and Celery as well (as many CPUs or
 worker processes as the platform has slots), `--baselines floor` W1 and W4 against this
-design at its thinnest (bench/baselines/floor.py: the same hops, nothing else), and
+design at its thinnest (bench/baselines/floor.py: a call's hops, nothing else), and
 `--compare REF` against a git ref's checkout of the platform, all in the same interleaved
 rounds; reports the ratios and draws a PNG (bench/sidebyside.py).
 """

@@ -7,8 +7,8 @@ calls: p50, p99, and the CPU its processes used per call), W2 (2,000 no-op tasks
 throughput; and, for the platform, one HTTP request per task) and W4 (echo of 1 MB of
 bytes: p50) on each system in turn, the order rotating from round to round.
 `--baselines floor` adds the design's floor (bench/baselines/floor.py), which runs W1 and
-W4. Reported: every round, each system's median over
-the rounds, and the ratios ours/baseline (per mode) and this/REF (per mode).
+W4. Reported: every round, each system's median over the rounds, and the ratios
+ours/baseline (per mode) and this/REF (per mode).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The thinnest service with this platform's durable path and nothing else, to tell what the
 design costs (its hops) from what the implementation adds. A call crosses the same
-process wake-ups as one in the platform's pull mode:
+process wake-ups as one in the platform's local mode, and ZeroMQ's I/O threads as one in
+pull mode (whose worker process between dispatcher and slot it does not have):
 
     client -> gateway -> Redis -> dispatcher -> slot -> dispatcher -> Redis -> gateway -> client
 
@@ -80,7 +81,7 @@ def gateway(redis_url: str, port: int) -> None:
                 access_log=False, log_level="warning")  # fmt: skip
 
 
-async def dispatcher(redis_url: str, endpoint: str, slots: int) -> None:
+async def dispatcher(redis_url: str, endpoint: str) -> None:
     import zmq
     import zmq.asyncio
 
@@ -89,7 +90,7 @@ async def dispatcher(redis_url: str, endpoint: str, slots: int) -> None:
         await writer.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     router = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
     router.bind(endpoint)
-    free: list[bytes] = []
+    free: list[bytes] = []  # slots waiting for a task (each says so when it starts)
     has_free = asyncio.Event()
     functions: dict[bytes, bytes] = {}
     entries: dict[bytes, bytes] = {}  # task id -> stream entry id
@@ -177,7 +178,7 @@ def side(slots: int, port: int) -> None:
         url, endpoint = platform.redis_url, f"ipc://{tmp}/floor.sock"
         register(url, {f.__name__: f for f in (workloads.noop, workloads.echo)})
         me = [sys.executable, "-m", "bench.baselines.floor", "--redis", url]
-        roles = [["--role", "dispatcher", "--endpoint", endpoint, "--slots", str(slots)],
+        roles = [["--role", "dispatcher", "--endpoint", endpoint],
                  *[["--role", "slot", "--endpoint", endpoint]] * slots,
                  ["--role", "gateway", "--port", str(port)]]  # fmt: skip
         procs = [subprocess.Popen(me + role, stdout=sys.stderr) for role in roles]
@@ -206,7 +207,7 @@ def main() -> None:
     elif args.role == "gateway":
         gateway(args.redis, args.port)
     elif args.role == "dispatcher":
-        asyncio.run(dispatcher(args.redis, args.endpoint, args.slots))
+        asyncio.run(dispatcher(args.redis, args.endpoint))
     else:
         slot(args.endpoint)
 
