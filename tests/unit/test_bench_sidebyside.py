@@ -272,10 +272,12 @@ def test_the_plot_has_every_system(tmp_path) -> None:  # type: ignore[no-untyped
         "machine": {"cpus": 2},
         "settings": {"w2": 2000},
         "samples_ms": {"this/local": {"W1": [2.0, 3.0], "W4": [30.0]},
-                       "ray": {"W1": [1.0, 2.0], "W4": [15.0, 16.0]}},
+                       "ray": {"W1": [1.0, 2.0], "W4": [15.0, 16.0]},
+                       "floor": {"W1": [1.5], "W4": [20.0]}},
         "medians": {"this/local": {"W2_batch_tasks_per_s": 2000.0,
                                    "W2_per_request_tasks_per_s": 1300.0},
-                    "ray": {"W2_batch_tasks_per_s": 1500.0}},
+                    "ray": {"W2_batch_tasks_per_s": 1500.0},
+                    "floor": {"W1_p50_ms": 1.5}},  # no W2: no bar
     }  # fmt: skip
     path = plots.side_by_side(report, tmp_path / "x.png")
     assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
