@@ -30,7 +30,7 @@ end
 
 -- `ended`: the end of the task that just ended (see publish_ended.lua).
 release_dependents = function(task_key, counter_key, ttl, channel, task_id, inline_max, ended)
-  local prefix = string.sub(task_key, 1, #task_key - #task_id - #'task:')
+  local prefix = prefix_of(task_key, task_id)
   local work = {{task_id, ended.status}}
   local i = 1
   while i <= #work do
@@ -54,9 +54,8 @@ release_dependents = function(task_key, counter_key, ttl, channel, task_id, inli
             fields[#fields + 1] = 'c'
             fields[#fields + 1] = h[4]
           end
-          -- the arguments are kept apart (submit.lua)
-          local apart = h[6] == '' and redis.call('EXISTS', prefix .. 'args:' .. id) == 1
-          for _, f in ipairs({'w', h[5], apart and 'P' or 'p', apart and '1' or h[6]}) do
+          local field, value = payload_field(prefix, id, h[6])
+          for _, f in ipairs({'w', h[5], field, value}) do
             fields[#fields + 1] = f
           end
           local stream = prefix .. (h[7] == '1' and 'queue:nested' or 'queue')

@@ -8,6 +8,24 @@ An end is a table: status, result (nil when finish.lua renamed a staged one into
 <p>:result:<id> already), error, kind (error kind, '' if none), finished (ms).
 ]]
 
+-- The key prefix ('<p>:') of a task's hash key <p>:task:<task_id>.
+local function prefix_of(task_key, task_id)
+  return string.sub(task_key, 1, #task_key - #task_id - #'task:')
+end
+
+-- Arguments kept apart (submit.lua): an empty payload whose <p>:args:<task_id> exists.
+-- The queue entry's payload field and value: `P` then (the dispatcher reads that key),
+-- else `p` and the payload itself.
+local function args_key(prefix, task_id)
+  return prefix .. 'args:' .. task_id
+end
+local function payload_field(prefix, task_id, payload)
+  if payload == '' and redis.call('EXISTS', args_key(prefix, task_id)) == 1 then
+    return 'P', '1'
+  end
+  return 'p', payload
+end
+
 -- The longest value a hash may hold and keep Redis's compact encoding (a listpack,
 -- as long as hash-max-listpack-value keeps its default): one longer value turns
 -- the whole hash into a hashtable, several times larger.
@@ -73,7 +91,7 @@ local function close_task(task_key, counter_key, ended, ttl, channel, task_id, i
   if h[10] == '1' then
     header[#header + 1] = true
   end
-  local prefix = string.sub(task_key, 1, #task_key - #task_id - #'task:')
+  local prefix = prefix_of(task_key, task_id)
   local worker = h[8] ~= '' and h[8]
   local fields = {'h', cmsgpack.pack(header)}
   local small = true  -- every value fits a listpack
@@ -105,7 +123,7 @@ local function close_task(task_key, counter_key, ended, ttl, channel, task_id, i
     fields[#fields + 1] = ended.result
   end
   redis.call('DEL', task_key)  -- a fresh hash: a long open form made it a hashtable
-  redis.call('DEL', prefix .. 'args:' .. task_id)  -- arguments kept apart, if any
+  redis.call('DEL', args_key(prefix, task_id))  -- arguments kept apart, if any
   redis.call('HSET', task_key, unpack(fields))
   if ttl > 0 then
     redis.call('EXPIRE', task_key, ttl)

@@ -46,17 +46,12 @@ of starting them twice); its id is returned like the others.
 ]]
 local ndeps = tonumber(ARGV[11])
 local first_key, first_pair = 6 + 2 * ndeps, 17 + ndeps
--- The task hash and the kept-apart arguments of the pair at ARGV[j].
-local function pair_keys(j)
-  local task_key = KEYS[first_key + (j - first_pair) / 2]
-  return task_key, string.sub(task_key, 1, #task_key - #ARGV[j] - #'task:') .. 'args:' .. ARGV[j]
-end
 -- Nothing is stored: drop the arguments staged for tasks that do not exist.
 local function refuse(reply)
   for j = first_pair, #ARGV, 2 do
-    local task_key, args_key = pair_keys(j)
+    local task_key = KEYS[first_key + (j - first_pair) / 2]
     if ARGV[j + 1] == '' and redis.call('EXISTS', task_key) == 0 then
-      redis.call('DEL', args_key)
+      redis.call('DEL', args_key(prefix_of(task_key, ARGV[j]), ARGV[j]))
     end
   end
   return reply
@@ -121,13 +116,10 @@ local ids = {}
 for i = first_key, #KEYS do
   local j = first_pair + (i - first_key) * 2
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local apart = false
-    if ARGV[j + 1] == '' then  -- kept apart if its key exists (else an empty payload)
-      local _, args_key = pair_keys(j)
-      apart = redis.call('EXISTS', args_key) == 1
-      if apart then
-        redis.call('PERSIST', args_key)
-      end
+    local prefix = prefix_of(KEYS[i], ARGV[j])
+    local field, value = payload_field(prefix, ARGV[j], ARGV[j + 1])
+    if field == 'P' then
+      redis.call('PERSIST', args_key(prefix, ARGV[j]))
     end
     local fields = {'function_id', ARGV[1], 'tenant', ARGV[7], 'status', 'QUEUED',
       'attempt', 1, 'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'queued_ms', ARGV[2],
@@ -142,8 +134,8 @@ for i = first_key, #KEYS do
         entry[#entry + 1] = 'w'
         entry[#entry + 1] = deps
       end
-      entry[#entry + 1] = apart and 'P' or 'p'  -- P: the arguments are kept apart
-      entry[#entry + 1] = apart and '1' or ARGV[j + 1]
+      entry[#entry + 1] = field
+      entry[#entry + 1] = value
       fields[#fields + 1] = 'entry'
       fields[#fields + 1] = redis.call('XADD', KEYS[1], '*', unpack(entry))
       redis.call('HSET', KEYS[i], unpack(fields))
