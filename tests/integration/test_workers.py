@@ -122,6 +122,17 @@ class RogueWorker:
     def send(self, *frames: bytes) -> None:
         self.socket.send_multipart(list(frames))
 
+    def expect(self, command: wire.Command, timeout_s: float) -> wire.Message:
+        """The next message of this command (others are skipped); AssertionError if none
+        comes within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.socket.poll(left * 1000):
+                message = wire.unpack(self.socket.recv_multipart())
+                if message.command == command:
+                    return message
+        raise AssertionError(f"no {command.name} within {timeout_s} s")
+
     def close(self) -> None:
         self.socket.close(0)
         self.context.term()
@@ -333,31 +344,19 @@ def test_a_large_result_is_acknowledged_as_soon_as_it_commits(tmp_path: Path) ->
         httpx.Client(base_url=platform.url, timeout=30) as http,
     ):
         worker = RogueWorker(platform.dispatcher_port, b"hand-driven")
-        poller = zmq.Poller()
-        poller.register(worker.socket, zmq.POLLIN)
-
-        def next_message(command: wire.Command, timeout_s: float) -> wire.Message:
-            deadline = time.monotonic() + timeout_s
-            while (left := deadline - time.monotonic()) > 0:
-                if poller.poll(left * 1000):
-                    message = wire.unpack(worker.socket.recv_multipart())
-                    if message.command == command:
-                        return message
-            raise AssertionError(f"no {command.name} within {timeout_s} s")
-
         try:
             worker.send(*wire.pack(wire.Command.HELLO, {"worker_id": "hand", "slots": 1}))
-            next_message(wire.Command.WELCOME, 10)
+            worker.expect(wire.Command.WELCOME, 10)
             worker.send(*wire.pack(wire.Command.READY, {"credits": 1}))
             execute(http, register(http, userfuncs.double), 21)
-            task = next_message(wire.Command.TASK, 10).header
-            next_message(wire.Command.HEARTBEAT, 10)  # the next one is 3 s away
+            task = worker.expect(wire.Command.TASK, 10).header
+            worker.expect(wire.Command.HEARTBEAT, 10)  # the next one is 3 s away
             # When the worker reports a 2 MB result
             result = {"task_id": task["task_id"], "attempt": task["attempt"], "outcome": "ok",
                       "seq": 1}  # fmt: skip
             worker.send(*wire.pack(wire.Command.RESULT, result), pickle.dumps(bytes(2 << 20)))
             # Then it is told the result is committed within a second, not at the beat
-            told = next_message(wire.Command.HEARTBEAT, 1.0)
+            told = worker.expect(wire.Command.HEARTBEAT, 1.0)
             assert told.header.get("acked") == 1
         finally:
             worker.close()
