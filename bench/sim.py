@@ -3,7 +3,8 @@
 A real redis-server and a real dispatcher process (pull or push mode, CURVE on the
 worker link) serve N simulated workers of S slots each. They run in a few asyncio
 processes and speak the real wire protocol (HELLO, READY, TASK, RESULT with seq,
-HEARTBEAT, and with `--prefetch N` STARTED for the tasks they held beyond their slots)
+HEARTBEAT, BATCH of the TASKs or RESULTs of one turn, and with `--prefetch N` STARTED
+for the tasks they held beyond their slots)
 but "run" a task by sleeping its duration, so what is measured is the dispatcher and
 the store, not the slots. The queue is filled before the workers connect, so the
 dispatcher is never starved.
@@ -72,11 +73,24 @@ async def _sim_worker(
     running: set[asyncio.Task[None]] = set()
     waiting: list[dict] = []  # prefetched TASK headers, oldest first
 
+    results: list[tuple[dict, list[bytes]]] = []  # this loop turn's, sent at its end
+    batches = False  # the dispatcher takes RESULTs in a BATCH (its WELCOME says)
+
     def send(command: wire.Command, header: dict | None = None, *blobs: bytes) -> None:
         sock.send_multipart(wire.pack(command, header, *blobs), copy=False)
 
+    def send_results() -> None:
+        if sock.closed:  # the run ended before this turn's end
+            return
+        if batches:
+            sock.send_multipart(wire.pack_batch(wire.Command.RESULT, results), copy=False)
+        else:
+            for header, blobs in results:
+                send(wire.Command.RESULT, header, *blobs)
+        results.clear()
+
     hello = {"worker_id": worker_id, "slots": slots, "running": [], "seq": 1,
-             "prefetch": args.prefetch}  # fmt: skip
+             "prefetch": args.prefetch, "batches": True}  # fmt: skip
     send(wire.Command.HELLO, hello)
     if args.mode == "pull":
         send(wire.Command.READY, {"credits": slots + args.prefetch})
@@ -106,7 +120,9 @@ async def _sim_worker(
             start(held)
             if held.get("prefetched"):
                 result["started"] = [[held["task_id"], held["attempt"]]]
-        send(wire.Command.RESULT, result, RESULT_BLOB)
+        if not results:  # as a worker does: what ends in one turn goes in one message
+            asyncio.get_running_loop().call_soon(send_results)
+        results.append((result, [RESULT_BLOB]))
 
     async def beat() -> None:
         while True:
@@ -121,8 +137,11 @@ async def _sim_worker(
             frames = await asyncio.wait_for(sock.recv_multipart(), max(0.01, stop_at - time.time()))
         except TimeoutError:
             break
-        msg = wire.unpack(frames)
-        if msg.command == wire.Command.TASK:
+        for msg in wire.unpack(frames).messages():
+            if msg.command == wire.Command.WELCOME:
+                batches = msg.header.get("batches", False)
+            if msg.command != wire.Command.TASK:
+                continue
             if not freed:  # every slot is taken: hold it until one frees
                 waiting.append(msg.header)
                 continue

@@ -11,13 +11,14 @@ malformed value; unknown fields are ignored, for forward compatibility.
 
 Worker -> dispatcher
   HELLO      {worker_id, slots, base_slots?, prefetch?, running: [[task_id, attempt], ...],
-             queued?, seq}
+             queued?, seq, batches?}
              (re)register (`base_slots`: without spare slots, if it has some);
              `prefetch`: how many tasks it holds beyond its slots (see TASK);
              `running` lists the attempts it still runs or whose results are not yet
              acknowledged, so they are adopted, and `queued` those of them it holds
              prefetched and has not started; `seq` is the sequence number of its next
-             RESULT (the first one it re-sends, if any)
+             RESULT (the first one it re-sends, if any); `batches`: it takes TASKs
+             in a BATCH
   READY      {credits}  pull mode: may receive this many more tasks
   STARTED    {tasks: [[task_id, attempt], ...]}  prefetched attempts it has started
   RETURN     {tasks: [[task_id, attempt], ...]}  prefetched attempts it never started
@@ -47,7 +48,8 @@ Worker -> dispatcher
              at most MAX_LOG_CHUNK bytes), always before its RESULT
   BYE        {}  leaving on purpose; its running tasks are handed back
 Dispatcher -> worker
-  WELCOME    {heartbeat_interval_s}  reply to HELLO
+  WELCOME    {heartbeat_interval_s, batches?}  reply to HELLO; `batches`: it takes
+             RESULTs in a BATCH
   TASK       {task_id, attempt, function_id, deadline_s, tenant?, env?, futures?, depth?,
              prefetched?}  + [function, args, sources?, *results]; `prefetched`: sent
              while every slot of the worker was taken, so the task is still QUEUED in
@@ -76,6 +78,12 @@ Dispatcher -> worker
   CANCEL     {task_id, attempt}  the task was cancelled (or the attempt, claimed in a
              HELLO, is no longer held): drop it if it waits, kill its slot if it runs
              (RESULT outcome `cancelled`); ignored if it is not running
+Both ways
+  BATCH      {parts: [[command, header, blob count], ...]} + the parts' blobs in order:
+             several TASKs, or several RESULTs, of one loop turn in one message, to a
+             peer that said it takes them (`batches`): one send, and one wake-up of
+             each side's I/O thread, instead of one per part. A part is checked as if
+             it came alone.
 
 `outcome` is one of OUTCOMES: ok, error (the function raised), dependency (the
 function or its arguments need a module the worker cannot import), deadline (the
@@ -123,6 +131,7 @@ class Command(bytes, Enum):
     STARTED = b"\x14"
     RETURN = b"\x15"
     RECALL = b"\x16"
+    BATCH = b"\x17"
 
 
 _COMMANDS = {c.value: c for c in Command}  # Command(b) costs an Enum lookup per message
@@ -132,6 +141,9 @@ OUTCOMES = frozenset({"ok", "error", "dependency", "deadline", "too_large", "los
 MAX_SLOTS = 1024
 MAX_SEQ = 2**63 - 1
 MAX_CALL_TASKS = 10_000
+MAX_BATCH_PARTS = 4 * MAX_SLOTS  # a turn's TASKs (at most credits: slots and prefetch)
+BATCHED = frozenset({Command.TASK, Command.RESULT})  # what a BATCH may carry
+_BATCHED_CODES = {c.value[0]: c for c in BATCHED}
 MAX_LOG_CHUNK = 1024 * 1024
 _MAX_ID = 200
 _MAX_ERROR = 64 * 1024
@@ -216,6 +228,22 @@ def _ended(v: Any) -> bool:
     )
 
 
+def _batch_parts(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and 1 <= len(v) <= MAX_BATCH_PARTS
+        and all(
+            isinstance(p, list)
+            and len(p) == 3
+            and type(p[0]) is int
+            and p[0] in _BATCHED_CODES
+            and isinstance(p[1], dict)
+            and _whole(0, 3 + MAX_DEPENDENCIES)(p[2])
+            for p in v
+        )
+    )
+
+
 # Per command: required fields, optional fields, and how many blobs (min, max).
 SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]]] = {
     Command.HELLO: (
@@ -226,6 +254,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
             "seq": _SEQ,
             "base_slots": _whole(1, MAX_SLOTS),
             "prefetch": _whole(0, MAX_SLOTS),
+            "batches": _flag,
         },
         (0, 0),
     ),
@@ -246,7 +275,11 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.HEARTBEAT: ({}, {"acked": _SEQ}, (0, 0)),
     Command.DRAIN: ({}, {}, (0, 0)),
     Command.BYE: ({}, {}, (0, 0)),
-    Command.WELCOME: ({"heartbeat_interval_s": _number(0.001, 3600)}, {}, (0, 0)),
+    Command.WELCOME: (
+        {"heartbeat_interval_s": _number(0.001, 3600)},
+        {"batches": _flag},
+        (0, 0),
+    ),
     Command.TASK: (
         {
             "task_id": _ID,
@@ -291,6 +324,8 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.CALLED: ({"call_id": _SEQ}, {"error": _text(_MAX_ERROR)}, (0, 0)),
     Command.ENDED: ({"call_id": _SEQ, "tasks": _ended}, {}, (0, MAX_CALL_TASKS)),
     Command.LOG: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (1, 1)),
+    # Its parts are checked each against its own schema (`_parts`).
+    Command.BATCH: ({"parts": _batch_parts}, {}, (0, MAX_BATCH_PARTS * (3 + MAX_DEPENDENCIES))),
     # Both ways: a question (parent...) to the dispatcher, its answer (inline...) back.
     Command.INLINE: (
         {"call_id": _SEQ},
@@ -312,10 +347,25 @@ class Message:
     command: Command
     header: dict[str, Any]
     blobs: list[bytes]
+    parts: tuple[Message, ...] = ()  # a BATCH's messages, each checked
+
+    def messages(self) -> tuple[Message, ...]:
+        """What to handle: a BATCH's parts, or this message alone."""
+        return self.parts if self.command == Command.BATCH else (self,)
 
 
 def pack(command: Command, header: dict[str, Any] | None = None, *blobs: bytes) -> list[bytes]:
     return [PROTOCOL, command.value, msgpack.packb(header or {}), *blobs]
+
+
+def pack_batch(command: Command, parts: list[tuple[dict[str, Any], list[bytes]]]) -> list[bytes]:
+    """Several messages of one command as one BATCH (a single one goes alone)."""
+    if len(parts) == 1:
+        header, blobs = parts[0]
+        return pack(command, header, *blobs)
+    code = command.value[0]
+    header = {"parts": [[code, h, len(blobs)] for h, blobs in parts]}
+    return pack(Command.BATCH, header, *(b for _, blobs in parts for b in blobs))
 
 
 def unpack(frames: list[bytes]) -> Message:
@@ -334,6 +384,22 @@ def unpack(frames: list[bytes]) -> Message:
         raise ProtocolError(f"undecodable header: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a map")
+    blobs = [bytes(f) for f in frames[3:]]
+    _check(command, header, blobs)
+    if command != Command.BATCH:
+        return Message(command, header, blobs)
+    parts, first = [], 0
+    for code, part_header, count in header["parts"]:
+        part = Message(_BATCHED_CODES[code], part_header, blobs[first : first + count])
+        _check(part.command, part.header, part.blobs)
+        parts.append(part)
+        first += count
+    if first != len(blobs):
+        raise ProtocolError(f"BATCH with {len(blobs)} blobs for parts of {first}")
+    return Message(command, header, blobs, tuple(parts))
+
+
+def _check(command: Command, header: dict[str, Any], blobs: list[bytes]) -> None:
     required, optional, (fewest, most) = SCHEMAS[command]
     for name, check in required.items():
         if name not in header:
@@ -343,7 +409,6 @@ def unpack(frames: list[bytes]) -> Message:
     for name, check in optional.items():
         if name in header and not check(header[name]):
             raise ProtocolError(f"{command.name} with a bad {name!r}: {header[name]!r:.80}")
-    blobs = [bytes(f) for f in frames[3:]]
     if not fewest <= len(blobs) <= most:
         raise ProtocolError(f"{command.name} with {len(blobs)} blobs")
     if command == Command.LOG and len(blobs[0]) > MAX_LOG_CHUNK:
@@ -352,4 +417,3 @@ def unpack(frames: list[bytes]) -> Message:
         3 + len(header["futures"]) if "futures" in header else min(len(blobs), 3)
     ):
         raise ProtocolError(f"TASK with {len(blobs)} blobs for its futures")
-    return Message(command, header, blobs)

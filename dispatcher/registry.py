@@ -67,6 +67,7 @@ class WorkerState:
     base_slots: int = 0  # without spare slots (see SLOTS)
     top_level: int = 0  # attempts it runs that are not nested calls
     prefetch: int = 0  # tasks it may hold beyond its slots
+    batches: bool = False  # it takes TASKs in a BATCH
     # Attempts it holds that have not started, oldest first (a subset of `tasks`).
     waiting: dict[str, InFlight] = field(default_factory=dict)
 

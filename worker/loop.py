@@ -87,6 +87,7 @@ class WorkerLoop:
         self._cancels: list[tuple[str, int]] = []  # (task_id, attempt) to drop or kill
         self._started: list[list[str | int]] = []  # prefetched jobs started this turn
         self._results_out: list[tuple[dict, bytes]] = []  # RESULTs of this turn, unsent
+        self._batches = False  # the dispatcher takes RESULTs in a BATCH
         environments = Environments(
             settings.env_dir,
             index_url=settings.pip_index_url or None,
@@ -151,7 +152,9 @@ class WorkerLoop:
             "running": held,
             "queued": queued,
             "seq": first_seq,
+            "batches": True,
         }
+        self._batches = False  # until this dispatcher's WELCOME says it takes them
         self._announced_slots = self._pool.size
         self._started.clear()  # a STARTED lost with the old socket: `queued` says it now
         self._results_out.clear()  # unacknowledged: re-sent below
@@ -182,8 +185,11 @@ class WorkerLoop:
             self._send(wire.Command.READY, {"credits": free})
 
     def _send(self, command: wire.Command, header: dict | None = None, *blobs: bytes) -> None:
+        self._send_frames(wire.pack(command, header, *blobs))
+
+    def _send_frames(self, frames: list[bytes]) -> None:
         assert self._socket is not None
-        self._socket.send_multipart(wire.pack(command, header, *blobs), copy=False)
+        self._socket.send_multipart(frames, copy=False)
         self._last_sent = time.monotonic()
 
     # -- main loop ---------------------------------------------------------------------
@@ -296,7 +302,8 @@ class WorkerLoop:
                 return
             self._last_heard = time.monotonic()
             try:
-                self._handle(wire.unpack(frames))
+                for msg in wire.unpack(frames).messages():
+                    self._handle(msg)
             except ProtocolError as exc:
                 logger.warning("dropped a message from the dispatcher: %s", exc)
 
@@ -354,7 +361,9 @@ class WorkerLoop:
             if done is not None:
                 self._pool.unblock(done.fd)
                 self._pool.reply(done.fd, done.task_id, ("ended", done.ended, ""))
-        elif msg.command != wire.Command.WELCOME:
+        elif msg.command == wire.Command.WELCOME:
+            self._batches = msg.header.get("batches", False)
+        else:
             raise ProtocolError(f"unexpected {msg.command.name} from the dispatcher")
 
     def _nested(self, request: SlotRequest) -> None:
@@ -482,20 +491,25 @@ class WorkerLoop:
         self._results_out.append((header, result.result))  # sent at the end of this turn
 
     def _send_results(self) -> None:
-        """This turn's RESULTs, the last one carrying the prefetched attempts started in
-        the turn (a slot that freed usually took the next one at once): one message
-        per task instead of two. STARTED goes alone when no result does."""
+        """This turn's RESULTs, in one BATCH if the dispatcher takes them, the last one
+        carrying the prefetched attempts started in the turn (a slot that freed usually
+        took the next one at once): one message per turn instead of two per task.
+        STARTED goes alone when no result does."""
         results, self._results_out = self._results_out, []
         started, self._started = self._started, []
         if self._socket is None:
             return  # connect re-sends every unacknowledged result, and `queued` says the rest
-        for i, (header, blob) in enumerate(results):
-            if started and i == len(results) - 1:
-                header = {**header, "started": started}
-                started = []
-            self._send(wire.Command.RESULT, header, blob)
-        if started:
+        if results and started:
+            header, blob = results[-1]
+            results[-1] = ({**header, "started": started}, blob)
+        elif started:
             self._send(wire.Command.STARTED, {"tasks": started})
+        if self._batches and len(results) > 1:
+            frames = wire.pack_batch(wire.Command.RESULT, [(h, [b]) for h, b in results])
+            self._send_frames(frames)
+        else:
+            for header, blob in results:
+                self._send(wire.Command.RESULT, header, blob)
 
     def _keep_alive(self, now: float) -> None:
         if now - self._last_heard > self.settings.liveness_timeout_s:

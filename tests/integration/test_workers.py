@@ -360,3 +360,44 @@ def test_a_large_result_is_acknowledged_as_soon_as_it_commits(tmp_path: Path) ->
             assert told.header.get("acked") == 1
         finally:
             worker.close()
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batching-worker", "older-worker"])
+def test_a_turns_tasks_and_results_travel_in_one_batch_to_a_worker_that_takes_them(
+    tmp_path: Path, batches: bool
+) -> None:
+    """A BATCH saves a send and a wake-up per task on both sides; a worker that did
+    not say it takes them (an older one) still gets one TASK per message."""
+    with (
+        make_platform(tmp_path, DispatchMode.PULL, workers=0, secure=False) as platform,
+        httpx.Client(base_url=platform.url, timeout=30) as http,
+    ):
+        worker = RogueWorker(platform.dispatcher_port, b"hand-driven")
+        try:
+            hello = {"worker_id": "hand", "slots": 4, **({"batches": True} if batches else {})}
+            worker.send(*wire.pack(wire.Command.HELLO, hello))
+            assert worker.expect(wire.Command.WELCOME, 10).header["batches"] is True
+            # Given four tasks queued before the worker has credits for them
+            function_id = register(http, userfuncs.double)
+            task_ids = [execute(http, function_id, n) for n in range(4)]
+            # When it asks for four
+            worker.send(*wire.pack(wire.Command.READY, {"credits": 4}))
+            # Then they come in one message, or one each to the older worker
+            if batches:
+                tasks = [part.header for part in worker.expect(wire.Command.BATCH, 10).parts]
+            else:
+                tasks = [worker.expect(wire.Command.TASK, 10).header for _ in range(4)]
+            assert sorted(t["task_id"] for t in tasks) == sorted(task_ids)
+            # And results reported in one BATCH all commit, each to its own task
+            results = []
+            for seq, t in enumerate(tasks, start=1):
+                header = {"task_id": t["task_id"], "attempt": t["attempt"], "outcome": "ok",
+                          "seq": seq}  # fmt: skip
+                results.append((header, [pickle.dumps(t["task_id"])]))
+            worker.send(*wire.pack_batch(wire.Command.RESULT, results))
+            for task_id in task_ids:
+                view = wait_result(http, task_id)
+                assert view["status"] == "COMPLETED"
+                assert deserialize(view["result"]) == task_id
+        finally:
+            worker.close()

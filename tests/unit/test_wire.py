@@ -43,6 +43,48 @@ def test_unknown_header_fields_are_ignored_for_forward_compatibility() -> None:
     assert msg.header["slots"] == 4
 
 
+def test_a_batch_carries_several_messages_each_with_its_own_blobs() -> None:
+    other = {**TASK, "task_id": "u", "futures": ["f1"]}
+    frames = wire.pack_batch(
+        wire.Command.TASK,
+        [(TASK, [b"fn", b"args"]), (other, [b"fn", b"args2", b"", b"r1"])],
+    )
+    msg = wire.unpack(frames)
+    assert msg.command is wire.Command.BATCH
+    assert [(m.command, m.header, m.blobs) for m in msg.messages()] == [
+        (wire.Command.TASK, TASK, [b"fn", b"args"]),
+        (wire.Command.TASK, other, [b"fn", b"args2", b"", b"r1"]),
+    ]
+
+
+def test_a_batch_of_one_is_the_message_alone() -> None:
+    msg = wire.unpack(wire.pack_batch(wire.Command.RESULT, [(RESULT, [b"r"])]))
+    assert msg.command is wire.Command.RESULT
+    assert msg.messages() == (msg,)
+
+
+def _batch(parts: list, *blobs: bytes) -> list[bytes]:
+    return wire.pack(wire.Command.BATCH, {"parts": parts}, *blobs)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        _batch([]),
+        _batch([[wire.Command.TASK.value[0], TASK, 2]], b"fn"),  # fewer blobs than parts say
+        _batch([[wire.Command.RESULT.value[0], RESULT, 0]], b"r"),  # more
+        _batch([[wire.Command.RESULT.value[0], {"task_id": "t"}, 1]], b"r"),  # a bad part
+        _batch([[wire.Command.HELLO.value[0], HELLO, 0]]),  # not one a batch may carry
+        _batch([[wire.Command.BATCH.value[0], {"parts": []}, 0]]),
+        _batch([[float(wire.Command.TASK.value[0]), TASK, 2]], b"fn", b"args"),
+        _batch([[wire.Command.TASK.value[0], TASK]], b"fn", b"args"),
+    ],
+)
+def test_a_malformed_batch_raises_protocol_error(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        wire.unpack(frames)
+
+
 @pytest.mark.parametrize(
     "frames",
     [
