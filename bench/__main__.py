@@ -14,8 +14,8 @@ default; dispatcher and worker also serve /metrics) and with both off, and repor
 each variant's median over its rounds: the cost of capture and metrics.
 
 `--security both` instead runs two platforms side by side, one with Redis users and
-a CURVE worker link (as `faas up` runs) and one without, and alternates W1 and W2
-(batch) between them in interleaved rounds, so both see the same machine noise; it
+a CURVE worker link (as `faas up` runs) and one without, and alternates W1, W2
+(batch) and W4 between them in interleaved rounds, so both see the same machine noise; it
 reports the median of the rounds and the secure/insecure ratios.
 
 `--environments N` runs N rounds of: the cold first call of a function with one new
@@ -356,7 +356,7 @@ def compare_observability(mode: DispatchMode, args: argparse.Namespace, log_dir:
 
 
 def run_security(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    """W1 p50 and W2 tasks/s with security on and off, alternating in each round."""
+    """W1 p50, W2 tasks/s and W4 p50 with security on and off, alternating in each round."""
     platforms: dict[str, LocalPlatform] = {}
     rounds: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
     try:
@@ -376,9 +376,12 @@ def run_security(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) ->
                 w1 = bench.w1(args.w1)["one_request"]["p50_ms"]
                 w2 = bench.w2_batch(args.w2)
                 assert w2["lost"] == 0, w2
-                rounds[side].append({"W1_p50_ms": w1, "W2_tasks_per_s": w2["tasks_per_s"]})
+                w4 = bench.w4(args.w4)["p50_ms"]
+                rounds[side].append(
+                    {"W1_p50_ms": w1, "W2_tasks_per_s": w2["tasks_per_s"], "W4_p50_ms": w4}
+                )
                 print(f"[{mode}] round {r + 1} security {side}: W1 p50 {w1} ms, "
-                      f"W2 {w2['tasks_per_s']} tasks/s", flush=True)  # fmt: skip
+                      f"W2 {w2['tasks_per_s']} tasks/s, W4 p50 {w4} ms", flush=True)  # fmt: skip
         for bench in benches.values():
             bench.http.close()
     finally:
@@ -395,6 +398,7 @@ def run_security(mode: DispatchMode, args: argparse.Namespace, log_dir: Path) ->
         "W2_tasks_per_s_on_over_off": round(
             medians["on"]["W2_tasks_per_s"] / medians["off"]["W2_tasks_per_s"], 3
         ),
+        "W4_p50_on_over_off": round(medians["on"]["W4_p50_ms"] / medians["off"]["W4_p50_ms"], 3),
     }
 
 
