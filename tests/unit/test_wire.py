@@ -201,3 +201,28 @@ def test_random_frames_never_raise_anything_but_protocol_error(frames: list[byte
         wire.unpack(frames)
     except ProtocolError:
         pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.sampled_from([*wire.Command]).map(lambda c: c.value[0]) | _values,
+            st.dictionaries(_fields, _values, max_size=6) | _values,
+            st.integers(min_value=-2, max_value=4) | _values,
+        ).map(list),
+        max_size=4,
+    ),
+    blobs=st.lists(st.binary(max_size=8), max_size=6),
+)
+def test_any_batch_either_parses_into_checked_parts_or_raises_protocol_error(
+    parts: list, blobs: list[bytes]
+) -> None:
+    try:
+        msg = wire.unpack(wire.pack(wire.Command.BATCH, {"parts": parts}, *blobs))
+    except ProtocolError:
+        return
+    assert msg.parts and all(part.command in wire.BATCHED for part in msg.parts)
+    assert [b for part in msg.parts for b in part.blobs] == blobs
+    for part in msg.parts:  # each as checked as if it came alone
+        assert wire.unpack(wire.pack(part.command, part.header, *part.blobs)) == part
