@@ -324,7 +324,7 @@ SCHEMAS: dict[Command, tuple[dict[str, Check], dict[str, Check], tuple[int, int]
     Command.CALLED: ({"call_id": _SEQ}, {"error": _text(_MAX_ERROR)}, (0, 0)),
     Command.ENDED: ({"call_id": _SEQ, "tasks": _ended}, {}, (0, MAX_CALL_TASKS)),
     Command.LOG: ({"task_id": _ID, "attempt": _whole(1, _MAX_ATTEMPT)}, {}, (1, 1)),
-    # Its parts are checked each against its own schema (`_parts`).
+    # `unpack` checks each of its parts against the part's own schema.
     Command.BATCH: ({"parts": _batch_parts}, {}, (0, MAX_BATCH_PARTS * (3 + MAX_DEPENDENCIES))),
     # Both ways: a question (parent...) to the dispatcher, its answer (inline...) back.
     Command.INLINE: (

@@ -448,6 +448,7 @@ class Dispatcher:
         gone is forgotten: what it was being sent goes back to the backlog, what it
         held before back to the queue."""
         assert self._router is not None
+        held_by_the_gone: list[QueueEntry] = []
         for worker, tasks in sending.items():
             parts = [(task.header, task.blobs) for task in tasks]
             if worker.batches:
@@ -465,7 +466,7 @@ class Dispatcher:
                     if id(flight) in these:
                         unsent.append(flight.entry)
                     else:
-                        await self._requeue(flight.entry, "its worker became unreachable")
+                        held_by_the_gone.append(flight.entry)
                 continue
             now = now_ms()
             for task in tasks:
@@ -477,6 +478,8 @@ class Dispatcher:
                 queued_ms = int(entry.entry_id.split("-", 1)[0])
                 metrics.DISPATCH_LATENCY.observe(max(now - queued_ms, 0) / 1000)
         sending.clear()
+        for entry in held_by_the_gone:  # only now: awaiting, other workers' TASKs unsent
+            await self._requeue(entry, "its worker became unreachable")
 
     def _deadline_at(self, entry: QueueEntry, now: float, installs: bool = False) -> float:
         """When the dispatcher itself ends an attempt that started at `now` (plus time
