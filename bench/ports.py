@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 
+from faas.platform import free_port
+
 
 def parse_range(text: str) -> range:
     """'19200-19299' -> range(19200, 19300)."""
@@ -33,9 +35,7 @@ class Ports:
 
     def take(self) -> int:
         if self.allowed is None:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                return s.getsockname()[1]
+            return free_port()
         return self.take_block(1).start
 
     def take_block(self, count: int) -> range:

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -53,9 +54,30 @@ class PlatformError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range. A port the
+    kernel hands out (bind to 0) comes from that range, where any outgoing connection (a
+    Redis client's, a worker's) may take it as its source port before the server that is
+    meant to bind it does: a gateway's bind failed so (EADDRINUSE) in a CI run."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(low // 2, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a range crowded with listeners: take the kernel's
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return max(low, 2048)  # half of it stays above the privileged ports
 
 
 def redis_server_binary() -> str:
