@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-s", type=float, default=3, help="before the window")
     parser.add_argument("--mode", choices=["pull", "push"], default="pull")
     parser.add_argument("--prefetch", default="0",
-                        help="tasks each simulated worker holds beyond its slots; "
+                        help="tasks each simulated worker holds beyond its slots, or "
+                        "'slots' for as many as its slots (a real worker's default); "
                         "comma-separated values run side by side")  # fmt: skip
     parser.add_argument("--ceiling", default="16x64",
                         help="shape for the 0 ms ceiling run ('' to skip)")  # fmt: skip
@@ -380,13 +381,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        args.prefetch = int(args.prefetch)
+        args.prefetch = args.slots if args.prefetch == "slots" else int(args.prefetch)
         # Imports take seconds on a loaded machine: the window starts once all are ready.
         print("ready", flush=True)
         args.start_at = float(sys.stdin.readline())
         asyncio.run(_serve(args))
         return
-    prefetches = [int(p) for p in str(args.prefetch).split(",")]
+    prefetches = str(args.prefetch).split(",")
+    if not all(p == "slots" or p.isdigit() for p in prefetches):
+        parser.error(f"--prefetch takes whole numbers or 'slots', not {args.prefetch!r}")
+    prefetches = [p if p == "slots" else int(p) for p in prefetches]
     started = datetime.datetime.now(datetime.UTC)
     with tempfile.TemporaryDirectory(prefix="faas-sim-") as tmp_name:
         tmp = Path(tmp_name)
