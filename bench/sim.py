@@ -3,10 +3,10 @@
 A real redis-server and a real dispatcher process (pull or push mode, CURVE on the
 worker link) serve N simulated workers of S slots each. They run in a few asyncio
 processes and speak the real wire protocol (HELLO, READY, TASK, RESULT with seq,
-HEARTBEAT, BATCH of the TASKs or RESULTs of one turn, and with `--prefetch N` STARTED
-for the tasks they held beyond their slots)
-but "run" a task by sleeping its duration, so what is measured is the dispatcher and
-the store, not the slots. The queue is filled before the workers connect, so the
+HEARTBEAT, BATCH of the TASKs or RESULTs of one turn, and with `--prefetch N` or
+`--prefetch slots` STARTED for the tasks they held beyond their slots) but "run" a
+task by waiting out its duration on a timer, so what is measured is the dispatcher
+and the store, not the slots. The queue is filled before the workers connect, so the
 dispatcher is never starved.
 
 Reported per shape (workers x slots): tasks/s over the measured window, efficiency =
@@ -107,7 +107,7 @@ async def _sim_worker(
 
     def end(header: dict) -> None:
         nonlocal seq
-        del running[header["task_id"]]
+        running.pop(header["task_id"], None)
         result = {"task_id": header["task_id"], "attempt": header["attempt"],
                   "outcome": "ok", "error": "", "seq": seq}  # fmt: skip
         seq += 1
