@@ -6,9 +6,7 @@ races a worker's disconnect."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import pickle
 import time
 import uuid
 
@@ -18,6 +16,7 @@ from common.models import DispatchMode
 from common.store import Store
 from dispatcher.core import Dispatcher
 from dispatcher.settings import DispatcherSettings
+from tests.integration.test_store import new_function, run
 
 
 class Router:
@@ -33,8 +32,7 @@ class Router:
 
 def test_a_worker_gone_mid_pass_loses_nothing_and_spends_no_attempt(redis_url: str) -> None:
     async def scenario(store: Store) -> None:
-        function_id = str(uuid.uuid4())
-        await store.register_function(function_id, "f", pickle.dumps(len))
+        function_id = await new_function(store)
         tasks = [(str(uuid.uuid4()), b"args") for _ in range(2)]
         await store.submit(function_id, tasks, deadline_s=5, max_attempts=3)
         held, sending = await store.read_queue(count=10, block_ms=100)
@@ -57,12 +55,4 @@ def test_a_worker_gone_mid_pass_loses_nothing_and_spends_no_attempt(redis_url: s
         assert again.task_id == held.task_id
         dispatcher._context.term()
 
-    async def main() -> None:
-        store = Store.from_url(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}", result_ttl_s=60)
-        try:
-            await store.ensure_group()
-            await scenario(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
+    run(redis_url, scenario)

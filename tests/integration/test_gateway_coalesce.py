@@ -30,18 +30,7 @@ from common.store import Store, Submission, Submitted
 from common.tenants import new_key_line
 from faas.platform import LocalPlatform
 from tests.conftest import deserialize, make_platform, register, serialize, wait_all
-
-
-def run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        store = Store.from_url(redis_url, prefix=f"c{uuid.uuid4().hex[:8]}", result_ttl_s=60)
-        try:
-            await store.ensure_group()
-            await scenario(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
+from tests.integration.test_store import run
 
 
 async def function(store: Store, tenant: str = "default") -> str:
