@@ -328,8 +328,8 @@ def run(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
                 cpu0, t0 = cpu_by_tree(roots), time.monotonic()
                 roles0 = cpu_by_role(roots[name])
                 w1 = system.w1(args.w1)
-                w1_cpu_s = cpu_by_tree(roots)[name] - cpu0[name]
                 per_call = {k: v - roles0.get(k, 0.0) for k, v in cpu_by_role(roots[name]).items()}
+                w1_cpu_s = sum(per_call.values())  # the whole tree: every role of it
                 w1_roles.setdefault(name, []).append(
                     {k: round(1000 * v / len(w1), 3) for k, v in per_call.items()}
                 )
