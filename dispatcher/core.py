@@ -328,13 +328,19 @@ class Dispatcher:
             self._update_credit()
 
     async def _read_children(self, want: int) -> list[QueueEntry]:
+        # Cleared before the read, not after it: a CALL that queues children while the
+        # read is in flight sets the hint again, and clearing it afterwards lost that.
+        # Then, with every slot held by parents waiting on those children, the feed
+        # only ever tried the parents in its backlog: a CI run hung so for 2 minutes.
+        self._children_queued = False
         try:
             entries = await self.store.read_queue(count=want, block_ms=None, nested=True)
         except StoreUnavailable as exc:
             logger.warning("cannot read the nested queue: %s", exc)
+            self._children_queued = True
             return []
-        if len(entries) < want:
-            self._children_queued = False
+        if len(entries) == want:  # maybe more
+            self._children_queued = True
         return entries
 
     async def _dispatch(self, entries: list[QueueEntry]) -> None:
